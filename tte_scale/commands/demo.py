@@ -1,17 +1,154 @@
-"""`tte-scale demo`: Run the whole pipeline on the embedded synthetic cohort."""
+"""`tte-scale demo`: the whole pipeline on the embedded synthetic cohort, stage by stage."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from tte_scale.errors import NotBuiltError
+from tte_scale.commands import add_config_arguments
+from tte_scale.config import check
+from tte_scale.errors import TteScaleError
 
 HELP = "Run the whole pipeline on the embedded synthetic cohort"
+DESCRIPTION = """\
+Run every stage on the embedded synthetic cohort (sizes in configs/demo.yaml):
+
+  synth  -> OUT/cohort    (MEDS + NIfTI CTs + scans.parquet + truth/)
+  labels -> OUT/labels    (task vocabulary, bins, TTE arrays, benchmark labels)
+  shard  -> OUT/shards    (WebDataset + Zarr via local Ray)
+  train  -> OUT/pretrain  (DeepSpeed ZeRO on the CPU, exported encoder)
+  eval   -> OUT/eval      (probes vs random init vs the oracle; report.md + figures)
+
+Each stage is the same `tte-scale <stage>` command a user runs by hand (printed before it
+runs). Resumable: a stage whose command is unchanged and that finished before is skipped;
+--fresh redoes everything.
+"""
+
+STAMPS = ".stages"
+
+
+@dataclass(kw_only=True, slots=True)
+class DemoConfig:
+    """Sizes and configs of the demo run."""
+
+    subjects: int = 320
+    """Subjects of the synthetic cohort (each has 1-2 scans)."""
+    seed: int = 0
+    """Seed of the cohort, the training run and the evaluation."""
+    workers: int = 2
+    """Worker processes of `synth` and Ray workers of `shard`."""
+    tasks: int = 1024
+    """Pretraining tasks (codes) kept by `tte-scale labels`."""
+    bins: int = 8
+    """Piecewise-exponential time bins."""
+    shard_config: str = "configs/shard/demo.yaml"
+    """Sharding config (canonical shape/spacing, codec, shard sizes)."""
+    pretrain_config: str = "configs/pretrain/demo.yaml"
+    """Pretraining config (model, optimizer, ZeRO stage, steps)."""
+    pretrain_overrides: list[str] = field(default_factory=list)
+    """Extra `--set KEY=VALUE` for `tte-scale train`."""
+    task_set: str = "configs/tasks/inspect.yaml"
+    """Benchmark task set."""
+    bootstrap: int = 300
+    """Bootstrap resamples for the evaluation CIs."""
+
+    def __post_init__(self) -> None:
+        check(self.subjects >= 20, "subjects", f"needs >= 20 so every split has scans, got {self.subjects}")
+        check(self.tasks > 0, "tasks", f"must be > 0, got {self.tasks}")
+        check(self.bins > 0, "bins", f"must be > 0, got {self.bins}")
+        check(self.workers > 0, "workers", f"must be > 0, got {self.workers}")
+        check(self.bootstrap >= 0, "bootstrap", f"must be >= 0, got {self.bootstrap}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
+    add_config_arguments(parser)
+    parser.add_argument("--fresh", action="store_true", help="redo every stage even if its outputs exist")
+    parser.add_argument("--until", choices=["synth", "labels", "shard", "train", "eval"],
+                        help="stop after this stage")
+
+
+def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
+    """(name, arguments of `tte-scale`, the output whose existence marks the stage done)."""
+    cohort, labels, shards, pre, ev = (out / n for n in ("cohort", "labels", "shards", "pretrain", "eval"))
+    train_sets = [f"out_dir={pre}", f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"seed={cfg.seed}",
+                  *cfg.pretrain_overrides]
+    return [
+        ("synth", ["synth", "--out", str(cohort), "--subjects", str(cfg.subjects), "--seed", str(cfg.seed),
+                   "--workers", str(cfg.workers), "--overwrite"], cohort / "scans.parquet"),
+        ("labels", ["labels", "--meds", str(cohort), "--scans", str(cohort / "scans.parquet"), "--out", str(labels),
+                    "--tasks", str(cfg.tasks), "--bins", str(cfg.bins), "--bench-tasks", cfg.task_set,
+                    "--overwrite"], labels / "bins.json"),
+        ("shard", ["shard", "--scans", str(cohort / "scans.parquet"), "--labels", str(labels), "--out", str(shards),
+                   "--config", cfg.shard_config, "--workers", str(cfg.workers), "--overwrite"],
+         shards / "manifest" / "build.json"),
+        ("train", ["train", "--config", cfg.pretrain_config, *[a for s in train_sets for a in ("--set", s)]],
+         pre / "encoder" / "config.json"),
+        ("eval", ["eval", "--checkpoint", str(pre / "encoder"), "--shards", str(shards), "--labels", str(labels),
+                  "--out", str(ev), "--tasks", cfg.task_set, "--baseline", "random", "--truth", str(cohort / "truth"),
+                  "--loss-curve", f"tte={pre / 'metrics.jsonl'}", "--bootstrap", str(cfg.bootstrap),
+                  "--seed", str(cfg.seed)], ev / "summary.json"),
+    ]
+
+
+def _digest(argv: list[str], files: list[str]) -> str:
+    h = hashlib.sha256(json.dumps(argv).encode())
+    for f in files:
+        p = Path(f)
+        h.update(p.read_bytes() if p.is_file() else f.encode())
+    return h.hexdigest()[:16]
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotBuiltError("the end-to-end demo is not implemented in this version")
+    from tte_scale.config import load_config
+
+    cfg = load_config(DemoConfig, args.config or "configs/demo.yaml", args.overrides)
+    out = Path(args.out)
+    (out / STAMPS).mkdir(parents=True, exist_ok=True)
+    # A single-process "cluster" for DeepSpeed on the CPU; a user's own launcher overrides these.
+    env = dict(os.environ, DS_ACCELERATOR=os.environ.get("DS_ACCELERATOR", "cpu"),
+               RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    changed = args.fresh
+    t_all = time.time()
+    stages = _stages(cfg, out)
+    for i, (name, argv, done_marker) in enumerate(stages, 1):
+        stamp = out / STAMPS / f"{name}.json"
+        digest = _digest(argv, [cfg.shard_config, cfg.pretrain_config, cfg.task_set])
+        old = json.loads(stamp.read_text()) if stamp.is_file() else {}
+        if not changed and old.get("digest") == digest and done_marker.exists():
+            print(f"[{i}/{len(stages)}] {name}: up to date, skipped ({done_marker})", flush=True)
+        else:
+            changed = True  # every later stage depends on this one's outputs
+            if name == "train":
+                _clear_checkpoints(out / "pretrain")
+            print(f"[{i}/{len(stages)}] {name}: tte-scale {shlex.join(argv)}", flush=True)
+            t0 = time.time()
+            rc = subprocess.call([sys.executable, "-m", "tte_scale.cli", *argv], env=env)
+            if rc != 0:
+                raise TteScaleError(f"stage {name!r} failed with exit status {rc}; fix the cause and re-run "
+                                    f"`tte-scale demo --out {out}` (finished stages are kept)")
+            stamp.write_text(json.dumps({"digest": digest, "seconds": round(time.time() - t0, 1), "argv": argv}))
+            print(f"[{i}/{len(stages)}] {name}: done in {time.time() - t0:.0f} s", flush=True)
+        if args.until == name:
+            break
+    print(f"demo finished in {time.time() - t_all:.0f} s; report: {out / 'eval' / 'report.md'}")
+    return 0
+
+
+def _clear_checkpoints(pretrain: Path) -> None:
+    """A changed training stage starts from scratch: old checkpoints belong to other inputs."""
+    import shutil
+
+    for sub in ("checkpoints", "encoder"):
+        shutil.rmtree(pretrain / sub, ignore_errors=True)
+    metrics = pretrain / "metrics.jsonl"
+    if metrics.exists():
+        metrics.unlink()

@@ -1,17 +1,28 @@
-"""`tte-scale shard`: Read DICOM/NIfTI scans and write WebDataset and Zarr shards with co-located labels."""
+"""`tte-scale shard`: read DICOM/NIfTI scans, write WebDataset and Zarr shards with labels.
+
+The job itself lives in the top-level ``sharding`` package (it runs on Ray); this module only
+plugs it into the ``tte-scale`` command.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from tte_scale.errors import NotBuiltError
-
 HELP = "Read DICOM/NIfTI scans and write WebDataset and Zarr shards with co-located labels"
 
 
+def _cli():
+    from sharding import cli
+
+    return cli
+
+
+DESCRIPTION = _cli().DESCRIPTION
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    _cli().add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotBuiltError("the Ray sharding job is not implemented in this version")
+    return _cli().run(args)

@@ -1,0 +1,206 @@
+"""Benchmark the TTE head tail + survival loss: fused vs eager reference vs torch.compile.
+
+Each method runs forward + backward of ``logh = z @ W^T + bias -> NLL`` from the per-bin
+vectors ``z [B, J, R]``, task embedding ``W [K, R]`` and bias ``[J, K]`` (all requiring grad)
+against compact labels. Reported per (B, K): median time of fwd+bwd, and on CUDA
+
+* ``peak_extra_mib``: peak allocated during fwd+bwd minus what was allocated before it
+  (inputs, parameters), and
+* ``workspace_mib``: the same minus the gradients every method must return (dz, dW, dbias),
+  i.e. the memory the loss itself needs; the fused kernel's target is <= 10% of eager's.
+
+On CPU the fused path is the chunked PyTorch one (Triton runs on GPU only); as the issue asks,
+CPU runs report the reference eager and compiled only unless ``--methods`` says otherwise.
+
+    python benchmarks/bench_loss.py                    # CPU: eager + compiled, writes results/
+    python benchmarks/bench_loss.py --device cuda      # GPU: fused vs eager vs compiled, bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tte_scale.kernels import fused_survival_loss, head_loss_reference  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_name(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (1 GPU)"
+    import os
+
+    return f"dev CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+
+
+def make_inputs(B, J, K, R, dtype, device, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(B, J, R, generator=g).to(device, dtype).requires_grad_()
+    w = (torch.randn(K, R, generator=g) / R**0.5).to(device, dtype).requires_grad_()
+    b = (torch.randn(J, K, generator=g) * 0.5 - 7).to(device, dtype).requires_grad_()
+    time_ = (torch.rand(B, K, generator=g) * 2000).to(device)
+    event = (torch.rand(B, K, generator=g) < 0.05).to(device)
+    starts = torch.tensor([0, 30, 90, 180, 365, 730, 1095, 1825][:J], dtype=torch.float32, device=device)
+    if J > 8:
+        starts = torch.linspace(0, 3000, J, device=device)
+    return z, w, b, time_, event, starts
+
+
+def methods(names: list[str]):
+    compiled = None
+    out = {}
+    for name in names:
+        if name == "eager":
+            out[name] = head_loss_reference
+        elif name == "compiled":
+            compiled = compiled or torch.compile(head_loss_reference, dynamic=False)
+            out[name] = compiled
+        elif name == "fused":
+            out[name] = lambda *a: fused_survival_loss(*a, backend="auto")
+        else:
+            raise SystemExit(f"unknown method {name!r} (eager, compiled, fused)")
+    return out
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_one(fn, inputs, device, warmup, repeats):
+    z, w, b = inputs[:3]
+
+    def step():
+        for p in (z, w, b):
+            p.grad = None
+        fn(*inputs).backward()
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    mem = {}
+    if device == "cuda":
+        for p in (z, w, b):
+            p.grad = None
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        sync(device)
+        peak = torch.cuda.max_memory_allocated() - before
+        grads = sum(p.grad.numel() * p.grad.element_size() for p in (z, w, b))
+        mem = {"peak_extra_mib": peak / 2**20, "workspace_mib": max(peak - grads, 0) / 2**20}
+    return {"ms": 1e3 * statistics.median(times), **mem}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="where to run (default: cuda when available)")
+    ap.add_argument("--batch", type=int, nargs="+", default=None,
+                    help="batch sizes B (default: 8 32 128 on cuda; 8 32 on cpu, where larger cases take minutes)")
+    ap.add_argument("--tasks", type=int, nargs="+", default=None,
+                    help="task counts K (default: 1024 8192 65536 on cuda; 1024 8192 on cpu)")
+    ap.add_argument("--bins", type=int, default=8, help="time bins J")
+    ap.add_argument("--rank", type=int, default=512, help="head rank R")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                    help="input dtype (default: bfloat16 on cuda, float32 on cpu)")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="subset of eager, compiled, fused (default: all on cuda, eager+compiled on cpu)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs per case (default 3 cuda, 1 cpu)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 20 cuda, 3 cpu)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "loss", help="output stem: writes STEM.json and STEM.md")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device")
+    cuda = args.device == "cuda"
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    names = args.methods or (["eager", "compiled", "fused"] if cuda else ["eager", "compiled"])
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    repeats = args.repeats if args.repeats is not None else (20 if cuda else 3)
+    fns = methods(names)
+    batches = args.batch or ([8, 32, 128] if cuda else [8, 32])
+    tasks = args.tasks or ([1024, 8192, 65536] if cuda else [1024, 8192])
+
+    rows = []
+    for K in tasks:
+        for B in batches:
+            inputs = make_inputs(B, args.bins, K, args.rank, dtype, args.device)
+            row = {"B": B, "K": K}
+            for name, fn in fns.items():
+                row[name] = bench_one(fn, inputs, args.device, warmup, repeats)
+            if "fused" in row and "eager" in row:
+                row["fused_time_vs_eager"] = row["fused"]["ms"] / row["eager"]["ms"]
+                if cuda and row["eager"]["workspace_mib"] > 0:
+                    row["fused_workspace_vs_eager"] = row["fused"]["workspace_mib"] / row["eager"]["workspace_mib"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del inputs
+            if cuda:
+                torch.cuda.empty_cache()
+
+    result = {
+        "benchmark": "tte head tail + piecewise-exponential loss, forward+backward",
+        "machine": machine_name(args.device),
+        "device": args.device,
+        "dtype": str(dtype).replace("torch.", ""),
+        "bins": args.bins,
+        "rank": args.rank,
+        "torch": torch.__version__,
+        "methods": names,
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    md = to_markdown(result)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+def to_markdown(result) -> str:
+    names = result["methods"]
+    mem = result["device"] == "cuda"
+    head = ["B", "K"] + [f"{n} ms" for n in names]
+    if mem:
+        head += [f"{n} workspace MiB" for n in names]
+    if "fused" in names and "eager" in names:
+        head += ["fused/eager time"] + (["fused/eager workspace"] if mem else [])
+    lines = [
+        f"# Loss benchmark: {result['benchmark']}",
+        "",
+        f"Machine: {result['machine']}; dtype {result['dtype']}, bins {result['bins']}, rank {result['rank']}, "
+        f"torch {result['torch']}. Median fwd+bwd time; workspace = peak extra memory minus the returned grads.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in result["rows"]:
+        cells = [str(r["B"]), str(r["K"])] + [f"{r[n]['ms']:.2f}" for n in names]
+        if mem:
+            cells += [f"{r[n]['workspace_mib']:.1f}" for n in names]
+        if "fused_time_vs_eager" in r:
+            cells.append(f"{r['fused_time_vs_eager']:.2f}x")
+            if mem:
+                cells.append(f"{r.get('fused_workspace_vs_eager', float('nan')):.1%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

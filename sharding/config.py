@@ -1,0 +1,54 @@
+"""Config of the sharding job (`tte-scale shard`): imaging, codec, shard sizes, formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tte_scale.config import check
+from tte_scale.imaging.config import ImagingConfig
+
+# Chosen by benchmarks/bench_shard.py (results/shard.md): fastest decode (0.65 GB/s = ~40 full volumes/s
+# per core) among codecs within 85% of the best ratio (3.37x vs 3.53x); blosc-lz4 decodes 3x faster
+# but files are 18% larger, and at scale reading shards from shared storage is the tighter limit.
+DEFAULT_CODEC: dict[str, Any] = {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1, "blocksize": 0}
+
+
+@dataclass(kw_only=True, slots=True)
+class ShardConfig:
+    """What `tte-scale shard` builds; the output depends on nothing else (not the worker count)."""
+
+    imaging: ImagingConfig = field(default_factory=ImagingConfig)
+    """Reader checks and the canonical volume (orientation SAL, spacing, shape, HU range)."""
+    format: Literal["wds", "zarr", "both"] = "both"
+    """Which outputs to write: WebDataset tar shards, a Zarr v3 store, or both."""
+    codec: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CODEC))
+    """numcodecs codec config of the volume (WebDataset member and Zarr chunk compressor)."""
+    wds_shard_bytes: int = 1 << 30
+    """Target size of a WebDataset shard; samples per shard = this / estimated volume bytes."""
+    assumed_compression_ratio: float = 3.0
+    """Used only to plan samples per shard before any scan is read (keeps the plan deterministic);
+    3.4-3.6x measured on synthetic CT with the default codec (benchmarks/results/shard.md)."""
+    zarr_volumes_per_shard: int = 16
+    """Volumes per Zarr shard file (the sharding codec's outer chunk; one writer per file)."""
+    label_chunk_rows: int = 1024
+    """Rows per chunk of the Zarr label arrays."""
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.codec, dict) and "id" in self.codec, "codec", "a numcodecs config with an 'id'")
+        check(self.wds_shard_bytes >= 1, "wds_shard_bytes", "must be >= 1")
+        check(self.assumed_compression_ratio >= 1.0, "assumed_compression_ratio", "must be >= 1")
+        check(self.zarr_volumes_per_shard >= 1, "zarr_volumes_per_shard", "must be >= 1")
+        check(self.label_chunk_rows >= 1, "label_chunk_rows", "must be >= 1")
+        from sharding.codec import get_codec
+
+        try:
+            get_codec(self.codec)
+        except Exception as exc:
+            check(False, "codec", f"not a usable numcodecs codec: {exc}")
+
+    @property
+    def samples_per_wds_shard(self) -> int:
+        d, h, w = self.imaging.shape
+        est = d * h * w * 2 / self.assumed_compression_ratio
+        return max(1, int(self.wds_shard_bytes // est))

@@ -1,0 +1,42 @@
+"""CLI plumbing and config validation of the sharding job (no scans are read here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from sharding.cli import main
+from sharding.config import ShardConfig
+from tte_scale.config import ConfigError, load_config
+
+
+def test_python_m_sharding_help():
+    res = subprocess.run([sys.executable, "-m", "sharding", "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    for opt in ("--scans", "--labels", "--out", "--format", "--workers", "--ray-address", "--relabel", "--overwrite",
+                "--config", "--set"):
+        assert opt in res.stdout
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    assert main(["--scans", str(tmp_path / "none.parquet"), "--labels", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--workers", "0"]) == 2
+    assert "rows.parquet is missing" in capsys.readouterr().err
+    assert main(["--labels", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "--scans FILE is required" in capsys.readouterr().err
+
+
+def test_config_validation_and_samples_per_shard():
+    cfg = load_config(ShardConfig, "configs/shard/demo.yaml")
+    assert cfg.imaging.shape == (32, 64, 64) and cfg.samples_per_wds_shard >= 1
+    assert load_config(ShardConfig, "configs/shard/default.yaml").samples_per_wds_shard == 1073741824 // (160 * 224 * 224 * 2 / cfg_ratio())
+    with pytest.raises(ConfigError, match="codec"):
+        load_config(ShardConfig, None, ["codec={id: nope}"])
+    with pytest.raises(ConfigError, match="shape"):
+        load_config(ShardConfig, None, ["imaging.shape=[1, 2, 3]"])
+
+
+def cfg_ratio() -> float:
+    return load_config(ShardConfig, "configs/shard/default.yaml").assumed_compression_ratio

@@ -1,0 +1,137 @@
+"""Reads a shards folder's manifest (docs/formats.md, "Shards folder") into a split index.
+
+The split index is the canonical partition every rank and worker agrees on: the split's `ok`
+samples sorted by (WebDataset shard, position in shard), one canonical stream per shard.
+When the build wrote no WebDataset shards (`wds_shard` null), streams are blocks of
+`ZARR_STREAM_ROWS` consecutive rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from tte_scale.data.storage import exists, join, read_bytes
+from tte_scale.errors import InputError
+
+__all__ = ["SplitIndex", "read_split_index", "encode_key", "ZARR_STREAM_ROWS"]
+
+ZARR_STREAM_ROWS = 64
+
+
+def encode_key(scan_id: str) -> str:
+    """WebDataset sample key of a scan id (`%`, `.`, `/` percent-encoded; `%` first)."""
+    return scan_id.replace("%", "%25").replace(".", "%2E").replace("/", "%2F")
+
+
+@dataclass(slots=True)
+class SplitIndex:
+    """The split's samples in canonical order (index k = split-local sample id)."""
+
+    root: str
+    split: str
+    rows: np.ndarray                # int64 [N] Zarr row = labels row
+    scan_ids: list[str]             # [N]
+    stream: np.ndarray              # int64 [N] canonical stream (= WebDataset shard number)
+    shard_index: np.ndarray         # int64 [N] position inside the WebDataset shard
+    volume_sha256: list[str]        # [N] sha256 of the decoded int16 C-order bytes
+    labels_sha256: list[str]        # [N] sha256 of the label members' bytes, in formats.md order
+    stream_sizes: np.ndarray        # int64 [S] samples per canonical stream
+    stream_ids: np.ndarray          # int64 [S] stream number (shard number) of each stream
+    shape: tuple[int, int, int]     # canonical volume shape [D, H, W]
+    wds_paths: dict[int, str]       # shard number -> path of its tar
+    wds_counts: dict[int, int]      # shard number -> samples the manifest says it holds
+    label_paths: dict[int, str] | None  # sidecar label tars when build.json says so
+    fingerprint: str                # identifies the canonical partition (guards resume)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.rows)
+
+
+def _read_table(path: str):
+    import pyarrow.parquet as pq
+
+    if not exists(path):
+        raise InputError(f"{path}: manifest table not found (is this a `tte-scale shard` output folder?)")
+    return pq.read_table(io.BytesIO(read_bytes(path)))
+
+
+def read_split_index(root: str, split: str, fmt: str) -> SplitIndex:
+    """Index of `split` in the shards folder `root` (local path or fsspec URL)."""
+    samples_path = join(root, "manifest", "samples.parquet")
+    samples = _read_table(samples_path).to_pydict()
+    shards = _read_table(join(root, "manifest", "shards.parquet")).to_pydict()
+    build_path = join(root, "manifest", "build.json")
+    build = json.loads(read_bytes(build_path)) if exists(build_path) else {}
+
+    need = ["row", "scan_id", "split", "status", "wds_shard", "wds_index", "volume_sha256", "labels_sha256", "shape"]
+    missing = [c for c in need if c not in samples]
+    if missing:
+        raise InputError(f"{samples_path}: missing columns {missing}")
+    keep = [i for i, (sp, st) in enumerate(zip(samples["split"], samples["status"])) if sp == split and st == "ok"]
+    if not keep:
+        splits = sorted({s for s, st in zip(samples["split"], samples["status"]) if st == "ok"})
+        raise InputError(f"{samples_path}: no `ok` samples in split {split!r} (splits present: {splits})")
+
+    rows = np.array([samples["row"][i] for i in keep], dtype=np.int64)
+    shard_col = [samples["wds_shard"][i] for i in keep]
+    if all(s is None for s in shard_col):
+        if fmt == "wds":
+            raise InputError(f"{samples_path}: split {split!r} has no WebDataset shards (wds_shard is null); use format zarr")
+        stream = rows // ZARR_STREAM_ROWS
+        pos = rows % ZARR_STREAM_ROWS
+    else:
+        bad = [samples["row"][i] for i, s in zip(keep, shard_col) if s is None]
+        if bad:
+            raise InputError(f"{samples_path}: rows {bad[:10]} are `ok` but have no wds_shard")
+        stream = np.array(shard_col, dtype=np.int64)
+        pos = np.array([samples["wds_index"][i] for i in keep], dtype=np.int64)
+    order = np.lexsort((pos, stream))
+    keep = [keep[i] for i in order]
+    rows, stream, pos = rows[order], stream[order], pos[order]
+
+    shapes = {tuple(samples["shape"][i]) for i in keep}
+    if len(shapes) != 1:
+        by_shape: dict[tuple, list] = {}
+        for i in keep:
+            by_shape.setdefault(tuple(samples["shape"][i]), []).append(samples["row"][i])
+        detail = "; ".join(f"{list(s)}: rows {r[:5]}" for s, r in by_shape.items())
+        raise InputError(f"{samples_path}: split {split!r} mixes volume shapes ({detail}); batches need one canonical shape")
+    shape = tuple(int(x) for x in shapes.pop())
+    if len(shape) != 3:
+        raise InputError(f"{samples_path}: shape must be [D, H, W], got {list(shape)}")
+
+    stream_ids, stream_sizes = np.unique(stream, return_counts=True)
+    wds_paths, wds_counts, label_paths = {}, {}, {}
+    for f, sh, p, sp, n in zip(shards["format"], shards["shard"], shards["path"], shards["split"], shards["samples"]):
+        if f == "wds":
+            wds_paths[int(sh)] = join(root, p)
+            wds_counts[int(sh)] = int(n)
+        elif f == "wds-labels":
+            label_paths[int(sh)] = join(root, p)
+    if fmt == "wds":
+        lost = sorted(set(int(s) for s in stream_ids) - set(wds_paths))
+        if lost:
+            raise InputError(f"{join(root, 'manifest', 'shards.parquet')}: no `wds` entry for shards {lost[:10]}")
+    sidecar = build.get("wds_labels") == "sidecar"
+
+    digest = hashlib.sha256()
+    digest.update(split.encode())
+    digest.update(rows.tobytes())
+    digest.update(stream.tobytes())
+    return SplitIndex(
+        root=root, split=split, rows=rows,
+        scan_ids=[samples["scan_id"][i] for i in keep],
+        stream=stream, shard_index=pos,
+        volume_sha256=[samples["volume_sha256"][i] for i in keep],
+        labels_sha256=[samples["labels_sha256"][i] for i in keep],
+        stream_sizes=stream_sizes.astype(np.int64), stream_ids=stream_ids.astype(np.int64),
+        shape=shape, wds_paths=wds_paths, wds_counts=wds_counts,
+        label_paths=label_paths if sidecar else None,
+        fingerprint=digest.hexdigest()[:16],
+    )

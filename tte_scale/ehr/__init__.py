@@ -1,0 +1,22 @@
+"""MEDS -> time-to-event labels: task vocabulary, time bins, TTE and benchmark labels.
+
+* ``meds``: streaming MEDS reader (one subject shard at a time) and input validation.
+* ``core``: pure numpy kernels (first occurrence after each prediction time, bins, ranking).
+* ``vocab``: code registry and ontology closure.
+* ``build``: the two passes of ``tte-scale labels`` (``build_labels``).
+* ``store``: the labels folder format and ``load_labels`` (docs/formats.md).
+* ``reference``: a plain pandas implementation used as the test oracle and benchmark baseline.
+"""
+
+from tte_scale.ehr.config import BenchTask, LabelsConfig, TaskSet, load_task_set
+from tte_scale.ehr.store import Labels, load_labels
+
+
+def build_labels(*args, **kwargs):
+    """See :func:`tte_scale.ehr.build.build_labels` (imported lazily)."""
+    from tte_scale.ehr.build import build_labels as _build
+
+    return _build(*args, **kwargs)
+
+
+__all__ = ["BenchTask", "LabelsConfig", "Labels", "TaskSet", "build_labels", "load_labels", "load_task_set"]

@@ -1,0 +1,111 @@
+"""Configs of the labels stage: ``LabelsConfig`` (the run) and ``BenchTask``/``TaskSet``.
+
+``TaskSet`` is the schema of ``configs/tasks/*.yaml`` (the downstream benchmark tasks); mapping
+another cohort means editing the YAML's code lists, not this code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tte_scale.config import ConfigError, check, load_config
+
+__all__ = ["BenchTask", "TaskSet", "LabelsConfig", "load_task_set", "resolve_repo_path"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(kw_only=True, slots=True)
+class BenchTask:
+    """One downstream benchmark task: a code set and a horizon."""
+
+    name: str
+    """Identifier (letters, digits, underscore); the task's column in the bench arrays."""
+    description: str = ""
+    """Human-readable description (reports only)."""
+    codes: list[str]
+    """MEDS codes whose first occurrence after the prediction time is the event (any of them)."""
+    horizon_days: float
+    """Binary label = event within (0, horizon_days] after the prediction time."""
+    exclude_prior: bool = False
+    """Exclude scans (label null, reason ``prior_event``) whose subject had a code of the set at
+    or before the prediction time (static rows with a null time count as prior)."""
+
+    def __post_init__(self) -> None:
+        check(bool(_NAME.match(self.name)), "name", f"{self.name!r} must match {_NAME.pattern}")
+        check(len(self.codes) > 0, "codes", f"task {self.name!r}: needs at least one code")
+        check(all(isinstance(c, str) and c for c in self.codes), "codes", f"task {self.name!r}: codes must be non-empty strings")
+        check(len(set(self.codes)) == len(self.codes), "codes", f"task {self.name!r}: duplicate codes {self.codes}")
+        check(self.horizon_days > 0, "horizon_days", f"task {self.name!r}: must be > 0, got {self.horizon_days}")
+
+
+@dataclass(kw_only=True, slots=True)
+class TaskSet:
+    """The benchmark tasks of one cohort, in column order."""
+
+    tasks: list[BenchTask]
+    """The tasks; their order is the column order of the bench arrays."""
+
+    def __post_init__(self) -> None:
+        check(len(self.tasks) > 0, "tasks", "needs at least one task")
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        check(not dup, "tasks", f"duplicate task names {dup}")
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+
+@dataclass(kw_only=True, slots=True)
+class LabelsConfig:
+    """`tte-scale labels`: MEDS events + scans -> task vocabulary, bins, TTE and bench labels."""
+
+    num_tasks: int = 8192
+    """K: number of pretraining tasks kept (fewer if fewer codes pass ``min_count``)."""
+    num_bins: int = 8
+    """B: number of piecewise-exponential time bins (fewer if the train event times have
+    fewer distinct hour-rounded quantiles; reported)."""
+    min_count: int = 1
+    """A code becomes a task only if it occurs after at least this many train scans."""
+    ranking: Literal["frequency", "entropy"] = "entropy"
+    """Task ranking: train event count, or Bernoulli entropy of the train event rate (paper)."""
+    ontology: bool = True
+    """Count an occurrence of a code also for its ancestors (metadata/codes.parquet parent_codes)."""
+    bench_tasks: str = "configs/tasks/inspect.yaml"
+    """Benchmark task YAML (a TaskSet); relative paths resolve from the current directory,
+    then from the repository root."""
+    chunk_rows: int = 1024
+    """Rows per Zarr chunk of the [N, K] arrays (a chunk spans all K columns)."""
+    block_cells: int = 16_000_000
+    """Memory bound of the dense per-block work arrays (rows x columns cells, 8 bytes each)."""
+
+    def __post_init__(self) -> None:
+        check(self.num_tasks >= 1, "num_tasks", f"must be >= 1, got {self.num_tasks}")
+        check(1 <= self.num_bins <= 1024, "num_bins", f"must be in [1, 1024], got {self.num_bins}")
+        check(self.min_count >= 1, "min_count", f"must be >= 1, got {self.min_count}")
+        check(self.chunk_rows >= 1, "chunk_rows", f"must be >= 1, got {self.chunk_rows}")
+        check(self.block_cells >= 1024, "block_cells", f"must be >= 1024, got {self.block_cells}")
+
+
+def resolve_repo_path(path: str | Path) -> Path:
+    """A config-relative path: as given (cwd) if it exists, else relative to the repo root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / p).exists():
+        return repo / p
+    raise ConfigError(f"bench_tasks: file {p} not found (looked in {Path.cwd()} and {repo})")
+
+
+def load_task_set(path: str | Path) -> TaskSet:
+    """Read and validate a benchmark task YAML (``configs/tasks/*.yaml``)."""
+    p = resolve_repo_path(path)
+    try:
+        return load_config(TaskSet, p)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

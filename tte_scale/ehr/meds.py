@@ -1,0 +1,235 @@
+"""MEDS input: list and validate the event shards, read one shard at a time, read scans/splits.
+
+Any MEDS-conformant dataset is accepted: ``data/**/*.parquet`` with at least ``subject_id``
+(integer), ``time`` (timestamp, null for static facts) and ``code`` (string or dictionary);
+rows may be in any order inside a file. A subject must live in exactly one file (MEDS
+shards by subject); that is what lets us hold one shard in memory at a time.
+
+Legend: E events of a shard, S subjects of a shard, N scans.
+Times are int64 microseconds since the epoch (timezone-naive) everywhere in this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tte_scale.errors import InputError
+
+__all__ = ["MedsDataset", "ShardEvents", "Scans", "open_meds", "read_shard", "read_splits", "read_parents", "read_scans"]
+
+EVENT_COLUMNS = ("subject_id", "time", "code")
+
+
+def _rows(mask: np.ndarray, limit: int = 5) -> str:
+    idx = np.flatnonzero(mask)
+    more = f" (+{len(idx) - limit} more)" if len(idx) > limit else ""
+    return f"rows {idx[:limit].tolist()}{more}"
+
+
+def _check_int(path: Path, name: str, typ: pa.DataType) -> None:
+    if not pa.types.is_integer(typ):
+        raise InputError(f"{path}: column '{name}' must be an integer type, got {typ}")
+
+
+def _check_ts(path: Path, name: str, typ: pa.DataType) -> None:
+    if not pa.types.is_timestamp(typ):
+        raise InputError(f"{path}: column '{name}' must be a timestamp, got {typ}")
+    if typ.tz is not None:
+        raise InputError(f"{path}: column '{name}' must be timezone-naive, got {typ}")
+
+
+def _check_str(path: Path, name: str, typ: pa.DataType) -> None:
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        raise InputError(f"{path}: column '{name}' must be a string, got {typ}")
+
+
+def _check_columns(path: Path, schema: pa.Schema, required: dict) -> None:
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        raise InputError(f"{path}: missing required column(s) {missing}; has {schema.names}")
+    for name, checker in required.items():
+        checker(path, name, schema.field(name).type)
+
+
+_EVENT_CHECKS = {"subject_id": _check_int, "time": _check_ts, "code": _check_str}
+
+
+@dataclass(frozen=True)
+class MedsDataset:
+    root: Path
+    data_files: list[Path]
+    splits_path: Path
+    codes_path: Path | None
+
+
+def open_meds(root: str | Path) -> MedsDataset:
+    """List the event shards (sorted, deterministic order) and check every schema up front."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: MEDS folder not found")
+    files = sorted((root / "data").rglob("*.parquet"))
+    if not files:
+        raise InputError(f"{root / 'data'}: empty cohort: no MEDS event files (data/**/*.parquet)")
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{f}: not a readable parquet file: {exc}") from None
+        _check_columns(f, schema, _EVENT_CHECKS)
+    splits = root / "metadata" / "subject_splits.parquet"
+    if not splits.is_file():
+        raise InputError(f"{splits}: not found; the task vocabulary is chosen on the train split only")
+    codes = root / "metadata" / "codes.parquet"
+    return MedsDataset(root=root, data_files=files, splits_path=splits, codes_path=codes if codes.is_file() else None)
+
+
+def _timestamps_us(path: Path, name: str, col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 microseconds with nulls as 0, valid mask); refuses to drop sub-microsecond digits."""
+    try:
+        col = pc.cast(col, pa.timestamp("us"))
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: column '{name}' cannot be represented in microseconds: {exc}") from None
+    valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
+    us = pc.fill_null(pc.cast(col, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    return us.astype(np.int64, copy=False), valid
+
+
+@dataclass
+class ShardEvents:
+    """One MEDS file in memory, codes as indices into the shard's own code dictionary."""
+
+    path: Path
+    subject_ids: np.ndarray
+    """int64 [S], sorted unique subjects of the file."""
+    subj_E: np.ndarray
+    """int64 [E], index into ``subject_ids``."""
+    time_E: np.ndarray
+    """int64 [E], microseconds; meaningless where ``timed_E`` is False."""
+    timed_E: np.ndarray
+    """bool [E], False for static rows (null time)."""
+    code_E: np.ndarray
+    """int64 [E], index into ``codes``."""
+    codes: list[str]
+    """The file's distinct codes."""
+
+    @property
+    def num_events(self) -> int:
+        return len(self.subj_E)
+
+
+def read_shard(path: Path) -> ShardEvents:
+    """Read one event file (three columns only; ``code`` kept dictionary-encoded)."""
+    try:
+        tab = pq.read_table(path, columns=list(EVENT_COLUMNS), read_dictionary=["code"])
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read events: {exc}") from None
+    _check_columns(path, tab.schema, _EVENT_CHECKS)
+    for name in ("subject_id", "code"):
+        if tab.column(name).null_count:
+            mask = pc.is_null(tab.column(name)).to_numpy(zero_copy_only=False)
+            raise InputError(f"{path}: null '{name}' in {_rows(mask)}")
+    sid = tab.column("subject_id").combine_chunks()
+    if sid.type != pa.int64():
+        try:
+            sid = pc.cast(sid, pa.int64())
+        except pa.ArrowInvalid as exc:
+            raise InputError(f"{path}: 'subject_id' does not fit int64: {exc}") from None
+    enc = pc.dictionary_encode(sid)
+    uniq = enc.dictionary.to_numpy()
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    subj_E = rank[enc.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
+    time_E, timed_E = _timestamps_us(path, "time", tab.column("time"))
+    code_col = tab.column("code")
+    if not pa.types.is_dictionary(code_col.type):
+        code_col = pc.dictionary_encode(code_col)
+    code_col = pa.chunked_array(code_col.chunks if isinstance(code_col, pa.ChunkedArray) else [code_col])
+    code_col = pa.table({"c": code_col}).unify_dictionaries().column("c")
+    if code_col.num_chunks == 0 or len(code_col) == 0:
+        codes: list[str] = []
+        code_E = np.zeros(0, np.int64)
+    else:
+        codes = code_col.chunk(0).dictionary.cast(pa.string()).to_pylist()
+        code_E = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in code_col.chunks]).astype(np.int64)
+    return ShardEvents(path, uniq[order].astype(np.int64), subj_E, time_E, timed_E, code_E, codes)
+
+
+def read_splits(ds: MedsDataset) -> dict[int, str]:
+    """``subject_id -> split`` from ``metadata/subject_splits.parquet``."""
+    path = ds.splits_path
+    tab = pq.read_table(path)
+    _check_columns(path, tab.schema, {"subject_id": _check_int, "split": _check_str})
+    sid = tab.column("subject_id").to_numpy(zero_copy_only=False)
+    split = tab.column("split").cast(pa.string()).to_pylist()
+    if tab.column("subject_id").null_count or any(s is None for s in split):
+        raise InputError(f"{path}: null subject_id or split")
+    uniq, counts = np.unique(sid, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"{path}: subjects listed more than once: {uniq[counts > 1][:5].tolist()}")
+    return dict(zip(sid.astype(np.int64).tolist(), split))
+
+
+def read_parents(ds: MedsDataset) -> dict[str, list[str]]:
+    """``code -> parent codes`` from ``metadata/codes.parquet`` (empty when absent)."""
+    if ds.codes_path is None:
+        return {}
+    tab = pq.read_table(ds.codes_path)
+    if "code" not in tab.column_names or "parent_codes" not in tab.column_names:
+        return {}
+    out: dict[str, list[str]] = {}
+    for code, parents in zip(tab.column("code").to_pylist(), tab.column("parent_codes").to_pylist()):
+        if code is not None and parents:
+            out.setdefault(code, []).extend(p for p in parents if p and p != code)
+    return out
+
+
+@dataclass
+class Scans:
+    """The scans table sorted by (subject_id, prediction_time, scan_id)."""
+
+    path: Path
+    subject_id: np.ndarray
+    """int64 [N]."""
+    scan_id: np.ndarray
+    """object [N] of str."""
+    pred_us: np.ndarray
+    """int64 [N] prediction time, microseconds."""
+
+    def __len__(self) -> int:
+        return len(self.scan_id)
+
+
+def read_scans(path: str | Path) -> Scans:
+    """Read and validate ``scans.parquet``; errors name the offending rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: scans table not found")
+    try:
+        tab = pq.read_table(path, columns=None)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read scans: {exc}") from None
+    _check_columns(path, tab.schema, {"subject_id": _check_int, "scan_id": _check_str, "prediction_time": _check_ts})
+    if tab.num_rows == 0:
+        raise InputError(f"{path}: empty scans table")
+    for name in ("subject_id", "scan_id", "prediction_time"):
+        if tab.column(name).null_count:
+            mask = pc.is_null(tab.column(name)).to_numpy(zero_copy_only=False)
+            raise InputError(f"{path}: null '{name}' in {_rows(mask)}")
+    sid = pc.cast(tab.column("subject_id"), pa.int64()).to_numpy()
+    scan_id = np.array(tab.column("scan_id").cast(pa.string()).to_pylist(), dtype=object)
+    pred, _ = _timestamps_us(path, "prediction_time", tab.column("prediction_time"))
+    uniq, inv, counts = np.unique(scan_id.astype(str), return_inverse=True, return_counts=True)
+    if (counts > 1).any():
+        dup = counts[inv] > 1
+        raise InputError(f"{path}: duplicate scan_id {uniq[counts > 1][:5].tolist()} in {_rows(dup)}")
+    order = np.lexsort((scan_id.astype(str), pred, sid))
+    return Scans(path, sid[order], scan_id[order], pred[order])

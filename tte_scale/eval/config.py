@@ -1,0 +1,58 @@
+"""`EvalConfig`: the evaluation protocol's settings (probes, regularization grid, bootstrap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tte_scale.config import check
+
+__all__ = ["EvalConfig", "PROBES"]
+
+PROBES = ("logistic", "cox", "pem")
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalConfig:
+    """Linear-probe evaluation: fit on train, choose l2 on tuning, report on held_out."""
+
+    l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    """L2 strengths tried (penalty (l2/2)||w||^2 on the mean loss, standardized features)."""
+    probes: list[str] = field(default_factory=lambda: list(PROBES))
+    """Which probes to fit: logistic (binary label), cox (time, event), pem (piecewise exp.)."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of held-out subjects for the confidence intervals (0 = no CIs)."""
+    ci_level: float = 0.95
+    """Coverage of the percentile bootstrap intervals."""
+    seed: int = 0
+    """Seed of the bootstrap (the same resamples for every task, probe and model)."""
+    max_iter: int = 500
+    """L-BFGS iterations per probe fit."""
+    pem_num_bins: int = 8
+    """Piecewise-exponential probe: bins at quantiles of the training event times."""
+    horizons_days: dict[str, float] = field(default_factory=dict)
+    """Per task: upper end of the integrated Brier score grid and the time at which the PEM
+    probe's cumulative hazard is its risk score. Tasks not listed use ibs_max_quantile."""
+    ibs_max_quantile: float = 0.8
+    """Without a horizon: the grid ends at this quantile of the held-out times."""
+    ibs_num_times: int = 50
+    """Number of grid times of the Brier score / Antolini grid."""
+    td_cindex_max_rows: int = 5000
+    """Antolini's C-index is O(n^2) per replicate: above this many held-out rows it is
+    computed on a fixed random subset of subjects of about this size (noted in the table)."""
+    splits: list[str] = field(default_factory=lambda: ["train", "tuning", "held_out"])
+    """Names of the fit, selection and report splits, in that order."""
+
+    def __post_init__(self) -> None:
+        check(len(self.l2_grid) > 0 and all(v >= 0 for v in self.l2_grid), "l2_grid", "needs one or more values >= 0")
+        bad = [p for p in self.probes if p not in PROBES]
+        check(not bad, "probes", f"unknown {bad}; choose from {list(PROBES)}")
+        check(len(self.probes) > 0, "probes", "needs at least one probe")
+        check(self.bootstrap >= 0, "bootstrap", "must be >= 0")
+        check(0.0 < self.ci_level < 1.0, "ci_level", "must be in (0, 1)")
+        check(self.max_iter >= 1, "max_iter", "must be >= 1")
+        check(self.pem_num_bins >= 1, "pem_num_bins", "must be >= 1")
+        check(all(v > 0 for v in self.horizons_days.values()), "horizons_days", "horizons must be > 0 days")
+        check(0.0 < self.ibs_max_quantile <= 1.0, "ibs_max_quantile", "must be in (0, 1]")
+        check(self.ibs_num_times >= 2, "ibs_num_times", "must be >= 2")
+        check(self.td_cindex_max_rows >= 2, "td_cindex_max_rows", "must be >= 2")
+        check(len(self.splits) == 3 and len(set(self.splits)) == 3, "splits", "needs three distinct names")

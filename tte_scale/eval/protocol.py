@@ -1,0 +1,317 @@
+"""The evaluation protocol: linear probes on embeddings -> metrics with bootstrap CIs.
+
+``evaluate_embeddings`` fits every probe on the train split, picks its L2 strength on the
+tuning split (logistic: AUROC, Cox: Harrell's C, PEM: negative log-likelihood) and reports on
+held_out. ``evaluate_risk_scores`` scores given risks (e.g. the synthetic cohort's true
+log-hazards) with the same metrics and no probe. Results are tidy rows, one per
+(task, probe, metric): see ``ROW_FIELDS``. A metric that cannot be computed (one class only,
+no event) still gets a row: ``value`` None and the reason in ``note``.
+
+Legend: N rows, D features, T tasks, B bootstrap replicates, G grid times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tte_scale.config import to_dict
+from tte_scale.errors import InputError
+from tte_scale.eval import bootstrap as bs
+from tte_scale.eval.classification import auprc, auroc, weighted_auprc, weighted_auroc
+from tte_scale.eval.concordance import antolini_cindex, harrell_cindex
+from tte_scale.eval.config import EvalConfig
+from tte_scale.eval.probes import Standardizer, fit_cox, fit_logistic, fit_pem, pem_edges
+from tte_scale.eval.survival import censoring_km, integrated_brier_score
+from tte_scale.eval.tables import BenchTable
+
+__all__ = ["EvalResult", "ROW_FIELDS", "evaluate_embeddings", "evaluate_risk_scores"]
+
+ROW_FIELDS = ("task", "probe", "metric", "value", "ci_low", "ci_high", "n", "n_positive", "n_boot", "l2", "note")
+"""n: held-out rows used; n_positive: positives or events among them; n_boot: finite bootstrap
+replicates behind the CI; l2: the selected strength (probes only)."""
+RESULT_VERSION = 1
+
+
+@dataclass
+class EvalResult:
+    """Per-task metrics of one model (tidy rows) plus held-out risks for Kaplan-Meier plots."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+    km: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """task -> {"risk", "time", "event"} on held-out rows (Cox probe, or the given risks)."""
+
+    def value(self, task: str, metric: str, probe: str | None = None) -> float | None:
+        for r in self.rows:
+            if r["task"] == task and r["metric"] == metric and (probe is None or r["probe"] == probe):
+                return r["value"]
+        raise KeyError(f"no row for task={task!r} metric={metric!r} probe={probe!r}")
+
+    def to_arrow(self):
+        import pyarrow as pa
+
+        return pa.Table.from_pylist([{"model": self.name, **r} for r in self.rows])
+
+    def to_json(self) -> str:
+        return json.dumps({"format_version": RESULT_VERSION, "name": self.name, "config": self.config, "rows": self.rows}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<json>") -> "EvalResult":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{source}: not valid JSON: {exc}") from None
+        if d.get("format_version") != RESULT_VERSION:
+            raise InputError(f"{source}: format_version {d.get('format_version')!r}, this version reads {RESULT_VERSION}")
+        return cls(d["name"], d["rows"], d.get("config", {}))
+
+
+# ----------------------------------------------------------------------------- helpers
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _row(task, probe, metric, value=None, ci=(None, None, 0), n=0, n_pos=0, l2=None, note="") -> dict:
+    return dict(zip(ROW_FIELDS, (task, probe, metric, _finite(value) if value is not None else None,
+                                 ci[0], ci[1], int(n), int(n_pos), ci[2], l2, note)))
+
+
+def _boot(fn, w_BN: torch.Tensor | None, level: float):
+    """Percentile CI of ``fn(weights)`` over the replicates, in memory-bounded chunks."""
+    if w_BN is None or w_BN.shape[0] == 0:
+        return (None, None, 0)
+    vals = [fn(w_BN[sl]) for sl in bs.chunks(w_BN.shape[0], w_BN.shape[1])]
+    return bs.percentile_ci(torch.cat(vals).numpy(), level)
+
+
+def _check_emb(emb: dict, tables: dict, splits: list[str]) -> dict[str, torch.Tensor]:
+    out = {}
+    for s in splits:
+        if s not in emb or s not in tables:
+            raise InputError(f"embeddings/tables: split {s!r} missing (embeddings have {sorted(emb)}, tables {sorted(tables)})")
+        x = np.asarray(emb[s])
+        if x.ndim != 2 or x.shape[0] != tables[s].subject_id.shape[0]:
+            raise InputError(f"embeddings of split {s!r}: shape {x.shape}, expected [{tables[s].subject_id.shape[0]}, D] (one row per table row)")
+        bad = ~np.isfinite(x).all(1)
+        if bad.any():
+            raise InputError(f"embeddings of split {s!r}: NaN/inf at rows {np.flatnonzero(bad)[:10].tolist()}")
+        out[s] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    dims = {s: v.shape[1] for s, v in out.items()}
+    if len(set(dims.values())) != 1:
+        raise InputError(f"embeddings: feature dimension differs between splits: {dims}")
+    return out
+
+
+def _select(path, score, minimize: bool):
+    """Best (l2, model) of a fitted path by a tuning score; ties go to the larger l2."""
+    best = None
+    for l2, model in path:  # path runs from the largest l2 down
+        s = score(model)
+        if not math.isfinite(s):
+            continue
+        if best is None or (s < best[0] if minimize else s > best[0]):
+            best = (s, l2, model)
+    if best is None:
+        return path[0][0], path[0][1], "tuning metric undefined for every l2; used the largest"
+    return best[1], best[2], ""
+
+
+def _fit_path(fit, grid: list[float]):
+    """Fit along the l2 grid from strong to weak, each fit warm-started from the previous."""
+    path, prev = [], None
+    for l2 in sorted(grid, reverse=True):
+        prev = fit(l2, prev)
+        path.append((l2, prev))
+    return path
+
+
+def _grids(time_N, event_N, horizon, cfg: EvalConfig):
+    """Brier grid (linspace up to the horizon) and Antolini grid (held-out event times)."""
+    t_lo = float(time_N.min())
+    t_hi = float(horizon) if horizon is not None else float(np.quantile(time_N, cfg.ibs_max_quantile))
+    t_hi = min(t_hi, float(np.nextafter(time_N.max(), -np.inf)))
+    ibs_grid = np.linspace(t_lo, t_hi, cfg.ibs_num_times) if t_hi > t_lo else None
+    ev_t = np.unique(time_N[event_N])
+    if ev_t.size > 512:  # keeps [N, G] small; S is then read at the nearest lower grid time
+        ev_t = np.unique(np.quantile(ev_t, np.linspace(0, 1, 512)))
+    return ibs_grid, ev_t
+
+
+def _td_subset(subject_N, max_rows: int, seed: int) -> np.ndarray:
+    """Rows of a fixed random set of whole subjects, about ``max_rows`` rows in all."""
+    if subject_N.shape[0] <= max_rows:
+        return np.arange(subject_N.shape[0])
+    subj = np.unique(subject_N)
+    rng = np.random.default_rng(seed)
+    keep, total = [], 0
+    counts = dict(zip(*np.unique(subject_N, return_counts=True)))
+    for s in rng.permutation(subj):
+        if total + counts[s] > max_rows:
+            break
+        keep.append(s)
+        total += counts[s]
+    return np.flatnonzero(np.isin(subject_N, keep))
+
+
+# ----------------------------------------------------------------------------- metric blocks
+def _binary_rows(task, probe, score_N, label_N, w_BN, cfg, l2=None, note="") -> list[dict]:
+    y = torch.from_numpy(label_N.astype(bool))
+    s = torch.as_tensor(score_N, dtype=torch.float64)
+    n, npos = len(y), int(y.sum())
+    if npos in (0, n):
+        why = note or f"held-out rows have one class only ({npos} positives of {n})"
+        return [_row(task, probe, m, n=n, n_pos=npos, l2=l2, note=why) for m in ("auroc", "auprc")]
+    return [
+        _row(task, probe, "auroc", auroc(s, y), _boot(lambda w: weighted_auroc(s, y, w), w_BN, cfg.ci_level), n, npos, l2, note),
+        _row(task, probe, "auprc", auprc(s, y), _boot(lambda w: weighted_auprc(s, y, w), w_BN, cfg.ci_level), n, npos, l2, note),
+    ]
+
+
+def _survival_rows(task, probe, risk_N, time_N, event_N, w_BN, subj_N, cfg, surv_fn=None, cens=None,
+                   horizon=None, l2=None, note="") -> list[dict]:
+    t = torch.from_numpy(time_N.astype(np.float64))
+    e = torch.from_numpy(event_N.astype(bool))
+    r = torch.as_tensor(risk_N, dtype=torch.float64)
+    n, nev = len(t), int(e.sum())
+    if nev == 0:
+        names = ["c_index"] + (["c_index_td", "ibs"] if surv_fn is not None else [])
+        return [_row(task, probe, m, n=n, n_pos=0, l2=l2, note=note or "no held-out events") for m in names]
+    rows = [_row(task, probe, "c_index", harrell_cindex(t, e, r),
+                 _boot(lambda w: harrell_cindex(t, e, r, w), w_BN, cfg.ci_level), n, nev, l2, note)]
+    if surv_fn is None:
+        return rows
+    ibs_grid, td_grid = _grids(time_N, event_N, horizon, cfg)
+    sub = _td_subset(subj_N, cfg.td_cindex_max_rows, cfg.seed)
+    td_note = note if sub.size == n else "; ".join(filter(None, [note, f"Antolini on a fixed subset of {sub.size} rows"]))
+    ts, es = t[sub], e[sub]
+    s_td = surv_fn(sub, td_grid)
+    w_td = None if w_BN is None else w_BN[:, torch.from_numpy(sub)]
+    rows.append(_row(task, probe, "c_index_td", antolini_cindex(ts, es, s_td, td_grid),
+                     _boot(lambda w: antolini_cindex(ts, es, s_td, td_grid, w), w_td, cfg.ci_level),
+                     sub.size, int(es.sum()), l2, td_note))
+    if ibs_grid is None:
+        rows.append(_row(task, probe, "ibs", n=n, n_pos=nev, l2=l2, note="held-out times span no interval"))
+    else:
+        s_ibs = surv_fn(np.arange(n), ibs_grid)
+        rows.append(_row(task, probe, "ibs", integrated_brier_score(t, e, s_ibs, ibs_grid, cens),
+                         _boot(lambda w: integrated_brier_score(t, e, s_ibs, ibs_grid, cens, w), w_BN, cfg.ci_level),
+                         n, nev, l2, note))
+    return rows
+
+
+# ----------------------------------------------------------------------------- protocol
+def evaluate_embeddings(emb: dict[str, np.ndarray], tables: dict[str, BenchTable], tasks: list[str],
+                        cfg: EvalConfig | None = None, *, name: str = "model", progress: bool = True) -> EvalResult:
+    """Fit the configured probes per task on train, select l2 on tuning, report held_out.
+
+    ``emb[split]`` is float [N, D], row-aligned with ``tables[split]``.
+    """
+    cfg = cfg or EvalConfig()
+    tr, tu, ho = cfg.splits
+    x = _check_emb(emb, tables, [tr, tu, ho])
+    std = Standardizer.fit(x[tr])
+    x = {s: std(v) for s, v in x.items()}
+    for t in tasks:
+        for s in (tr, tu, ho):
+            tables[s].column(t)
+    w_full = bs.subject_weights(tables[ho].subject_id, cfg.bootstrap, cfg.seed) if cfg.bootstrap else None
+    rows: list[dict] = []
+    km: dict[str, dict[str, np.ndarray]] = {}
+    work = [(t, p) for t in tasks for p in cfg.probes]
+    for task, probe in tqdm(work, desc=f"eval {name}", disable=not progress):
+        if probe == "logistic":
+            rows += _logistic_task(task, x, tables, cfg, w_full)
+        else:
+            new_rows, km_task = _survival_task(task, probe, x, tables, cfg, w_full)
+            rows += new_rows
+            if km_task is not None:
+                km[task] = km_task
+    return EvalResult(name, rows, to_dict(cfg), km)
+
+
+def _logistic_task(task, x, tables, cfg, w_full) -> list[dict]:
+    tr, tu, ho = cfg.splits
+    idx = {s: tables[s].label_rows(task) for s in (tr, tu, ho)}
+    lab = {s: tables[s].label[idx[s], tables[s].column(task)] == 1 for s in idx}
+    if lab[tr].all() or not lab[tr].any():
+        why = f"train rows have one class only ({int(lab[tr].sum())} positives of {lab[tr].size})"
+        return [_row(task, "logistic", m, n=idx[ho].size, n_pos=int(lab[ho].sum()), note=why) for m in ("auroc", "auprc")]
+    xtr, xtu, xho = (x[s][torch.from_numpy(idx[s])] for s in (tr, tu, ho))
+    ytr = torch.from_numpy(lab[tr].astype(np.float64))
+    path = _fit_path(lambda l2, init: fit_logistic(xtr, ytr, l2, init=init, max_iter=cfg.max_iter), cfg.l2_grid)
+    l2, model, note = _select(path, lambda m: auroc(m.logit(xtu), lab[tu]), minimize=False)
+    w = None if w_full is None else w_full[:, torch.from_numpy(idx[ho])]
+    return _binary_rows(task, "logistic", model.logit(xho).numpy(), lab[ho], w, cfg, l2, note)
+
+
+def _survival_task(task, probe, x, tables, cfg, w_full):
+    tr, tu, ho = cfg.splits
+    k = {s: tables[s].column(task) for s in (tr, tu, ho)}
+    idx = {s: tables[s].survival_rows(task) for s in (tr, tu, ho)}
+    time = {s: tables[s].time[idx[s], k[s]].astype(np.float64) for s in idx}
+    event = {s: tables[s].event[idx[s], k[s]].astype(bool) for s in idx}
+    xs = {s: x[s][torch.from_numpy(idx[s])] for s in idx}
+    metrics = ("c_index", "c_index_td", "ibs")
+    if not event[tr].any():
+        return [_row(task, probe, m, n=idx[ho].size, n_pos=int(event[ho].sum()), note="no events in train rows") for m in metrics], None
+    horizon = cfg.horizons_days.get(task)
+    if probe == "cox":
+        path = _fit_path(lambda l2, init: fit_cox(xs[tr], time[tr], event[tr], l2, init=init, max_iter=cfg.max_iter), cfg.l2_grid)
+        l2, model, note = _select(path, lambda m: float(harrell_cindex(time[tu], event[tu], m.risk(xs[tu]))), minimize=False)
+        risk = model.risk(xs[ho])
+    else:
+        starts = pem_edges(time[tr], event[tr], cfg.pem_num_bins)
+        path = _fit_path(lambda l2, init: fit_pem(xs[tr], time[tr], event[tr], starts, l2, init=init, max_iter=cfg.max_iter), cfg.l2_grid)
+        l2, model, note = _select(path, lambda m: m.nll(xs[tu], time[tu], event[tu]), minimize=True)
+        # risk score for Harrell: cumulative hazard at the horizon (or the last bin start)
+        t_ref = horizon if horizon is not None else float(starts[-1]) if starts[-1] > 0 else float(np.median(time[tr]))
+        risk = model.cumhaz(xs[ho], [t_ref])[:, 0]
+    xho = xs[ho]
+    surv_fn = lambda rows, grid: model.survival(xho[torch.from_numpy(rows)], grid)  # noqa: E731
+    cens = censoring_km(time[tr], event[tr])
+    w = None if w_full is None else w_full[:, torch.from_numpy(idx[ho])]
+    subj = tables[ho].subject_id[idx[ho]]
+    out = _survival_rows(task, probe, risk.numpy(), time[ho], event[ho], w, subj, cfg, surv_fn, cens, horizon, l2, note)
+    km = {"risk": risk.numpy(), "time": time[ho], "event": event[ho]} if probe == "cox" else None
+    return out, km
+
+
+def evaluate_risk_scores(risk: dict[str, np.ndarray] | np.ndarray, tables: dict[str, BenchTable] | BenchTable,
+                         tasks: list[str], cfg: EvalConfig | None = None, *, name: str = "oracle") -> EvalResult:
+    """Metrics of given risk scores (higher = earlier event) without a probe: the oracle.
+
+    ``risk`` is [N, T] on the held-out split (a dict by split or the array itself), columns in
+    the table's task order, e.g. the synthetic cohort's true log-hazards. AUROC/AUPRC use the
+    risk as the score of the binary label; the C-index is Harrell's.
+    """
+    cfg = cfg or EvalConfig()
+    ho = cfg.splits[2]
+    table = tables[ho] if isinstance(tables, dict) else tables
+    r = np.asarray(risk[ho] if isinstance(risk, dict) else risk, dtype=np.float64)
+    if r.shape != table.label.shape:
+        raise InputError(f"risk scores: shape {r.shape}, expected {table.label.shape} (rows, tasks of {table.source})")
+    w_full = bs.subject_weights(table.subject_id, cfg.bootstrap, cfg.seed) if cfg.bootstrap else None
+    rows, km = [], {}
+    for task in tasks:
+        k = table.column(task)
+        bad = ~np.isfinite(r[:, k])
+        if bad.any():
+            raise InputError(f"risk scores of task {task!r}: NaN/inf at rows {np.flatnonzero(bad)[:10].tolist()}")
+        li = table.label_rows(task)
+        w = None if w_full is None else w_full[:, torch.from_numpy(li)]
+        rows += _binary_rows(task, "oracle", r[li, k], table.label[li, k] == 1, w, cfg)
+        si = table.survival_rows(task)
+        w = None if w_full is None else w_full[:, torch.from_numpy(si)]
+        t, e = table.time[si, k].astype(np.float64), table.event[si, k].astype(bool)
+        rows += _survival_rows(task, "oracle", r[si, k], t, e, w, table.subject_id[si], cfg)
+        km[task] = {"risk": r[si, k], "time": t, "event": e}
+    return EvalResult(name, rows, to_dict(cfg), km)

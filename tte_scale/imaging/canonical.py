@@ -1,0 +1,76 @@
+"""Turn a :class:`RawVolume` into the canonical int16 volume of the shard config.
+
+Canonical means: array axes [D, H, W] grow toward Superior, Anterior and the patient's Left
+(:data:`CANONICAL_ORIENTATION` ``"SAL"``), voxels of ``cfg.spacing_mm``, shape ``cfg.shape``
+centred on the centre of the scanned box, HU clipped to ``[hu_min, hu_max]``, int16.
+
+Reorienting, resampling and cropping/padding are one trilinear resampling step: each output
+voxel centre is mapped through ``inv(A_in) @ A_out`` into the input grid and sampled with
+``torch.nn.functional.grid_sample``. One interpolation instead of three keeps it exact for
+axis-aligned scans (flips and permutations land on grid points) and correct for oblique ones.
+Outside the scan the value is ``hu_min`` (air). CPU grid_sample is deterministic, and the
+sampling grid is built in float64, so equal inputs give byte-identical outputs.
+
+Legend: D, H, W canonical axes; I, J, K input array axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tte_scale.imaging.config import ImagingConfig
+from tte_scale.imaging.volume import RawVolume
+
+
+def canonical_affine(cfg: ImagingConfig, center_ras: np.ndarray) -> np.ndarray:
+    """Affine of the canonical grid (voxel [d, h, w] -> RAS mm) centred on ``center_ras``."""
+    sd, sh, sw = cfg.spacing_mm
+    a = np.zeros((4, 4))
+    a[2, 0] = sd  # d -> +z (superior)
+    a[1, 1] = sh  # h -> +y (anterior)
+    a[0, 2] = -sw  # w -> -x: RAS x grows toward the Right, so -x is toward the Left
+    a[3, 3] = 1.0
+    half = (np.asarray(cfg.shape, dtype=np.float64) - 1.0) / 2.0
+    a[:3, 3] = np.asarray(center_ras, dtype=np.float64) - a[:3, :3] @ half
+    return a
+
+
+def scan_center_ras(raw: RawVolume) -> np.ndarray:
+    """World position of the centre of the scanned voxel box."""
+    half = (np.asarray(raw.hu_IJK.shape, dtype=np.float64) - 1.0) / 2.0
+    return raw.affine_ras[:3, :3] @ half + raw.affine_ras[:3, 3]
+
+
+def canonicalize(raw: RawVolume, cfg: ImagingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Return (``vol_DHW`` int16, its RAS affine)."""
+    import torch
+    import torch.nn.functional as F
+
+    out_aff = canonical_affine(cfg, scan_center_ras(raw))
+    vox_map = np.linalg.inv(raw.affine_ras) @ out_aff  # canonical voxel -> input voxel
+    D, H, W = cfg.shape
+    in_shape = np.asarray(raw.hu_IJK.shape, dtype=np.float64)
+    # grid_sample (align_corners=True) wants coordinates in [-1, 1] per input axis, listed
+    # last axis first: (k, j, i). Fold that normalization into the affine map.
+    scale = 2.0 / np.maximum(in_shape - 1.0, 1.0)
+    lin = vox_map[:3, :3] * scale[:, None]
+    off = vox_map[:3, 3] * scale - 1.0
+    d = np.arange(D, dtype=np.float64)[:, None, None, None]
+    h = np.arange(H, dtype=np.float64)[None, :, None, None]
+    w = np.arange(W, dtype=np.float64)[None, None, :, None]
+    grid_DHW3 = off + d * lin[:, 0] + h * lin[:, 1] + w * lin[:, 2]  # (i, j, k) normalized
+    grid_DHW3 = np.ascontiguousarray(grid_DHW3[..., ::-1], dtype=np.float32)  # -> (k, j, i)
+
+    # Shift HU so air is 0: grid_sample's zero padding then pads with hu_min.
+    vol = np.clip(raw.hu_IJK, cfg.hu_min, cfg.hu_max).astype(np.float32) - np.float32(cfg.hu_min)
+    with torch.no_grad():
+        out = F.grid_sample(
+            torch.from_numpy(vol)[None, None],
+            torch.from_numpy(grid_DHW3)[None],
+            mode="bilinear",  # trilinear for 5-D input
+            padding_mode="zeros",
+            align_corners=True,
+        )[0, 0]
+    out = torch.round(out) + cfg.hu_min
+    vol_DHW = out.clamp_(cfg.hu_min, cfg.hu_max).to(torch.int16).numpy()
+    return np.ascontiguousarray(vol_DHW), out_aff

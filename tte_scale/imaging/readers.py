@@ -1,0 +1,151 @@
+"""Read one scan (a NIfTI file or a folder holding one DICOM series) into a :class:`RawVolume`.
+
+Every failure becomes a :class:`ScanReadError` with a reason code; messages name the file
+(the user's own path) and the reason, never a header value. pydicom's own warnings can quote
+header values (``Invalid value for VR IS: '...'``), so they are silenced while reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tte_scale.imaging.config import ImagingConfig
+from tte_scale.imaging.deid import scanner_fields
+from tte_scale.imaging.geometry import SliceTolerances, check_affine, series_geometry
+from tte_scale.imaging.volume import RawVolume, ScanReadError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def tolerances(cfg: ImagingConfig) -> SliceTolerances:
+    return SliceTolerances(
+        gap_rel=cfg.gap_rel_tolerance,
+        gap_abs_mm=cfg.gap_abs_tolerance_mm,
+        max_tilt_deg=cfg.max_tilt_deg,
+        min_slices=cfg.min_slices,
+    )
+
+
+def read_scan(path: str | Path, modality: str | None, cfg: ImagingConfig) -> RawVolume:
+    """Read a scan; ``modality`` is the scans table's column (checked for NIfTI files)."""
+    path = Path(path)
+    if not path.exists():
+        raise ScanReadError("file_not_found", str(path))
+    if path.is_dir():
+        return read_dicom_series(path, cfg)
+    if path.name.endswith(NIFTI_SUFFIXES):
+        if cfg.require_ct and modality is not None and str(modality).upper() != "CT":
+            raise ScanReadError("not_ct", f"{path}: scans table modality is not CT")
+        return read_nifti(path)
+    raise ScanReadError("unsupported_path", str(path))
+
+
+def read_nifti(path: Path) -> RawVolume:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:
+        raise ScanReadError("unreadable_file", f"{path}: {type(exc).__name__}") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise ScanReadError("not_3d", f"{path}: array of shape {tuple(data.shape)}")
+    check_affine(affine)
+    # NIfTI headers carry free text (descrip, aux_file, intent_name): none of it is kept.
+    return RawVolume(hu_IJK=np.ascontiguousarray(data), affine_ras=affine, scanner={})
+
+
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """Silence pydicom warnings/log records while reading: they may quote header values."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_localizer(ds) -> bool:
+    image_type = [str(v).strip().upper() for v in (ds.get("ImageType") or [])]
+    return "LOCALIZER" in image_type or "SCOUT" in image_type
+
+
+def read_dicom_series(folder: Path, cfg: ImagingConfig) -> RawVolume:
+    """Read the one CT series in ``folder`` (files grouped by SeriesInstanceUID)."""
+    import pydicom
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ScanReadError("no_dicom_files", str(folder))
+    with _quiet_pydicom():
+        series: dict[str, list] = {}
+        for f in files:
+            try:
+                ds = pydicom.dcmread(f)
+            except Exception as exc:
+                raise ScanReadError("unreadable_file", f"{f}: {type(exc).__name__}") from None
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
+            series.setdefault(uid, []).append((f, ds))
+        kept = {uid: s for uid, s in series.items() if not _is_localizer(s[0][1])}
+        if not kept:
+            raise ScanReadError("localizer", f"{folder}: only localizer images")
+        if len(kept) > 1:
+            raise ScanReadError("multiple_series", f"{folder}: {len(kept)} series")
+        slices = next(iter(kept.values()))
+        return _series_volume(folder, slices, cfg)
+
+
+def _series_volume(folder: Path, slices: list, cfg: ImagingConfig) -> RawVolume:
+    first = slices[0][1]
+    if cfg.require_ct and any(str(ds.get("Modality", "")).upper() != "CT" for _, ds in slices):
+        raise ScanReadError("not_ct", f"{folder}: modality is not CT")
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in slices):
+        raise ScanReadError("multiframe_unsupported", str(folder))
+    try:
+        iop = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
+        ipp = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])
+        spacing = {tuple(round(float(v), 4) for v in ds.PixelSpacing) for _, ds in slices}
+        dims = {(int(ds.Rows), int(ds.Columns)) for _, ds in slices}
+    except Exception as exc:
+        raise ScanReadError("missing_geometry", f"{folder}: {type(exc).__name__}") from None
+    if iop.shape[1:] != (6,) or ipp.shape[1:] != (3,):
+        raise ScanReadError("missing_geometry", f"{folder}: malformed position/orientation")
+    if len(spacing) != 1 or len(dims) != 1:
+        raise ScanReadError("inconsistent_slices", f"{folder}: {len(dims)} image sizes, {len(spacing)} pixel spacings")
+    try:
+        thickness = scanner_fields(first)["slice_thickness_mm"] or 1.0
+        geom = series_geometry(iop, ipp, next(iter(spacing)), tolerances(cfg), single_slice_mm=thickness)
+    except ScanReadError as exc:
+        raise ScanReadError(exc.reason, f"{folder}: {exc.detail}") from None
+
+    rows, cols = next(iter(dims))
+    hu_IJK = np.empty((len(slices), rows, cols), dtype=np.float32)
+    for out_i, src_i in enumerate(geom.order):
+        f, ds = slices[src_i]
+        try:
+            pixels = ds.pixel_array
+        except Exception as exc:
+            raise ScanReadError("pixel_decode_failed", f"{f}: {type(exc).__name__}") from None
+        if pixels.shape != (rows, cols):
+            raise ScanReadError("pixel_decode_failed", f"{f}: pixel array of shape {pixels.shape}")
+        try:
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        except (TypeError, ValueError):
+            raise ScanReadError("pixel_decode_failed", f"{f}: malformed RescaleSlope/RescaleIntercept") from None
+        # per slice: scanners may store a different slope/intercept in every file
+        hu_IJK[out_i] = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    check_affine(geom.affine_ras)
+    return RawVolume(hu_IJK=hu_IJK, affine_ras=geom.affine_ras, scanner=scanner_fields(first))

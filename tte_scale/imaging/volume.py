@@ -1,0 +1,67 @@
+"""What a reader hands to the canonicalizer, and the reason codes a scan can be rejected with.
+
+A reader never lets a header value escape: a :class:`ScanReadError` carries a reason code from
+:data:`REASONS` and, optionally, a detail the reader wrote itself (counts, a file name, an
+exception *type*), never a value copied out of a DICOM header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# reason code -> what it means (documented in the manifest's build.json as well)
+REASONS: dict[str, str] = {
+    "file_not_found": "image_path does not exist",
+    "unreadable_file": "a file could not be parsed as DICOM/NIfTI (truncated, no preamble, bad header)",
+    "no_dicom_files": "the folder holds no files",
+    "unsupported_path": "image_path is neither a folder of DICOM files nor a .nii/.nii.gz file",
+    "multiple_series": "the folder holds more than one non-localizer series",
+    "not_ct": "modality is not CT",
+    "localizer": "only a localizer/scout series was found",
+    "multiframe_unsupported": "multi-frame (enhanced) DICOM objects are not supported",
+    "missing_geometry": "a slice lacks ImagePositionPatient, ImageOrientationPatient or PixelSpacing",
+    "mixed_orientation": "slices disagree on ImageOrientationPatient",
+    "inconsistent_slices": "slices disagree on rows, columns or pixel spacing",
+    "too_few_slices": "fewer slices than imaging.min_slices",
+    "duplicate_slice": "two slices at the same position along the slice normal",
+    "missing_slice": "a gap of a whole multiple of the slice spacing: one or more slices missing",
+    "uneven_spacing": "slice gaps differ by more than the tolerance (mixed spacing)",
+    "gantry_tilt": "slice positions do not move along the slice normal (tilted gantry)",
+    "pixel_decode_failed": "pixel data could not be decoded (truncated, or no installed plugin)",
+    "not_3d": "the image is not a single 3D volume",
+    "bad_affine": "the voxel-to-world transform is singular or not finite",
+    "worker_error": "an unexpected error while processing the scan",
+}
+
+
+class ScanReadError(Exception):
+    """A scan that cannot be used; ``reason`` is a key of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(slots=True)
+class RawVolume:
+    """A scan as read: HU values on its own voxel grid, and where that grid lies in the patient.
+
+    ``hu_IJK`` float32 [I, J, K] (array axes in file order); ``affine_ras`` float64 4x4 maps a
+    voxel index (i, j, k, 1) to RAS+ millimetres (x toward the patient's left, y toward
+    anterior, z toward superior; nibabel's convention). ``scanner`` holds only whitelisted
+    fields (see :mod:`tte_scale.imaging.deid`).
+    """
+
+    hu_IJK: np.ndarray
+    affine_ras: np.ndarray
+    scanner: dict = field(default_factory=dict)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size along each array axis (column norms of the affine)."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine_ras[:3, :3], axis=0))

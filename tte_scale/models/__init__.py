@@ -1,0 +1,34 @@
+"""Models: the 3D ViT family (registry by name), the MOTOR-style TTE head, export/import.
+
+* ``create_model("vit3d_base", img_size=(160, 224, 224))``, ``list_models()``, ``model_info``.
+* ``TTEHead`` / ``TTEModel``: the survival head; the loss runs in the head's forward (ZeRO-3).
+* ``save_pretrained`` / ``load_pretrained``: safetensors + JSON, no DeepSpeed needed.
+* ``normalize_hu``: int16 HU -> float in [0, 1], on the device.
+"""
+
+from tte_scale.kernels.reference import empirical_log_hazard
+from tte_scale.models.io import load_pretrained, save_pretrained
+from tte_scale.models.preprocess import HU_WINDOW, normalize_hu
+from tte_scale.models.registry import create_model, get_config, list_models, model_info, register_model, vit_flops, vit_params
+from tte_scale.models.tte_head import TTEHead, TTEModel
+from tte_scale.models.vit3d import ViTConfig, VisionTransformer3D, sincos_pos_embed_3d
+
+__all__ = [
+    "HU_WINDOW",
+    "TTEHead",
+    "TTEModel",
+    "ViTConfig",
+    "VisionTransformer3D",
+    "create_model",
+    "empirical_log_hazard",
+    "get_config",
+    "list_models",
+    "load_pretrained",
+    "model_info",
+    "normalize_hu",
+    "register_model",
+    "save_pretrained",
+    "sincos_pos_embed_3d",
+    "vit_flops",
+    "vit_params",
+]

@@ -1,0 +1,78 @@
+"""Export and load an encoder without DeepSpeed: ``model.safetensors`` + ``config.json``.
+
+``config.json``: ``{"format_version": 1, "architecture": "VisionTransformer3D",
+"model_name": <registry name or null>, "config": {ViTConfig fields}}``. Loading needs only
+torch and safetensors, so probes and other projects can use a pretrained encoder directly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tte_scale.config import ConfigError, from_dict
+from tte_scale.errors import InputError
+from tte_scale.models.vit3d import ViTConfig, VisionTransformer3D
+
+__all__ = ["save_pretrained", "load_pretrained", "EXPORT_FORMAT_VERSION"]
+
+EXPORT_FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def save_pretrained(model: VisionTransformer3D, path: str | Path, model_name: str | None = None) -> Path:
+    """Write ``path/model.safetensors`` and ``path/config.json`` (weights first, config last,
+    each through a temporary file, so a folder with a config always has complete weights)."""
+    if not isinstance(model, VisionTransformer3D):
+        raise TypeError(f"save_pretrained expects a VisionTransformer3D, got {type(model).__name__}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = path / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp), metadata={"format_version": str(EXPORT_FORMAT_VERSION)})
+    tmp.replace(path / WEIGHTS)
+    meta = {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "architecture": "VisionTransformer3D",
+        "model_name": model_name,
+        "config": model.cfg.to_json(),
+    }
+    tmp = path / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(path / CONFIG)
+    return path
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", **overrides) -> VisionTransformer3D:
+    """Build the encoder from ``path/config.json`` and load ``path/model.safetensors``.
+
+    ``overrides`` change run-time fields (e.g. ``grad_checkpointing=True``, ``drop_path_rate``).
+    """
+    path = Path(path)
+    cfg_file, w_file = path / CONFIG, path / WEIGHTS
+    for f in (cfg_file, w_file):
+        if not f.is_file():
+            raise InputError(f"{f}: not found (expected an encoder exported with save_pretrained)")
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{cfg_file}: invalid JSON: {exc}") from None
+    if meta.get("format_version") != EXPORT_FORMAT_VERSION or meta.get("architecture") != "VisionTransformer3D":
+        raise InputError(
+            f"{cfg_file}: unsupported export (format_version={meta.get('format_version')!r}, "
+            f"architecture={meta.get('architecture')!r}); this version reads format 1 VisionTransformer3D"
+        )
+    try:
+        cfg = from_dict(ViTConfig, {**meta["config"], **overrides})
+    except ConfigError as exc:
+        raise InputError(f"{cfg_file}: bad model config: {exc}") from None
+    model = VisionTransformer3D(cfg)
+    state = load_file(str(w_file), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"{w_file}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.to(map_location)

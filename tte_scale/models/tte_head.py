@@ -1,0 +1,138 @@
+"""MOTOR-style time-to-event head and the encoder + head training module.
+
+Legend: B batch, E encoder feature width, J time bins, R head rank, K tasks.
+
+``TTEHead``: pooled features ``h_BE`` -> ``Linear(E, J*R)`` -> LayerNorm over each bin's R
+vector -> ``z_BJR`` -> log-hazard ``logh_BJK = z_BJR @ W_KR^T + bias_JK``. Training never builds
+``logh_BJK``: the head's ``forward`` computes the loss with ``fused_survival_loss`` (chunked
+over tasks, Triton on CUDA), see ``tte_scale/kernels``.
+
+**DeepSpeed ZeRO-3.** The fused loss reads the task embedding ``W_KR`` and ``bias_JK`` directly
+instead of calling a submodule, so both are *direct* parameters of ``TTEHead`` and the loss
+runs inside ``TTEHead.forward``: ZeRO-3 gathers a module's own parameters in its forward
+pre-hook and re-partitions them after, so they are full-size exactly while the loss runs.
+Calling ``fused_survival_loss(z, head.task_weight, ...)`` from outside the head's forward
+would see ZeRO-3's empty placeholders. ``TTEModel.forward`` therefore returns the loss, and
+``TTEHead.loss(...)`` is only a named alias of calling the module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tte_scale.errors import InputError
+from tte_scale.kernels import DEFAULT_HAZARD_FLOOR, empirical_log_hazard, fused_survival_loss
+
+__all__ = ["TTEHead", "TTEModel"]
+
+
+class TTEHead(nn.Module):
+    """Piecewise-exponential multi-task head (MOTOR). Defaults: K=8192 tasks, 8 bins, rank 512."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_bins: int = 8,
+        num_tasks: int = 8192,
+        rank: int = 512,
+        loss_backend: str = "auto",
+        loss_chunk: int | None = None,
+    ):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("num_bins", num_bins), ("num_tasks", num_tasks), ("rank", rank)):
+            if v < 1:
+                raise ValueError(f"TTEHead: {name} must be >= 1, got {v}")
+        self.in_features, self.num_bins, self.num_tasks, self.rank = in_features, num_bins, num_tasks, rank
+        self.loss_backend, self.loss_chunk = loss_backend, loss_chunk
+        self.proj = nn.Linear(in_features, num_bins * rank)
+        self.norm = nn.LayerNorm(rank)
+        # Direct parameters (not an nn.Linear) so ZeRO-3 gathers them for this module's forward.
+        self.task_weight = nn.Parameter(torch.empty(num_tasks, rank))
+        self.bias = nn.Parameter(torch.empty(num_bins, num_tasks))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+        # z is unit-variance after the norm, so std 0.1/sqrt(R) gives logits of std ~0.1:
+        # the prefit bias dominates the first steps instead of random task directions.
+        nn.init.trunc_normal_(self.task_weight, std=0.1 / math.sqrt(self.rank))
+        self.bias.fill_(math.log(DEFAULT_HAZARD_FLOOR))
+
+    @torch.no_grad()
+    def init_bias_from_labels(
+        self,
+        time_NK: torch.Tensor,
+        event_NK: torch.Tensor,
+        bin_starts_J: torch.Tensor,
+        floor: float = DEFAULT_HAZARD_FLOOR,
+    ) -> torch.Tensor:
+        """Set ``bias_jk = log(events_jk / days at risk_jk)`` from training labels; returns it.
+
+        (bin, task) pairs without events or time at risk get ``log(floor)`` (events per day;
+        see ``DEFAULT_HAZARD_FLOOR``). Raises InputError naming rows with NaN or negative times.
+        """
+        time_NK, event_NK, bin_starts_J = map(torch.as_tensor, (time_NK, event_NK, bin_starts_J))
+        if time_NK.shape != event_NK.shape or time_NK.dim() != 2 or time_NK.shape[1] != self.num_tasks:
+            raise InputError(
+                f"TTE labels: time {tuple(time_NK.shape)} / event {tuple(event_NK.shape)} must both be "
+                f"[N, {self.num_tasks}]"
+            )
+        if bin_starts_J.shape != (self.num_bins,):
+            raise InputError(f"bin_starts: expected {self.num_bins} values, got {tuple(bin_starts_J.shape)}")
+        bad = (~torch.isfinite(time_NK) | (time_NK < 0)).any(1).nonzero().flatten()
+        if bad.numel():
+            raise InputError(f"TTE labels: rows {bad[:10].tolist()} have NaN, infinite or negative times")
+        hazard = empirical_log_hazard(time_NK, event_NK, bin_starts_J, floor=floor)
+        self.bias.copy_(hazard.to(self.bias.device, self.bias.dtype))
+        return hazard
+
+    def bin_vectors(self, h_BE: torch.Tensor) -> torch.Tensor:
+        """``z_BJR``: per-bin normalized vectors."""
+        return self.norm(self.proj(h_BE).view(h_BE.shape[0], self.num_bins, self.rank))
+
+    def log_hazard(self, h_BE: torch.Tensor) -> torch.Tensor:
+        """Full ``[B, J, K]`` log-hazards in float32 (evaluation, small K)."""
+        z = self.bin_vectors(h_BE)
+        return (z @ self.task_weight.to(z.dtype).t()).float() + self.bias.float()
+
+    def forward(self, h_BE, time_BK, event_BK, bin_starts_J) -> torch.Tensor:
+        """Loss (normalized by B*K, see ``tte_scale/kernels/reference.py``) via the fused kernel."""
+        z = self.bin_vectors(h_BE)
+        return fused_survival_loss(
+            z, self.task_weight, self.bias, time_BK, event_BK, bin_starts_J,
+            backend=self.loss_backend, chunk=self.loss_chunk,
+        )
+
+    def loss(self, h_BE, time_BK, event_BK, bin_starts_J) -> torch.Tensor:
+        """Alias of ``self(...)``: goes through ``__call__`` so ZeRO-3 hooks run."""
+        return self(h_BE, time_BK, event_BK, bin_starts_J)
+
+    def flops_per_sample(self, training: bool = True) -> float:
+        f = 2.0 * self.in_features * self.num_bins * self.rank + 2.0 * self.num_bins * self.rank * self.num_tasks
+        return 3.0 * f if training else f
+
+
+class TTEModel(nn.Module):
+    """Encoder + TTE head; ``forward(volume_BCDHW, time_BK, event_BK, bin_starts_J) -> loss``."""
+
+    def __init__(self, encoder: nn.Module, head: TTEHead):
+        super().__init__()
+        if getattr(encoder, "num_features", head.in_features) != head.in_features:
+            raise ValueError(f"encoder gives {encoder.num_features} features, head expects {head.in_features}")
+        self.encoder = encoder
+        self.head = head
+
+    def embed(self, volume_BCDHW: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder features ``[B, E]``."""
+        return self.encoder(volume_BCDHW)
+
+    def forward(self, volume_BCDHW, time_BK, event_BK, bin_starts_J) -> torch.Tensor:
+        return self.head(self.encoder(volume_BCDHW), time_BK, event_BK, bin_starts_J)
+
+    def flops_per_sample(self, training: bool = True, img_size=None) -> float:
+        return self.encoder.flops_per_sample(training=training, img_size=img_size) + self.head.flops_per_sample(training)

@@ -1,0 +1,281 @@
+"""3D Vision Transformer encoder (pre-norm, fused QKV, SDPA attention).
+
+Legend: B batch, C input channels, D/H/W volume depth/height/width (voxels),
+G = (gd, gh, gw) patch grid, N tokens (+1 with a CLS token), E embed dim, Hh heads, Dh head dim.
+
+* Patches: a ``Conv3d`` with kernel = stride = ``patch_size`` (anisotropic allowed).
+* Positions: fixed 3D sin-cos (default; any grid) or learned for ``img_size`` and trilinearly
+  interpolated for other grids.
+* Blocks: ``x + drop_path(attn(norm(x)))``, ``x + drop_path(mlp(norm(x)))``; attention through
+  ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU), optional
+  qk-norm; per-block activation checkpointing with ``grad_checkpointing=True``.
+* Init as in timm / MAE: truncated normal (std 0.02) for linear layers and tokens, Xavier
+  uniform for the patch projection seen as a linear layer, zero biases, unit norms.
+
+Example::
+
+    >>> m = VisionTransformer3D(img_size=(32, 32, 32), patch_size=(16, 16, 16), embed_dim=48,
+    ...                         depth=2, num_heads=3)
+    >>> m(torch.zeros(2, 1, 32, 48, 32)).shape   # other input shapes work too
+    torch.Size([2, 48])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tte_scale.config import check
+
+__all__ = ["ViTConfig", "VisionTransformer3D", "sincos_pos_embed_3d"]
+
+
+def _triple(v) -> tuple[int, int, int]:
+    if isinstance(v, int):
+        return (v, v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) != 3:
+        raise ValueError(f"expected 3 values (D, H, W), got {v}")
+    return v  # type: ignore[return-value]
+
+
+@dataclass(kw_only=True, slots=True)
+class ViTConfig:
+    """Architecture of a :class:`VisionTransformer3D` (what ``config.json`` of an export holds)."""
+
+    img_size: tuple[int, int, int] = (160, 224, 224)
+    """Nominal input (D, H, W) in voxels: sets the learned position grid and the FLOPs figure."""
+    patch_size: tuple[int, int, int] = (16, 16, 16)
+    """Patch (pd, ph, pw) in voxels; inputs must be multiples of it."""
+    in_chans: int = 1
+    """Input channels (1 for CT)."""
+    embed_dim: int = 768
+    """Token width E."""
+    depth: int = 12
+    """Number of transformer blocks."""
+    num_heads: int = 12
+    """Attention heads; must divide embed_dim."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width / embed_dim."""
+    qkv_bias: bool = True
+    """Bias in the fused QKV projection."""
+    qk_norm: bool = False
+    """LayerNorm on queries and keys per head (stabilizes large models)."""
+    drop_path_rate: float = 0.0
+    """Stochastic depth rate of the last block (linearly increasing from 0)."""
+    pool: Literal["cls", "mean"] = "cls"
+    """Pooled feature: the CLS token or the mean of patch tokens."""
+    pos_embed: Literal["sincos", "learned"] = "sincos"
+    """Fixed 3D sin-cos (any grid) or learned (interpolated for other grids)."""
+    grad_checkpointing: bool = False
+    """Recompute each block's activations in backward (less memory, ~1/3 more compute)."""
+
+    def __post_init__(self):
+        self.img_size = _triple(self.img_size)
+        self.patch_size = _triple(self.patch_size)
+        check(all(p > 0 for p in self.patch_size), "patch_size", f"must be positive, got {self.patch_size}")
+        check(
+            all(i % p == 0 for i, p in zip(self.img_size, self.patch_size)),
+            "img_size",
+            f"{self.img_size} is not a multiple of patch_size {self.patch_size}",
+        )
+        check(self.in_chans >= 1, "in_chans", f"must be >= 1, got {self.in_chans}")
+        check(self.depth >= 1, "depth", f"must be >= 1, got {self.depth}")
+        check(self.num_heads >= 1 and self.embed_dim % self.num_heads == 0, "num_heads",
+              f"{self.num_heads} must divide embed_dim {self.embed_dim}")
+        check(self.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
+        check(self.pool in ("cls", "mean"), "pool", f"must be 'cls' or 'mean', got {self.pool!r}")
+        check(self.pos_embed in ("sincos", "learned"), "pos_embed", f"must be 'sincos' or 'learned', got {self.pos_embed!r}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(i // p for i, p in zip(self.img_size, self.patch_size))  # type: ignore[return-value]
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    def to_json(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+
+def sincos_pos_embed_3d(grid: tuple[int, int, int], dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Fixed 3D sin-cos position table ``[gd*gh*gw, dim]`` (a third of the channels per axis).
+
+    Each axis gets ``2 * (dim // 6)`` channels (half sin, half cos, MAE frequencies
+    ``1 / 10000^(i/n)``); the few channels left when dim is not a multiple of 6 stay zero.
+    """
+    n = dim // 6
+    out = torch.zeros(*grid, dim, device=device, dtype=torch.float32)
+    if n == 0:
+        return out.reshape(-1, dim).to(dtype)
+    omega = 1.0 / (10000 ** (torch.arange(n, device=device, dtype=torch.float32) / n))
+    coords = torch.meshgrid(*[torch.arange(g, device=device, dtype=torch.float32) for g in grid], indexing="ij")
+    for axis, c in enumerate(coords):
+        ang = c[..., None] * omega
+        out[..., 2 * n * axis : 2 * n * axis + n] = torch.sin(ang)
+        out[..., 2 * n * axis + n : 2 * n * (axis + 1)] = torch.cos(ang)
+    return out.reshape(-1, dim).to(dtype)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, qk_norm: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)  # one GEMM for q, k and v
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x_BNE):
+        B, N, E = x_BNE.shape
+        qkv = self.qkv(x_BNE).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [B, Hh, N, Dh]
+        q, k = self.q_norm(q), self.k_norm(k)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).reshape(B, N, E))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ViTConfig, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.attn = Attention(cfg.embed_dim, cfg.num_heads, cfg.qkv_bias, cfg.qk_norm)
+        self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer3D(nn.Module):
+    """3D ViT encoder; ``forward(x_BCDHW) -> [B, embed_dim]`` pooled features."""
+
+    def __init__(self, cfg: ViTConfig | None = None, **kwargs):
+        super().__init__()
+        if cfg is not None and kwargs:
+            raise TypeError("pass either a ViTConfig or keyword arguments, not both")
+        cfg = cfg if cfg is not None else ViTConfig(**kwargs)
+        self.cfg = cfg
+        self.num_features = self.embed_dim = cfg.embed_dim
+        self.grad_checkpointing = cfg.grad_checkpointing
+        self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.pool == "cls" else None
+        if cfg.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(cfg.grid), cfg.embed_dim))
+        else:
+            self.register_parameter("pos_embed", None)
+        self._pos_cache: dict = {}
+        rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.reset_parameters()
+
+    # ----- init -------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """timm/MAE init: trunc-normal(0.02) linears and tokens, Xavier patch projection."""
+        if self.patch_embed.weight.device.type == "meta":
+            return  # shape-only model (parameter counting); nothing to fill
+        w = self.patch_embed.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    # ----- forward ----------------------------------------------------------------------
+    def _pos(self, grid: tuple[int, int, int], x: torch.Tensor) -> torch.Tensor:
+        if self.pos_embed is not None:
+            if grid == self.cfg.grid:
+                return self.pos_embed
+            g0 = self.cfg.grid
+            table = self.pos_embed.reshape(1, *g0, -1).permute(0, 4, 1, 2, 3)
+            table = F.interpolate(table, size=grid, mode="trilinear", align_corners=False)
+            return table.permute(0, 2, 3, 4, 1).reshape(1, math.prod(grid), -1)
+        key = (grid, x.device, x.dtype)
+        if key not in self._pos_cache:  # fixed table: build once per grid/device/dtype
+            self._pos_cache[key] = sincos_pos_embed_3d(grid, self.embed_dim, x.device, x.dtype)[None]
+        return self._pos_cache[key]
+
+    def forward_features(self, x_BCDHW: torch.Tensor) -> torch.Tensor:
+        """Tokens after the final norm: ``[B, N(+1 CLS first), E]``."""
+        if x_BCDHW.dim() != 5 or x_BCDHW.shape[1] != self.cfg.in_chans:
+            raise ValueError(f"expected input [B, {self.cfg.in_chans}, D, H, W], got {tuple(x_BCDHW.shape)}")
+        bad = [s for s, p in zip(x_BCDHW.shape[2:], self.cfg.patch_size) if s % p]
+        if bad:
+            raise ValueError(f"input {tuple(x_BCDHW.shape[2:])} is not a multiple of patch_size {self.cfg.patch_size}")
+        x = self.patch_embed(x_BCDHW)
+        grid = tuple(x.shape[2:])
+        x_BNE = x.flatten(2).transpose(1, 2)
+        x_BNE = x_BNE + self._pos(grid, x_BNE)
+        if self.cls_token is not None:
+            x_BNE = torch.cat([self.cls_token.expand(x_BNE.shape[0], -1, -1).to(x_BNE.dtype), x_BNE], dim=1)
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x_BNE = checkpoint(blk, x_BNE, use_reentrant=False)
+            else:
+                x_BNE = blk(x_BNE)
+        return self.norm(x_BNE)
+
+    def pool(self, tok_BNE: torch.Tensor) -> torch.Tensor:
+        return tok_BNE[:, 0] if self.cfg.pool == "cls" else tok_BNE.mean(dim=1)
+
+    def forward(self, x_BCDHW: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.forward_features(x_BCDHW))
+
+    # ----- accounting -------------------------------------------------------------------
+    def flops_per_sample(self, training: bool = True, img_size: tuple[int, int, int] | None = None) -> float:
+        """Analytic matmul FLOPs for one sample (training = 3x forward: fwd + 2x in backward)."""
+        from tte_scale.models.registry import vit_flops
+
+        return vit_flops(self.cfg, img_size=img_size, training=training)

@@ -1,0 +1,82 @@
+"""Ground truth per scan: true log-hazards and the benchmark labels they produced (pure).
+
+The labels here follow the rules of configs/tasks/inspect.yaml and DESIGN.md (first strictly
+later occurrence of a task code; else censored at the last event of the record), so the labels
+stage can be checked against them and the oracle C-index (risk = true log-hazard) is known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from tte_scale.synth.ehr import SubjectRecord
+from tte_scale.synth.model import BENCH_TASKS, FACTORS, log_hazards
+
+__all__ = ["bench_rows", "factor_rows", "harrell_c", "BENCH_SCHEMA"]
+
+BENCH_SCHEMA = pa.schema([("scan_id", pa.string()), ("subject_id", pa.int64()), ("task", pa.string()),
+                          ("log_hazard", pa.float64()), ("time", pa.float32()), ("event", pa.bool_()),
+                          ("label", pa.bool_()), ("excluded", pa.string())])
+
+
+def bench_rows(rec: SubjectRecord) -> dict[str, list]:
+    """Long-format truth, one row per (scan, benchmark task), as column lists."""
+    cols: dict[str, list] = {k: [] for k in ("scan_id", "subject_id", "task", "log_hazard", "time",
+                                             "event", "label", "excluded")}
+    timed = ~np.isnan(rec.time_E)
+    t_E, c_E = rec.time_E[timed], rec.code_E[timed]
+    end = float(t_E.max())
+    for s, (scan_id, t0) in enumerate(zip(rec.scan_ids, rec.scan_days)):
+        for task, (outcome, codes, horizon, exclude_prior) in BENCH_TASKS.items():
+            hit = np.isin(c_E, codes)
+            later = t_E[hit & (t_E > t0)]
+            event = later.size > 0
+            time = (later.min() if event else end) - t0
+            if exclude_prior and bool(np.any(t_E[hit] <= t0)):
+                label, excluded = None, "prior_event"
+            elif event and time <= horizon:
+                label, excluded = True, None
+            elif time < horizon:
+                label, excluded = None, "censored_before_horizon"
+            else:
+                label, excluded = False, None
+            cols["scan_id"].append(scan_id)
+            cols["subject_id"].append(rec.subject_id)
+            cols["task"].append(task)
+            cols["log_hazard"].append(float(log_hazards(rec.X_SK[s], outcome)[0]))
+            cols["time"].append(float(time))
+            cols["event"].append(bool(event))
+            cols["label"].append(label)
+            cols["excluded"].append(excluded)
+    return cols
+
+
+def factor_rows(rec: SubjectRecord) -> dict[str, list]:
+    """One row per scan: its latent factors (what the image shows) and hidden covariates."""
+    cols: dict[str, list] = {"scan_id": rec.scan_ids, "subject_id": [rec.subject_id] * len(rec.scan_days)}
+    for i, f in enumerate(FACTORS):
+        cols[f] = [float(v) for v in rec.x_SF[:, i]]
+    cols["age_years"] = [float((t - rec.birth_day) / 365.25) for t in rec.scan_days]
+    cols["male"] = [rec.male] * len(rec.scan_days)
+    cols["frailty"] = [rec.frailty] * len(rec.scan_days)
+    return cols
+
+
+def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, max_n: int = 4000,
+              seed: int = 0) -> float:
+    """Harrell's C-index (higher risk = earlier event); ties in risk count 1/2.
+
+    Exact for n <= max_n, else on a fixed random subsample of max_n (O(n^2) pair counting).
+    """
+    time, event, risk = (np.asarray(a) for a in (time, event, risk))
+    if len(time) > max_n:
+        idx = np.random.default_rng(seed).choice(len(time), max_n, replace=False)
+        time, event, risk = time[idx], event[idx], risk[idx]
+    num = den = 0.0
+    for i0 in range(0, len(time), 512):
+        ti, ei, ri = time[i0:i0 + 512, None], event[i0:i0 + 512, None].astype(bool), risk[i0:i0 + 512, None]
+        comparable = ei & (ti < time[None, :])
+        den += comparable.sum()
+        num += (comparable & (ri > risk[None, :])).sum() + 0.5 * (comparable & (ri == risk[None, :])).sum()
+    return float(num / den) if den else float("nan")
