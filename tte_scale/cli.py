@@ -43,9 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _drop_local_rank(argv: list[str]) -> list[str]:
+    """The `deepspeed` launcher inserts `--local_rank=N` before the subcommand; the rank is read
+    from the LOCAL_RANK environment variable instead, so the flag is dropped here."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--local_rank", "--local-rank"):
+            skip = True
+        elif not a.startswith(("--local_rank=", "--local-rank=")):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_drop_local_rank(sys.argv[1:] if argv is None else list(argv)))
     try:
         return int(args._module.run(args) or 0)
     except NotBuiltError as exc:

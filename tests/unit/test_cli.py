@@ -31,3 +31,12 @@ def test_parser_builds():
 def test_console_script_runs(cli_cmd):
     res = subprocess.run(cli_cmd + ["--version"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "tte-scale" in res.stdout
+
+
+def test_deepspeed_local_rank_flag_is_ignored(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--local_rank=1", "synth", "--help"])
+    assert exc.value.code == 0
+    with pytest.raises(SystemExit):
+        main(["--local_rank", "0", "labels", "--help"])
+    assert "usage: tte-scale labels" in capsys.readouterr().out

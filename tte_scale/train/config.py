@@ -1,0 +1,247 @@
+"""`PretrainConfig`: every setting of a pretraining run, one small section per component.
+
+Loaded with :func:`tte_scale.config.load_config` from ``configs/pretrain/*.yaml`` plus
+``--set a.b=c``. Checks that need the world size (batch divisibility) live in
+:func:`resolve_batch`, called before any model or data is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tte_scale.config import ConfigError, check
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelSection:
+    name: str = "vit3d_tiny"
+    """Registered encoder name (see ``tte_scale.models``), e.g. vit3d_base."""
+    img_size: tuple[int, int, int] = (32, 64, 64)
+    """Input volume shape (D, H, W); must match the shards."""
+    patch_size: tuple[int, int, int] | None = None
+    """Patch size (D, H, W); null keeps the registry default."""
+    drop_path_rate: float = 0.0
+    """Stochastic depth rate."""
+    grad_checkpointing: bool = False
+    """Activation checkpointing: recompute each block in backward to save memory."""
+    pool: str | None = None
+    """Feature pooling ('cls' or 'mean'); null keeps the registry default."""
+    embed_dim: int | None = None
+    """Token width; null keeps the registry default (small values make test models)."""
+    depth: int | None = None
+    """Transformer blocks; null keeps the registry default."""
+    num_heads: int | None = None
+    """Attention heads; null keeps the registry default."""
+
+    def __post_init__(self) -> None:
+        check(all(s > 0 for s in self.img_size), "model.img_size", f"must be positive, got {self.img_size}")
+        check(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", "must be in [0, 1)")
+
+
+@dataclass(kw_only=True, slots=True)
+class HeadSection:
+    rank: int = 512
+    """Dimension r of the per-bin vectors and task embeddings."""
+    bias_prefit: bool = True
+    """Start the per-(bin, task) bias at the log empirical hazard of the train split."""
+    bias_floor: float = 1e-6
+    """Smallest hazard used in the prefit (avoids log 0 for tasks without events)."""
+    num_tasks: int = 8192
+    """Tasks K; only used by --estimate-memory when no labels folder is given (training reads K from the labels)."""
+    bias_prefit_max_rows: int = 20000
+    """Use at most this many train rows for the prefit (bounds memory for N x K labels)."""
+
+    def __post_init__(self) -> None:
+        check(self.rank > 0, "head.rank", "must be positive")
+        check(self.bias_floor > 0, "head.bias_floor", "must be positive")
+        check(self.bias_prefit_max_rows > 0, "head.bias_prefit_max_rows", "must be positive")
+
+
+@dataclass(kw_only=True, slots=True)
+class DataSection:
+    shards_dir: Path | None = None
+    """Shards folder written by `tte-scale shard` (required to train)."""
+    labels_dir: Path | None = None
+    """Labels folder (bins.json, rows.parquet, tte.zarr) the shards were built from."""
+    format: Literal["wds", "zarr"] = "zarr"
+    """Shard reader: WebDataset tars or the Zarr store."""
+    train_split: str = "train"
+    """Split to train on."""
+    eval_split: str = "tuning"
+    """Split for the validation TTE loss and the benchmark C-index."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank."""
+    shuffle_window: int = 64
+    """Samples held in the streaming shuffle buffer."""
+    augmentation: bool = False
+    """Random flips/crops/intensity jitter on the train split."""
+
+    def __post_init__(self) -> None:
+        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        check(self.shuffle_window >= 1, "data.shuffle_window", "must be >= 1")
+
+
+@dataclass(kw_only=True, slots=True)
+class OptimSection:
+    global_batch_size: int = 8
+    """Samples per optimizer step over all ranks = micro batch x world size x accumulation."""
+    grad_accum_steps: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine decay as a fraction of the peak."""
+    warmup_steps: int = 100
+    """Linear warmup from 0 to the peak, in optimizer steps."""
+    weight_decay: float = 0.05
+    """AdamW decoupled weight decay (not applied to biases, norms, embeddings)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+
+    def __post_init__(self) -> None:
+        check(self.global_batch_size > 0, "optim.global_batch_size", "must be positive")
+        check(self.grad_accum_steps > 0, "optim.grad_accum_steps", "must be positive")
+        check(self.lr > 0, "optim.lr", "must be positive")
+        check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio", "must be in [0, 1]")
+        check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+        check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
+
+
+@dataclass(kw_only=True, slots=True)
+class ZeroSection:
+    stage: Literal[0, 1, 2, 3] = 2
+    """ZeRO stage: 0 plain data parallel, 1 optimizer states, 2 + gradients, 3 + parameters."""
+    offload_optimizer: bool = False
+    """Keep optimizer states on the CPU (stages 1-3; uses DeepSpeed's CPU Adam)."""
+    offload_params: bool = False
+    """Keep parameters on the CPU (stage 3 only)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Training precision: auto = bf16 on GPUs, fp32 on CPU."""
+    reduce_bucket_size: int = 50_000_000
+    """Elements per gradient reduce bucket."""
+    stage3_prefetch_bucket_size: int = 50_000_000
+    """Elements of parameters prefetched ahead of use (stage 3)."""
+
+    def __post_init__(self) -> None:
+        check(not self.offload_params or self.stage == 3, "zero.offload_params", "needs zero.stage: 3")
+        check(not self.offload_optimizer or self.stage >= 1, "zero.offload_optimizer", "needs zero.stage >= 1")
+
+
+@dataclass(kw_only=True, slots=True)
+class CheckpointSection:
+    every_steps: int = 100
+    """Save every N optimizer steps (and always at the end); 0 saves only at the end."""
+    keep_last: int = 3
+    """Complete checkpoints kept; older ones are deleted."""
+    resume: bool = False
+    """Resume from the newest complete checkpoint in <out_dir>/checkpoints (error if none)."""
+    export_encoder: bool = True
+    """At the end, write <out_dir>/encoder.safetensors (+ JSON config) for load_pretrained."""
+
+    def __post_init__(self) -> None:
+        check(self.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
+        check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+
+
+@dataclass(kw_only=True, slots=True)
+class TelemetrySection:
+    log_every: int = 1
+    """Write a metrics line every N steps."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files under <out_dir>/tb."""
+    progress_bar: bool = True
+    """tqdm progress bar on rank 0."""
+    peak_tflops: float | None = None
+    """Peak dense bf16 TFLOP/s per device for MFU; null looks it up (A100/H100/H200)."""
+
+    def __post_init__(self) -> None:
+        check(self.log_every >= 1, "telemetry.log_every", "must be >= 1")
+        check(self.peak_tflops is None or self.peak_tflops > 0, "telemetry.peak_tflops", "must be positive")
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalSection:
+    every_steps: int = 0
+    """Evaluate every N steps (and at the end); 0 only at the end."""
+    max_batches: int = 50
+    """Micro-batches per rank in one evaluation."""
+
+    def __post_init__(self) -> None:
+        check(self.every_steps >= 0, "eval.every_steps", "must be >= 0")
+        check(self.max_batches >= 1, "eval.max_batches", "must be >= 1")
+
+
+@dataclass(kw_only=True, slots=True)
+class GuardSection:
+    max_consecutive_nonfinite: int = 5
+    """Abort after this many optimizer steps in a row with a non-finite loss or grad norm."""
+    inject_nonfinite_steps: list[int] = field(default_factory=list)
+    """Fault injection for tests/drills: make the loss NaN at these optimizer steps (1-based)."""
+
+    def __post_init__(self) -> None:
+        check(self.max_consecutive_nonfinite >= 1, "guards.max_consecutive_nonfinite", "must be >= 1")
+
+
+@dataclass(kw_only=True, slots=True)
+class ClusterSection:
+    nodes: int = 1
+    """Nodes the run is meant for (memory estimate, launchers); the real world size comes from the environment."""
+    gpus_per_node: int = 1
+    """Devices per node the run is meant for."""
+
+    def __post_init__(self) -> None:
+        check(self.nodes >= 1, "cluster.nodes", "must be >= 1")
+        check(self.gpus_per_node >= 1, "cluster.gpus_per_node", "must be >= 1")
+
+
+@dataclass(kw_only=True, slots=True)
+class PretrainConfig:
+    out_dir: Path = Path("runs/pretrain")
+    """Run folder: checkpoints/, metrics.jsonl, tb/, encoder.safetensors."""
+    max_steps: int = 1000
+    """Optimizer steps to train."""
+    seed: int = 0
+    """Seed for model init, data order and dropout (ranks derive their own)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto = CUDA when available."""
+    model: ModelSection = field(default_factory=ModelSection)
+    """Encoder."""
+    head: HeadSection = field(default_factory=HeadSection)
+    """TTE head."""
+    data: DataSection = field(default_factory=DataSection)
+    """Shards and loader."""
+    optim: OptimSection = field(default_factory=OptimSection)
+    """Batch, optimizer and schedule."""
+    zero: ZeroSection = field(default_factory=ZeroSection)
+    """DeepSpeed ZeRO and precision."""
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    """Checkpointing and export."""
+    telemetry: TelemetrySection = field(default_factory=TelemetrySection)
+    """Metrics and progress."""
+    eval: EvalSection = field(default_factory=EvalSection)
+    """Periodic evaluation."""
+    guards: GuardSection = field(default_factory=GuardSection)
+    """Non-finite step guard."""
+    cluster: ClusterSection = field(default_factory=ClusterSection)
+    """Intended cluster shape."""
+
+    def __post_init__(self) -> None:
+        check(self.max_steps >= 1, "max_steps", "must be >= 1")
+
+
+def resolve_batch(cfg: PretrainConfig, world_size: int) -> int:
+    """Micro-batch per rank, or ConfigError when the global batch does not divide evenly."""
+    gbs, accum = cfg.optim.global_batch_size, cfg.optim.grad_accum_steps
+    if gbs % (world_size * accum):
+        raise ConfigError(
+            f"optim.global_batch_size: {gbs} is not divisible by world size ({world_size}) x "
+            f"optim.grad_accum_steps ({accum}) = {world_size * accum}"
+        )
+    return gbs // (world_size * accum)

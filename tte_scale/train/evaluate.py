@@ -1,0 +1,103 @@
+"""Periodic evaluation during pretraining: validation TTE loss and a benchmark C-index.
+
+Legend: B batch, E features, J bins, K tasks, T benchmark tasks, N evaluated samples.
+
+The risk score is deliberately simple (the eval stage runs the full probe protocol later):
+the head's mean predicted log-hazard over all bins and pretraining tasks, i.e. "how much
+is predicted to happen to this patient". Harrell's C-index of that score is computed for
+every benchmark task against its (time, event) on the evaluation split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def harrell_c(risk_N: np.ndarray, time_N: np.ndarray, event_N: np.ndarray) -> float:
+    """Harrell's C: among comparable pairs (i had the event before j's time, or at the same
+    time as j's censoring), the fraction where i has the higher risk; ties in risk count 1/2.
+    NaN when no pair is comparable."""
+    risk_N, time_N, event_N = (np.asarray(a) for a in (risk_N, time_N, event_N))
+    ok = np.isfinite(risk_N) & np.isfinite(time_N)
+    risk_N, time_N, event_N = risk_N[ok], time_N[ok], event_N[ok].astype(bool)
+    concordant = comparable = 0.0
+    for i in np.flatnonzero(event_N):  # O(N^2) in rows of events: fine for tuning-split sizes
+        later = (time_N > time_N[i]) | ((time_N == time_N[i]) & ~event_N)
+        n = later.sum()
+        if n:
+            comparable += n
+            concordant += (risk_N[i] > risk_N[later]).sum() + 0.5 * (risk_N[i] == risk_N[later]).sum()
+    return float(concordant / comparable) if comparable else math.nan
+
+
+def _head_params(module: torch.nn.Module, zero_stage: int):
+    """Gather the head's ZeRO-3 partitions while it is used outside its own forward."""
+    if zero_stage == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    engine: Any,
+    batches: Iterable[dict],
+    prepare: Callable[[dict], dict],
+    bin_starts_J: torch.Tensor,
+    *,
+    max_batches: int,
+    zero_stage: int,
+    bench_tasks: list[str] | None = None,
+) -> dict[str, float]:
+    """Mean validation loss over ranks and per-task C-index (all ranks call; rank 0 reports)."""
+    model = engine.module
+    was_training = model.training
+    model.eval()
+    loss_sum, count = 0.0, 0
+    risks, times, events = [], [], []
+    try:
+        for i, raw in enumerate(batches):
+            if i >= max_batches:
+                break
+            batch = prepare(raw)
+            loss = engine(batch["volume"], batch["tte_time"], batch["tte_event"], bin_starts_J)
+            loss_sum += float(loss) * len(batch["scan_id"])
+            count += len(batch["scan_id"])
+            h_BE = model.encoder(batch["volume"])  # through __call__: ZeRO-3 hooks gather the encoder
+            with _head_params(model.head, zero_stage):
+                logh_BJK = model.head.log_hazard(h_BE)
+            risks.append(logh_BJK.mean(dim=(1, 2)).float().cpu().numpy())
+            times.append(batch["bench_time"].float().cpu().numpy())
+            events.append(batch["bench_event"].bool().cpu().numpy())
+    finally:
+        model.train(was_training)
+    totals = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=bin_starts_J.device)
+    gathered: list[Any] = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
+    local = (np.concatenate(risks) if risks else np.zeros(0),
+             np.concatenate(times) if times else np.zeros((0, 0)),
+             np.concatenate(events) if events else np.zeros((0, 0), bool))
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+        dist.all_gather_object(gathered, local)
+    else:
+        gathered = [local]
+    totals = totals.cpu()
+    out = {"val_loss": float(totals[0] / totals[1]) if totals[1] else math.nan, "val_samples": int(totals[1])}
+    parts = [g for g in gathered if g[0].size]
+    if parts:
+        risk_N = np.concatenate([g[0] for g in parts])
+        time_NT = np.concatenate([g[1] for g in parts])
+        event_NT = np.concatenate([g[2] for g in parts])
+        names = bench_tasks or [f"task{t}" for t in range(time_NT.shape[1])]
+        for t, name in enumerate(names[: time_NT.shape[1]]):
+            out[f"cindex/{name}"] = harrell_c(risk_N, time_NT[:, t], event_NT[:, t])
+        finite = [v for k, v in out.items() if k.startswith("cindex/") and not math.isnan(v)]
+        out["cindex_mean"] = float(np.mean(finite)) if finite else math.nan
+    return out

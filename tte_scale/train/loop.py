@@ -1,0 +1,363 @@
+"""The pretraining loop: fetch batch -> forward -> fused TTE loss -> backward -> step.
+
+Legend: B micro-batch per rank, K tasks, J time bins.
+
+``train(cfg)`` reads top to bottom: check the config, set up ranks, build the model and
+data, resume, then loop {step, log, checkpoint, evaluate} until ``max_steps`` or a
+preemption signal. One optimizer step = ``optim.grad_accum_steps`` micro-batches per rank;
+DeepSpeed applies the update on the last one (``engine.step()`` counts micro-steps itself,
+so the accumulation boundary is never computed here).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+from tte_scale.errors import InputError
+from tte_scale.train import ds_config, telemetry
+from tte_scale.train.checkpoint import CheckpointManager, Found, tag_for, to_universal, trainer_state_name
+from tte_scale.train.config import PretrainConfig, resolve_batch
+from tte_scale.train.dist import DistEnv, dist_env, init_distributed
+from tte_scale.train.evaluate import evaluate
+from tte_scale.train.guards import GuardedAdamW, NonFiniteGuard
+from tte_scale.train.parts import RunParts, build_parts, check_model_config
+from tte_scale.train.rng import capture_rng, restore_rng, seed_everything
+from tte_scale.train.signals import EXIT_REQUEUE, StopFlag, signals_blocked
+
+log = logging.getLogger(__name__)
+
+TRAINER_STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class Run:
+    """Everything the loop mutates, in one place."""
+
+    cfg: PretrainConfig
+    env: DistEnv
+    device: torch.device
+    parts: RunParts
+    engine: Any
+    optimizer: torch.optim.Optimizer
+    ckpts: CheckpointManager
+    guard: NonFiniteGuard
+    aug_gen: torch.Generator
+    writer: telemetry.MetricsWriter
+    step: int = 0
+    eval_start: dict | None = None
+    last_saved: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+def train(cfg: PretrainConfig, parts: RunParts | None = None) -> int:
+    """Train until ``cfg.max_steps``; returns 0, or :data:`EXIT_REQUEUE` after a preemption signal."""
+    env = dist_env()
+    micro = resolve_batch(cfg, env.world_size)  # config errors before any work
+    check_model_config(cfg)
+    device = _pick_device(cfg, env)
+    init_distributed(device.type)
+    ckpts = CheckpointManager(cfg.out_dir / "checkpoints", cfg.checkpoint.keep_last)
+    resume = ckpts.require_resume_point() if cfg.checkpoint.resume else None
+
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    parts = parts or build_parts(cfg, micro, env.rank, env.world_size)
+    run = _build_run(cfg, env, device, parts, ckpts, resume)
+    if resume is not None:
+        _load(run, resume)
+    else:
+        seed_everything(cfg.seed + 1 + env.rank)  # per-rank dropout / drop-path streams
+
+    stop = StopFlag().install()
+    batches = _stream(parts.train_loader)
+    bar = _progress(run)
+    first_step = run.step
+    try:
+        while run.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            out = train_step(run, batches)
+            run.step += 1
+            stats = _reduce_step(run, out, time.perf_counter() - t0, stop.requested)
+            run.guard.update(stats["skipped"], run.step, stats["loss"], stats["grad_norm"])
+            _log(run, stats, bar)
+            if run.step == first_step + 1:
+                _log_model_state_memory(run)
+            if stats["stop"]:
+                _save(run)
+                log.warning("rank %d: preemption signal: saved step %d, exiting for requeue", env.rank, run.step)
+                return EXIT_REQUEUE
+            if _every(run.step, cfg.checkpoint.every_steps):
+                _save(run)
+            if _every(run.step, cfg.eval.every_steps):
+                _eval(run)
+        if run.last_saved != run.step:
+            _save(run)
+        if not _every(run.step, cfg.eval.every_steps):
+            _eval(run)
+        if cfg.checkpoint.export_encoder:
+            _export(run)
+        return 0
+    finally:
+        stop.uninstall()
+        batches.close()
+        bar.close()
+        run.writer.close()
+
+
+def train_step(run: Run, batches: Iterator[dict]) -> dict[str, float]:
+    """One optimizer step over ``grad_accum_steps`` micro-batches; this rank's figures."""
+    cfg, engine = run.cfg, run.engine
+    for group in run.optimizer.param_groups:
+        group["lr"] = ds_config.lr_at(run.step, cfg)
+    loss_sum, data_s, bad, grad_norm = 0.0, 0.0, False, None
+    for micro in range(cfg.optim.grad_accum_steps):
+        t0 = time.perf_counter()
+        raw = next(batches, None)
+        if raw is None:
+            raise InputError(f"split {cfg.data.train_split!r} of {cfg.data.shards_dir} gives no batch of "
+                             f"{cfg.optim.global_batch_size} samples")
+        batch = _prepare(run, raw)
+        data_s += time.perf_counter() - t0
+        loss = engine(batch["volume"], batch["tte_time"], batch["tte_event"], run.parts.bin_starts)
+        if run.step + 1 in cfg.guards.inject_nonfinite_steps:
+            loss = loss * float("nan")
+        bad = bad or _any_rank(not torch.isfinite(loss).item(), run.device)
+        # A non-finite loss on any rank makes every rank's gradients NaN, so all ranks skip
+        # the update together (DeepSpeed's overflow check or GuardedAdamW) and stay in sync.
+        engine.backward(loss * float("nan") if bad else loss)
+        if cfg.zero.stage == 0 and micro == cfg.optim.grad_accum_steps - 1:
+            grad_norm = _full_grad_norm(engine.module)  # DeepSpeed reports none without ZeRO
+        engine.step()
+        loss_sum += float(loss.detach())
+    if grad_norm is None:
+        grad_norm = engine.get_global_grad_norm()
+    grad_norm = float(grad_norm) if grad_norm is not None else math.nan
+    skipped = bad or not math.isfinite(grad_norm)
+    return {"loss": loss_sum / cfg.optim.grad_accum_steps, "data_s": data_s, "grad_norm": grad_norm,
+            "skipped": skipped, "lr": run.optimizer.param_groups[0]["lr"]}
+
+
+# -- setup ----------------------------------------------------------------------------------------
+
+def _pick_device(cfg: PretrainConfig, env: DistEnv) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        torch.cuda.set_device(env.local_rank)
+        return torch.device("cuda", env.local_rank)
+    return torch.device("cpu")
+
+
+def _build_run(cfg, env, device, parts, ckpts, resume: Found | None) -> Run:
+    import deepspeed
+
+    from tte_scale.data import AugmentConfig
+
+    ds = ds_config.build_ds_config(cfg, env.world_size, device.type)
+    if resume is not None and resume.world_size != env.world_size and cfg.zero.stage >= 1:
+        ds["checkpoint"] = {"load_universal": True}  # partitions are re-cut for the new world size
+    groups = ds_config.param_groups(parts.model, cfg.optim.weight_decay)
+    if cfg.zero.offload_optimizer:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
+                                     adamw_mode=True)
+    else:
+        optimizer = GuardedAdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
+    engine, _, _, _ = deepspeed.initialize(model=parts.model, optimizer=optimizer, config=ds)
+    parts.bin_starts = parts.bin_starts.to(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed * 1_000_003 + env.rank)
+    run = Run(cfg=cfg, env=env, device=device, parts=parts, engine=engine, optimizer=optimizer, ckpts=ckpts,
+              guard=NonFiniteGuard(cfg.guards.max_consecutive_nonfinite), aug_gen=gen,
+              writer=telemetry.MetricsWriter(cfg.out_dir, enabled=env.is_main, tensorboard=cfg.telemetry.tensorboard))
+    run.extra["augment"] = AugmentConfig(enabled=cfg.data.augmentation)
+    run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
+    run.extra["peak"] = telemetry.peak_tflops(telemetry.device_name(device), cfg.telemetry.peak_tflops)
+    if parts.eval_loader is not None:
+        run.eval_start = parts.eval_loader.state_dict()
+    return run
+
+
+def _prepare(run: Run, raw: dict, augment: bool = True) -> dict:
+    """Move a loader batch to the device: int16 HU -> float volume (augmented when enabled)."""
+    from tte_scale.data import AugmentConfig, augment_batch, to_device
+
+    aug = run.extra["augment"] if augment else AugmentConfig(enabled=False)
+    batch = augment_batch(to_device(raw, run.device), aug, run.aug_gen)
+    batch["volume"] = batch["volume"].to(run.extra["dtype"])
+    batch["tte_time"] = batch["tte_time"].float()
+    batch["tte_event"] = batch["tte_event"].bool()
+    return batch
+
+
+def _stream(loader, limit: int | None = None) -> Iterator[dict]:
+    """Batches across epochs (or ``limit`` of one pass), fetched with preemption signals blocked."""
+    served, empty_passes = 0, 0
+    while limit is None or served < limit:
+        it, empty = iter(loader), True
+        try:
+            while limit is None or served < limit:
+                with signals_blocked():  # DataLoader workers forked here inherit the mask
+                    try:
+                        batch = next(it)
+                    except StopIteration:
+                        break
+                empty = False
+                served += 1
+                yield batch
+        finally:
+            it.close()
+        # A resumed cursor at the very end of an epoch gives one empty pass (which advances
+        # the epoch); two in a row mean the split cannot fill a batch.
+        empty_passes = empty_passes + 1 if empty else 0
+        if empty_passes == 2 or limit is not None:
+            return
+
+
+# -- per-step bookkeeping -------------------------------------------------------------------------
+
+def _full_grad_norm(module: torch.nn.Module) -> float:
+    """L2 norm of the (already all-reduced, unclipped) gradients when every rank holds them all."""
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    t = torch.tensor([float(flag)], device=device)  # NCCL reduces device tensors only
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _reduce_step(run: Run, out: dict, step_s: float, stop: bool) -> dict[str, Any]:
+    """All ranks' figures summed/maxed so rank 0 logs the whole job; also syncs the stop flag."""
+    mem = telemetry.peak_memory_bytes(run.device)
+    sums = torch.tensor([out["loss"], out["data_s"], float(stop)], dtype=torch.float64, device=run.device)
+    maxes = torch.tensor([float(mem), step_s], dtype=torch.float64, device=run.device)
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+        dist.all_reduce(maxes, op=dist.ReduceOp.MAX)
+    world = run.env.world_size
+    samples = run.cfg.optim.global_batch_size
+    rates = telemetry.throughput(
+        samples=samples, step_seconds=float(maxes[1]), data_seconds=float(sums[1]) / world,
+        flops_per_sample=run.parts.flops_per_sample, tokens_per_sample=run.parts.tokens_per_sample,
+        world_size=world, peak=run.extra["peak"])
+    return {"step": run.step, "loss": float(sums[0]) / world, "lr": out["lr"], "grad_norm": out["grad_norm"],
+            "skipped": bool(out["skipped"]), "skipped_total": run.guard.total + bool(out["skipped"]),
+            "step_s": float(maxes[1]), "peak_mem_gib": float(maxes[0]) / 2**30, "stop": bool(sums[2] > 0), **rates}
+
+
+def _log(run: Run, stats: dict, bar) -> None:
+    if run.env.is_main and (run.step % run.cfg.telemetry.log_every == 0 or stats["skipped"] or stats["stop"]):
+        run.writer.write({"kind": "train", **{k: v for k, v in stats.items() if k != "stop"}})
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}", refresh=False)
+
+
+def _progress(run: Run):
+    from tqdm import tqdm
+
+    if not (run.env.is_main and run.cfg.telemetry.progress_bar):
+        return _NoBar()
+    return tqdm(total=run.cfg.max_steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
+def _log_model_state_memory(run: Run) -> None:
+    """After the first step (optimizer state exists): the largest per-rank parameter/optimizer bytes."""
+    mem = telemetry.model_state_bytes(run.engine.module, run.optimizer)
+    t = torch.tensor([mem["param_bytes"], mem["optim_bytes"]], dtype=torch.float64, device=run.device)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if run.env.is_main:
+        run.writer.write({"kind": "memory", "step": run.step, "param_bytes_per_rank": int(t[0]),
+                          "optim_bytes_per_rank": int(t[1]), "zero_stage": run.cfg.zero.stage,
+                          "world_size": run.env.world_size})
+
+
+def _every(step: int, n: int) -> bool:
+    return n > 0 and step % n == 0
+
+
+# -- checkpoint, evaluation, export ---------------------------------------------------------------
+
+def _trainer_state(run: Run) -> dict:
+    return {"version": TRAINER_STATE_VERSION, "step": run.step, "world_size": run.env.world_size,
+            "rng": capture_rng(), "aug_gen": run.aug_gen.get_state(), "guard": run.guard.state_dict(),
+            "loader": run.parts.train_loader.state_dict()}
+
+
+def _save(run: Run) -> None:
+    """All ranks write their shards and trainer state; rank 0 marks the folder complete after a barrier."""
+    tag = tag_for(run.step)
+    run.engine.save_checkpoint(str(run.ckpts.root), tag=tag, save_latest=False,
+                               client_state={"universal_checkpoint_info": {}})
+    torch.save(_trainer_state(run), run.ckpts.folder(run.step) / trainer_state_name(run.env.rank))
+    dist.barrier()
+    if run.env.is_main:
+        run.ckpts.publish(run.step, run.env.world_size)
+    dist.barrier()
+    run.last_saved = run.step
+
+
+def _load(run: Run, found: Found) -> None:
+    """Restore DeepSpeed state, then this rank's step, RNG streams, guard and loader cursor."""
+    path = found.path
+    if found.world_size != run.env.world_size and run.cfg.zero.stage >= 1:
+        if run.env.is_main:
+            to_universal(found)
+        dist.barrier()
+        path = found.path.with_name(found.path.name + "_universal")
+    load_path, _ = run.engine.load_checkpoint(str(run.ckpts.root), tag=path.name, load_lr_scheduler_states=False)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load {path}")
+    own = path / trainer_state_name(run.env.rank)
+    state = torch.load(own if own.exists() else path / trainer_state_name(0), map_location="cpu", weights_only=False)
+    if state.get("version") != TRAINER_STATE_VERSION:
+        raise RuntimeError(f"{own}: trainer state version {state.get('version')!r}, expected {TRAINER_STATE_VERSION}")
+    run.step = run.last_saved = int(state["step"])
+    run.guard.load_state_dict(state["guard"])
+    run.parts.train_loader.load_state_dict(state["loader"])
+    if own.exists() and state["world_size"] == run.env.world_size:
+        restore_rng(state["rng"])
+        run.aug_gen.set_state(state["aug_gen"])
+    else:  # another world size: rank streams cannot be matched, start fresh ones from the step
+        seed_everything(run.cfg.seed + 1 + run.env.rank + 7919 * run.step)
+    log.info("rank %d: resumed from %s at step %d", run.env.rank, path, run.step)
+
+
+def _eval(run: Run) -> None:
+    loader = run.parts.eval_loader
+    if loader is None:
+        return
+    loader.load_state_dict(run.eval_start)  # every evaluation sees the same first batches
+    batches = _stream(loader, limit=run.cfg.eval.max_batches)
+    try:
+        metrics = evaluate(run.engine, batches, lambda b: _prepare(run, b, augment=False), run.parts.bin_starts,
+                           max_batches=run.cfg.eval.max_batches, zero_stage=run.cfg.zero.stage,
+                           bench_tasks=run.parts.bench_tasks)
+    finally:
+        batches.close()
+    if run.env.is_main:
+        run.writer.write({"kind": "eval", "step": run.step, **metrics})
+
+
+def _export(run: Run) -> None:
+    from tte_scale.train.export import export_encoder
+
+    if run.env.is_main:
+        out = export_encoder(run.cfg, run.ckpts.root, tag_for(run.step), run.cfg.out_dir / "encoder")
+        log.info("exported the encoder to %s", out)
+    dist.barrier()

@@ -1,0 +1,139 @@
+"""Build what a run trains on from its config: model (+ prefit bias), loaders, bin edges.
+
+Legend: N label rows, K tasks, J time bins.
+
+Everything here runs identically on every rank before ``deepspeed.initialize``: the model is
+built from the same seed everywhere (ZeRO-3 partitions each rank's own copy), and the bias
+prefit reads the same train rows everywhere, so no broadcast is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tte_scale.config import ConfigError
+from tte_scale.errors import InputError
+from tte_scale.train.config import PretrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RunParts:
+    """The model and data of a run (``train`` builds them; tests may pass their own)."""
+
+    model: torch.nn.Module
+    """A ``TTEModel``: ``forward(volume, tte_time, tte_event, bin_starts) -> loss``."""
+    train_loader: Any
+    """Resumable batch iterator of the train split (``TTELoader``)."""
+    eval_loader: Any | None
+    """Batch iterator of the evaluation split (``None`` skips evaluation)."""
+    bin_starts: torch.Tensor
+    """float32 [J] bin starts in days."""
+    flops_per_sample: float
+    """Analytic training FLOPs of one sample (for MFU)."""
+    tokens_per_sample: int
+    """Patch tokens of one volume."""
+    bench_tasks: list[str] | None = None
+    """Benchmark task names in column order (bins.json), for the C-index report."""
+
+
+def encoder_overrides(cfg: PretrainConfig) -> dict[str, Any]:
+    """``create_model`` keyword overrides from the model section (unset fields keep defaults)."""
+    m = cfg.model
+    out: dict[str, Any] = {"img_size": m.img_size, "drop_path_rate": m.drop_path_rate,
+                           "grad_checkpointing": m.grad_checkpointing}
+    for key in ("patch_size", "pool", "embed_dim", "depth", "num_heads"):
+        if getattr(m, key) is not None:
+            out[key] = getattr(m, key)
+    return out
+
+
+def check_model_config(cfg: PretrainConfig) -> dict:
+    """Parameters, tokens and training FLOPs of the configured encoder, without building it.
+
+    Raises ConfigError for an unknown name or a bad shape, before any work starts.
+    """
+    import math
+
+    from tte_scale.models import get_config, list_models, vit_flops, vit_params
+
+    if cfg.model.name not in list_models():
+        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; known: {', '.join(list_models())}")
+    try:
+        vit = get_config(cfg.model.name, **encoder_overrides(cfg))
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+    return {"params": vit_params(vit), "tokens": math.prod(vit.grid), "flops_train": vit_flops(vit),
+            "embed_dim": vit.embed_dim}
+
+
+def read_bins(labels_dir: Path) -> np.ndarray:
+    """float32 [J] ``bin_starts_days`` of a labels folder's bins.json."""
+    path = Path(labels_dir) / "bins.json"
+    if not path.is_file():
+        raise InputError(f"{path}: not found (data.labels_dir must be the labels folder the shards were built from)")
+    bins = json.loads(path.read_text())
+    starts = np.asarray(bins.get("bin_starts_days", []), dtype=np.float32)
+    if starts.ndim != 1 or starts.size == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0):
+        raise InputError(f"{path}: bin_starts_days must start at 0 and increase, got {starts.tolist()}")
+    return starts
+
+
+def train_label_sample(labels_dir: Path, split: str, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(time_NK, event_NK) of at most ``max_rows`` evenly spaced rows of ``split``."""
+    import pyarrow.parquet as pq
+    import zarr
+
+    labels_dir = Path(labels_dir)
+    rows = pq.read_table(labels_dir / "rows.parquet", columns=["split"]).column("split").to_pylist()
+    idx = np.flatnonzero(np.asarray(rows) == split)
+    if idx.size == 0:
+        raise InputError(f"{labels_dir / 'rows.parquet'}: no rows in split {split!r} for the bias prefit")
+    idx = idx[np.linspace(0, idx.size - 1, min(max_rows, idx.size)).round().astype(np.int64)]
+    group = zarr.open_group(str(labels_dir / "tte.zarr"), mode="r")
+    time_NK = np.asarray(group["time"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
+    event_NK = np.asarray(group["event"].get_orthogonal_selection((idx, slice(None))), dtype=bool)
+    return time_NK, event_NK
+
+
+def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.Module:
+    """Encoder + TTE head (on CPU; DeepSpeed moves it)."""
+    from tte_scale.models import TTEHead, TTEModel, create_model
+
+    encoder = create_model(cfg.model.name, **encoder_overrides(cfg))
+    head = TTEHead(encoder.num_features, num_bins=num_bins, num_tasks=num_tasks, rank=cfg.head.rank)
+    return TTEModel(encoder, head)
+
+
+def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: int) -> RunParts:
+    """Loaders over ``data.shards_dir``, bins from ``data.labels_dir``, the model, the prefit."""
+    from tte_scale.data import LoaderConfig, build_loader
+
+    d = cfg.data
+    if d.shards_dir is None or d.labels_dir is None:
+        raise ConfigError("data.shards_dir and data.labels_dir: both are required to train")
+    bin_starts = read_bins(d.labels_dir)
+    bench_tasks = json.loads((Path(d.labels_dir) / "bins.json").read_text()).get("bench_tasks")
+    common = dict(format=d.format, batch_size=micro_batch, num_workers=d.num_workers, seed=cfg.seed,
+                  shuffle_window=d.shuffle_window)
+    train_loader = build_loader(str(d.shards_dir), LoaderConfig(split=d.train_split, shuffle=True, **common),
+                                rank, world_size)
+    eval_loader = build_loader(str(d.shards_dir), LoaderConfig(split=d.eval_split, shuffle=False, **common),
+                               rank, world_size)
+    time_NK, event_NK = train_label_sample(d.labels_dir, d.train_split, cfg.head.bias_prefit_max_rows)
+    model = build_model(cfg, num_tasks=time_NK.shape[1], num_bins=bin_starts.size)
+    if cfg.head.bias_prefit:
+        model.head.init_bias_from_labels(torch.from_numpy(time_NK), torch.from_numpy(event_NK),
+                                         torch.from_numpy(bin_starts), floor=cfg.head.bias_floor)
+    info = check_model_config(cfg)
+    return RunParts(model=model, train_loader=train_loader, eval_loader=eval_loader,
+                    bin_starts=torch.from_numpy(bin_starts), tokens_per_sample=int(info["tokens"]),
+                    flops_per_sample=float(model.flops_per_sample(training=True)), bench_tasks=bench_tasks)
