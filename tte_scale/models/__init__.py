@@ -3,18 +3,16 @@
 * ``create_model("vit3d_base", img_size=(160, 224, 224))``, ``list_models()``, ``model_info``.
 * ``TTEHead`` / ``TTEModel``: the survival head; the loss runs in the head's forward (ZeRO-3).
 * ``save_pretrained`` / ``load_pretrained``: safetensors + JSON, no DeepSpeed needed.
-* ``normalize_hu``: int16 HU -> float in [0, 1], on the device.
+* Input volumes are normalized by ``tte_scale.data.hu_to_float`` (the one HU window of the pipeline).
 """
 
 from tte_scale.kernels.reference import empirical_log_hazard
 from tte_scale.models.io import load_pretrained, save_pretrained
-from tte_scale.models.preprocess import HU_WINDOW, normalize_hu
 from tte_scale.models.registry import create_model, get_config, list_models, model_info, register_model, vit_flops, vit_params
 from tte_scale.models.tte_head import TTEHead, TTEModel
 from tte_scale.models.vit3d import ViTConfig, VisionTransformer3D, sincos_pos_embed_3d
 
 __all__ = [
-    "HU_WINDOW",
     "TTEHead",
     "TTEModel",
     "ViTConfig",
@@ -25,7 +23,6 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "model_info",
-    "normalize_hu",
     "register_model",
     "save_pretrained",
     "sincos_pos_embed_3d",

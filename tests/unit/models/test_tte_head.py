@@ -9,7 +9,8 @@ import torch
 
 from tte_scale.errors import InputError
 from tte_scale.kernels import empirical_log_hazard, survival_nll_reference
-from tte_scale.models import TTEHead, TTEModel, VisionTransformer3D, normalize_hu
+from tte_scale.data import hu_to_float
+from tte_scale.models import TTEHead, TTEModel, VisionTransformer3D
 
 STARTS = torch.tensor([0.0, 30.0, 180.0, 365.0])
 
@@ -73,7 +74,7 @@ def test_tte_model_end_to_end_step():
     torch.manual_seed(0)
     enc = VisionTransformer3D(img_size=(32, 32, 32), embed_dim=24, depth=1, num_heads=2)
     model = TTEModel(enc, TTEHead(24, num_bins=4, num_tasks=10, rank=8))
-    vol = normalize_hu(torch.randint(-1024, 3000, (2, 1, 32, 32, 32), dtype=torch.int16))
+    vol = hu_to_float(torch.randint(-1024, 3000, (2, 1, 32, 32, 32), dtype=torch.int16))
     time, event = labels(2, 10)
     model.head.init_bias_from_labels(time, event, STARTS)
     loss = model(vol, time, event, STARTS)
@@ -84,11 +85,3 @@ def test_tte_model_end_to_end_step():
     with pytest.raises(ValueError, match="features"):
         TTEModel(enc, TTEHead(25, num_bins=4, num_tasks=10, rank=8))
 
-
-def test_normalize_hu():
-    vol = torch.tensor([-2000, -1024, 1023, 3071, 4000], dtype=torch.int16)
-    out = normalize_hu(vol)
-    torch.testing.assert_close(out, torch.tensor([0.0, 0.0, 2047 / 4095, 1.0, 1.0]))
-    assert normalize_hu(vol, dtype=torch.bfloat16).dtype == torch.bfloat16
-    with pytest.raises(ValueError, match="window"):
-        normalize_hu(vol, window=(100, 0))
