@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tte-scale demo --out $(DEMO_OUT)
 
+# As root, the set-up step installs SLURM + munge (Debian) for the real-cluster tests in tests/slurm.
 test: $(STAMP)
+	@bash launch/testing/slurm_setup.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-demo:

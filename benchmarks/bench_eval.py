@@ -10,15 +10,11 @@ best of --repeat runs; ours and lifelines get identical data and must agree to 1
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
+from common import add_output_args, machine_info, machine_name, md_table, write_results
 
 
 def best(fn, repeat):
@@ -30,17 +26,34 @@ def best(fn, repeat):
     return out, min(times)
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--machine", default="dev CPU, 2 cores", help="machine name written into the results")
     ap.add_argument("--max-n", type=int, default=1_000_000, help="largest N for the C-index timing")
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing (the best is kept)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: on a shared, busy machine more threads spin and slow down)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="results folder")
-    args = ap.parse_args()
+    add_output_args(ap)
+    args = ap.parse_args(argv)
+    machine = args.machine or machine_name()
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        rows = run_all(args)
+    finally:
+        torch.set_num_threads(threads_before)  # the suite runs other stages in this process
+    meta = {"machine": machine, "torch": torch.__version__, "threads": args.threads, **machine_info()}
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    md = [f"# Evaluation benchmarks ({machine}, torch {meta['torch']}, {args.threads} thread(s))", "",
+          f"Best of {args.repeat} runs per timing.", "",
+          *md_table(["what", "n", "ours (s)", "lifelines (s)", "sksurv (s)", "lifelines / ours"],
+                    [[r["what"], f"{r['n']:,}", fmt(r["ours_s"]), fmt(r.get("lifelines_s")), fmt(r.get("sksurv_s")),
+                      f"{r['lifelines_s'] / r['ours_s']:.1f}x" if r.get("lifelines_s") else "-"] for r in rows])]
+    write_results(args.out, "eval", {"machine": machine, "meta": meta, "rows": rows}, "\n".join(md))
+    print("\n".join(md))
+    return 0
 
+
+def run_all(args) -> list[dict]:
     from lifelines.utils import concordance_index
     from sksurv.metrics import concordance_index_censored
 
@@ -94,17 +107,8 @@ def main() -> None:
     _, t_cox = best(lambda: fit_cox(x, tt, ee, 1e-2), 1)
     rows.append({"what": f"fit_cox d={d} (Efron)", "n": n, "ours_s": t_cox})
 
-    meta = {"machine": args.machine, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "eval.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    md = [f"# Evaluation benchmarks ({args.machine}, torch {meta['torch']})", "",
-          "| what | n | ours (s) | lifelines (s) | sksurv (s) |", "|---|---|---|---|---|"]
-    md += [f"| {r['what']} | {r['n']:,} | {fmt(r['ours_s'])} | {fmt(r.get('lifelines_s'))} | {fmt(r.get('sksurv_s'))} |" for r in rows]
-    (args.out / "eval.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

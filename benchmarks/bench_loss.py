@@ -14,32 +14,20 @@ CPU runs report the reference eager and compiled only unless ``--methods`` says 
 
     python benchmarks/bench_loss.py                    # CPU: eager + compiled, writes results/
     python benchmarks/bench_loss.py --device cuda      # GPU: fused vs eager vs compiled, bf16
+
+Timings: warm-up runs, then the methods timed interleaved (one call of each per round, so load
+from other processes hits all alike); the median is reported with its interquartile spread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from common import add_output_args, machine_info, machine_name, md_table, time_interleaved, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tte_scale.kernels import fused_survival_loss, head_loss_reference  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine_name(device: str) -> str:
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name()} (1 GPU)"
-    import os
-
-    return f"dev CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+from tte_scale.kernels import fused_survival_loss, head_loss_reference
 
 
 def make_inputs(B, J, K, R, dtype, device, seed=0):
@@ -76,36 +64,36 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_one(fn, inputs, device, warmup, repeats):
+def bench_case(fns, inputs, device, warmup, repeats):
+    """Median fwd+bwd seconds of each method (interleaved), and on CUDA its memory."""
     z, w, b = inputs[:3]
+    sync = torch.cuda.synchronize if device == "cuda" else None
 
-    def step():
-        for p in (z, w, b):
-            p.grad = None
-        fn(*inputs).backward()
+    def step_of(fn):
+        def step():
+            for p in (z, w, b):
+                p.grad = None
+            fn(*inputs).backward()
+        return step
 
-    for _ in range(warmup):
-        step()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    mem = {}
-    if device == "cuda":
-        for p in (z, w, b):
-            p.grad = None
-        torch.cuda.empty_cache()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        sync(device)
-        peak = torch.cuda.max_memory_allocated() - before
-        grads = sum(p.grad.numel() * p.grad.element_size() for p in (z, w, b))
-        mem = {"peak_extra_mib": peak / 2**20, "workspace_mib": max(peak - grads, 0) / 2**20}
-    return {"ms": 1e3 * statistics.median(times), **mem}
+    steps = {name: step_of(fn) for name, fn in fns.items()}
+    timing = time_interleaved(steps, warmup=warmup, repeats=repeats, sync=sync)
+    out = {}
+    for name, step in steps.items():
+        out[name] = {"ms": 1e3 * timing[name]["median_s"], "iqr_rel": timing[name]["iqr_rel"],
+                     "min_ms": 1e3 * timing[name]["min_s"], "max_ms": 1e3 * timing[name]["max_s"]}
+        if device == "cuda":
+            for p in (z, w, b):
+                p.grad = None
+            torch.cuda.empty_cache()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - before
+            grads = sum(p.grad.numel() * p.grad.element_size() for p in (z, w, b))
+            out[name].update(peak_extra_mib=peak / 2**20, workspace_mib=max(peak - grads, 0) / 2**20)
+    return out
 
 
 def main(argv=None) -> int:
@@ -122,17 +110,17 @@ def main(argv=None) -> int:
                     help="input dtype (default: bfloat16 on cuda, float32 on cpu)")
     ap.add_argument("--methods", nargs="+", default=None,
                     help="subset of eager, compiled, fused (default: all on cuda, eager+compiled on cpu)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed runs per case (default 3 cuda, 1 cpu)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 20 cuda, 3 cpu)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "loss", help="output stem: writes STEM.json and STEM.md")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs per case (default 3 cuda, 2 cpu)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 20 cuda, 7 cpu)")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device")
     cuda = args.device == "cuda"
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
     names = args.methods or (["eager", "compiled", "fused"] if cuda else ["eager", "compiled"])
-    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
-    repeats = args.repeats if args.repeats is not None else (20 if cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 2)
+    repeats = args.repeats if args.repeats is not None else (20 if cuda else 7)
     fns = methods(names)
     batches = args.batch or ([8, 32, 128] if cuda else [8, 32])
     tasks = args.tasks or ([1024, 8192, 65536] if cuda else [1024, 8192])
@@ -141,9 +129,7 @@ def main(argv=None) -> int:
     for K in tasks:
         for B in batches:
             inputs = make_inputs(B, args.bins, K, args.rank, dtype, args.device)
-            row = {"B": B, "K": K}
-            for name, fn in fns.items():
-                row[name] = bench_one(fn, inputs, args.device, warmup, repeats)
+            row = {"B": B, "K": K, **bench_case(fns, inputs, args.device, warmup, repeats)}
             if "fused" in row and "eager" in row:
                 row["fused_time_vs_eager"] = row["fused"]["ms"] / row["eager"]["ms"]
                 if cuda and row["eager"]["workspace_mib"] > 0:
@@ -156,49 +142,65 @@ def main(argv=None) -> int:
 
     result = {
         "benchmark": "tte head tail + piecewise-exponential loss, forward+backward",
-        "machine": machine_name(args.device),
+        "machine": args.machine or machine_name(args.device),
+        "meta": machine_info(args.device),
         "device": args.device,
         "dtype": str(dtype).replace("torch.", ""),
         "bins": args.bins,
         "rank": args.rank,
         "torch": torch.__version__,
         "methods": names,
+        "warmup": warmup,
+        "repeats": repeats,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    if "compiled" in names and "eager" in names:
+        result["compiled_speedup_vs_eager"] = _geomean([r["eager"]["ms"] / r["compiled"]["ms"] for r in rows])
+    if "fused" in names and "eager" in names:
+        result["fused_speedup_vs_eager"] = _geomean([r["eager"]["ms"] / r["fused"]["ms"] for r in rows])
     md = to_markdown(result)
-    args.out.with_suffix(".md").write_text(md)
+    write_results(args.out, "loss", result, md)
     print(md)
     return 0
+
+
+def _geomean(xs: list[float]) -> float:
+    import math
+
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
 def to_markdown(result) -> str:
     names = result["methods"]
     mem = result["device"] == "cuda"
-    head = ["B", "K"] + [f"{n} ms" for n in names]
+    head = ["B", "K"] + [f"{n} ms (±IQR/2)" for n in names]
     if mem:
         head += [f"{n} workspace MiB" for n in names]
+    if "compiled" in names and "eager" in names:
+        head += ["eager/compiled time"]
     if "fused" in names and "eager" in names:
         head += ["fused/eager time"] + (["fused/eager workspace"] if mem else [])
-    lines = [
-        f"# Loss benchmark: {result['benchmark']}",
-        "",
-        f"Machine: {result['machine']}; dtype {result['dtype']}, bins {result['bins']}, rank {result['rank']}, "
-        f"torch {result['torch']}. Median fwd+bwd time; workspace = peak extra memory minus the returned grads.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    rows = []
     for r in result["rows"]:
-        cells = [str(r["B"]), str(r["K"])] + [f"{r[n]['ms']:.2f}" for n in names]
+        cells = [str(r["B"]), str(r["K"])] + [f"{r[n]['ms']:.2f} (±{50 * r[n]['iqr_rel']:.0f}%)" for n in names]
         if mem:
             cells += [f"{r[n]['workspace_mib']:.1f}" for n in names]
+        if "compiled" in names and "eager" in names:
+            cells.append(f"{r['eager']['ms'] / r['compiled']['ms']:.2f}x")
         if "fused_time_vs_eager" in r:
             cells.append(f"{r['fused_time_vs_eager']:.2f}x")
             if mem:
                 cells.append(f"{r.get('fused_workspace_vs_eager', float('nan')):.1%}")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = [
+        f"# Loss benchmark: {result['benchmark']}",
+        "",
+        f"Machine: {result['machine']}; dtype {result['dtype']}, bins {result['bins']}, rank {result['rank']}, "
+        f"torch {result['torch']}. Median fwd+bwd time of {result['repeats']} interleaved runs after "
+        f"{result['warmup']} warm-up; workspace = peak extra memory minus the returned grads.",
+        "",
+        *md_table(head, rows),
+    ]
     return "\n".join(lines) + "\n"
 
 

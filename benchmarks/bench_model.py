@@ -15,29 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from common import add_output_args, machine_info, machine_name, md_table, time_interleaved, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tte_scale.models import create_model, get_config, model_info  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-#: Dense bf16 tensor-core peak (no sparsity), FLOP/s, by a substring of the device name.
-PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
-
-
-def peak_flops(name: str) -> float | None:
-    for key, val in PEAK_BF16.items():
-        if key in name:
-            return val
-    return None
+from tte_scale.models import create_model, get_config, model_info
+from tte_scale.train.telemetry import peak_tflops
 
 
 def build_ours(name, img, grad_ckpt, device):
@@ -89,21 +72,6 @@ def make_step(model, monai, x, amp_dtype, device):
     return one
 
 
-def time_interleaved(steps_by_name, n, warmup):
-    """Median seconds per step of each callable, run in alternation so that load from other
-    processes on a shared machine hits all of them alike."""
-    for fn in steps_by_name.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in steps_by_name}
-    for _ in range(n):
-        for k, fn in steps_by_name.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cuda_ok = torch.cuda.is_available()
@@ -114,11 +82,11 @@ def main(argv=None) -> int:
     ap.add_argument("--img", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
                     help="input size (default: 160 224 224 on cuda, 64 64 64 on cpu)")
     ap.add_argument("--batch", type=int, default=None, help="samples per step (default 4 cuda, 2 cpu)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 cuda, 5 cpu)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 cuda, 8 cpu)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5 cuda, 2 cpu)")
     ap.add_argument("--grad-checkpointing", action="store_true", help="checkpoint every block of our model")
     ap.add_argument("--no-monai", action="store_true", help="time our model only")
-    ap.add_argument("--out", type=Path, default=RESULTS / "model", help="output stem: writes STEM.json and STEM.md")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     cuda = args.device == "cuda"
     if cuda and not cuda_ok:
@@ -126,15 +94,16 @@ def main(argv=None) -> int:
     models = args.model or (["vit3d_large"] if cuda else ["vit3d_tiny"])
     img = tuple(args.img or ((160, 224, 224) if cuda else (64, 64, 64)))
     batch = args.batch or (4 if cuda else 2)
-    steps = args.steps or (20 if cuda else 5)
+    steps = args.steps or (20 if cuda else 8)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
     amp = torch.bfloat16 if cuda else None
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
-        name = torch.cuda.get_device_name()
-        machine, peak = f"{name} (1 GPU)", peak_flops(name)
+        tf = peak_tflops(torch.cuda.get_device_name())
+        peak = tf * 1e12 if tf else None
     else:
-        machine, peak = f"dev CPU, {os.cpu_count()} cores ({platform.machine()})", None
+        peak = None
+    machine = args.machine or machine_name(args.device)
 
     rows = []
     for name in models:
@@ -151,8 +120,10 @@ def main(argv=None) -> int:
             steps_by_name["monai"] = make_step(monai, True, x, amp, args.device)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        secs = time_interleaved(steps_by_name, steps, warmup)
-        for key, t in secs.items():
+        timing = time_interleaved(steps_by_name, warmup=warmup, repeats=steps)
+        for key, st in timing.items():
+            t = st["median_s"]
+            row[f"{key}_step_s"] = st
             row[f"{key}_samples_s"] = batch / t
             row[f"{key}_tflops"] = info["flops_train"] * batch / t / 1e12
         if peak:
@@ -169,34 +140,34 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
 
     result = {"benchmark": "3D ViT training step (fwd+bwd), ours vs MONAI ViT", "machine": machine,
-              "device": args.device, "amp": "bf16" if amp else "fp32", "peak_flops": peak,
+              "meta": machine_info(args.device), "device": args.device, "warmup": warmup, "steps": steps, "amp": "bf16" if amp else "fp32", "peak_flops": peak,
               "grad_checkpointing": args.grad_checkpointing, "torch": torch.__version__, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     md = to_markdown(result)
-    args.out.with_suffix(".md").write_text(md)
+    write_results(args.out, "model", result, md)
     print(md)
     return 0
 
 
 def to_markdown(result) -> str:
-    lines = [
-        f"# Model benchmark: {result['benchmark']}",
-        "",
-        f"Machine: {result['machine']}; {result['amp']}, torch {result['torch']}, "
-        f"activation checkpointing {'on' if result['grad_checkpointing'] else 'off'}.",
-        "",
-        "| model | params | input | batch | ours samples/s | MONAI samples/s | speedup | ours TFLOP/s | MFU |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in result["rows"]:
         mfu = f"{r['ours_mfu']:.1%}" if "ours_mfu" in r else "n/a"
         monai = f"{r['monai_samples_s']:.3f}" if "monai_samples_s" in r else "-"
         sp = f"{r['speedup_vs_monai']:.2f}x" if "speedup_vs_monai" in r else "-"
-        lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.1f} M | {'x'.join(map(str, r['img']))} | {r['batch']} | "
-            f"{r['ours_samples_s']:.3f} | {monai} | {sp} | {r['ours_tflops']:.3f} | {mfu} |"
-        )
+        spread = f"±{50 * r['ours_step_s']['iqr_rel']:.0f}%" if "ours_step_s" in r else "-"
+        rows.append([r["model"], f"{r['params'] / 1e6:.1f} M", "x".join(map(str, r["img"])), r["batch"],
+                     f"{r['ours_samples_s']:.3f}", spread, monai, sp, f"{r['ours_tflops']:.3f}", mfu])
+    lines = [
+        f"# Model benchmark: {result['benchmark']}",
+        "",
+        f"Machine: {result['machine']}; {result['amp']}, torch {result['torch']}, "
+        f"activation checkpointing {'on' if result['grad_checkpointing'] else 'off'}; median of "
+        f"{result.get('steps', '?')} interleaved steps after {result.get('warmup', '?')} warm-up "
+        "(spread: half the interquartile range).",
+        "",
+        *md_table(["model", "params", "input", "batch", "ours samples/s", "spread", "MONAI samples/s", "speedup",
+                   "ours TFLOP/s", "MFU"], rows),
+    ]
     return "\n".join(lines) + "\n"
 
 

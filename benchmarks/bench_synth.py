@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -20,8 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import REPO, add_output_args, machine_info, machine_name, write_results
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -41,7 +39,7 @@ def run_one(n: int, workers: int, profile: str, extra: list[str]) -> dict:
                "--workers", str(workers), "--profile", profile, "--no-progress", *extra]
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         ps = psutil.Process(proc.pid)
         peak = 0
         while proc.poll() is None:
@@ -61,18 +59,16 @@ def run_one(n: int, workers: int, profile: str, extra: list[str]) -> dict:
             "oracle_c_index": {k: round(v, 3) for k, v in summary["oracle_c_index"].items()}}
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--profile", default="compact")
-    ap.add_argument("--machine", default="dev CPU, 2 cores")
-    args = ap.parse_args()
+    add_output_args(ap)
+    args = ap.parse_args(argv)
+    args.machine = args.machine or machine_name()
     rows = [run_one(n, args.workers, args.profile, []) for n in args.sizes]
-    result = {"machine": args.machine, "cpu_count": psutil.cpu_count(), "python": platform.python_version(),
-              "date": time.strftime("%Y-%m-%d"), "runs": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "synth.json").write_text(json.dumps(result, indent=2))
+    result = {"machine": args.machine, "meta": machine_info(), "runs": rows}
     head = ("| subjects | workers | profile | wall s | subjects/s | scans | events | peak RSS MiB (all procs) "
             "| output MiB | load avg before/after |")
     lines = [f"# tte-scale synth ({args.machine})", "", "The dev machine is shared: the load average says how busy "
@@ -84,9 +80,10 @@ def main() -> None:
     last = rows[-1]
     lines += ["", f"Event rates at N={last['subjects']}: " + ", ".join(f"{k} {v:.1%}" for k, v in last["event_rates"].items()),
               "", f"Oracle C-index at N={last['subjects']}: " + ", ".join(f"{k} {v}" for k, v in last["oracle_c_index"].items())]
-    (RESULTS / "synth.md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, "synth", result, "\n".join(lines))
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

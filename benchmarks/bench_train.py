@@ -1,93 +1,270 @@
-"""Trainer throughput and per-rank model-state memory for ZeRO 0/1/2/3 on 1 and 2 CPU ranks.
+"""End-to-end training throughput of the real trainer on real shards, per world size.
 
-Runs the real `tte-scale train` (a small 3D ViT on synthetic shards, fp32, gloo) as separate
-rank processes, then reads metrics.jsonl: steps/s is the median over steps after the first
-two (warm-up), memory is the largest rank's parameter and optimizer-state bytes after step 1.
+Builds a small cohort with the real pipeline (`tte-scale synth` -> `labels` -> `shard`, the
+demo's shard config), then runs `tte-scale train` (configs/pretrain/demo.yaml) as separate rank
+processes the way torchrun or SLURM would (RANK/WORLD_SIZE/MASTER_ADDR; on CPU DeepSpeed with
+DS_ACCELERATOR=cpu and gloo, one thread per rank) and reads the trainer's own telemetry
+(metrics.jsonl): volumes/s, tokens/s, achieved TFLOP/s, MFU and the data-wait fraction are the
+medians over the steps after --warmup-steps; memory is the largest rank's parameter and
+optimizer-state bytes after step 1.
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 8] [--machine "dev CPU, 2 cores"]
+MFU needs a peak. On GPUs the trainer looks up the dense bf16 datasheet peak (H100/H200/A100).
+On CPU there is no datasheet figure, so the peak is *measured*: fp32 matmul FLOP/s of one
+thread (each rank runs one thread) on a 1024^3 product, best of 5; it is passed to the trainer
+as telemetry.peak_tflops and written into the results. CPU MFU is thus "fraction of what this
+core reaches on a large matmul", not comparable with GPU MFU.
 
-Writes benchmarks/results/train.json and train.md and prints the table.
+    .venv/bin/python benchmarks/bench_train.py                  # CPU, 1 and 2 ranks, ZeRO-2 (minutes)
+    .venv/bin/python benchmarks/bench_train.py --zero 0 1 2 3   # + model-state memory per ZeRO stage
+    .venv/bin/python benchmarks/bench_train.py --device cuda --worlds 1 2 4 8 --shard-config configs/shard/default.yaml \
+        --set model.name=vit3d_base --set model.img_size=[160,224,224] --set model.patch_size=[16,16,16] ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "dist"))
+from common import REPO, add_output_args, machine_info, machine_name, md_table, write_results
 
-from train_data import config_overrides, make_data  # noqa: E402
-from train_launch import logs, run  # noqa: E402
-
-MODEL = ["model.embed_dim=96", "model.depth=4", "model.num_heads=3", "head.rank=32", "model.drop_path_rate=0.0"]
+DEMO = REPO / "configs" / "pretrain" / "demo.yaml"
+CLI = [sys.executable, "-m", "tte_scale.cli"]
 
 
-def measure(stage: int, world: int, steps: int, shards: Path, labels: Path, tmp: Path) -> dict:
-    out = tmp / f"z{stage}_w{world}"
-    overrides = config_overrides(shards, labels, out) + MODEL + [
-        f"zero.stage={stage}", f"max_steps={steps}", "checkpoint.every_steps=0", "checkpoint.export_encoder=false",
-        "eval.max_batches=1"]
-    codes = run(world, overrides, tmp / f"z{stage}_w{world}", timeout=900)
+def make_data(root: Path, subjects: int, tasks: int, shard_config: Path) -> tuple[Path, Path, dict]:
+    """The real pipeline on a small synthetic cohort; returns (shards, labels, timings)."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    steps = {
+        "synth": ["synth", "--out", str(root / "cohort"), "--subjects", str(subjects), "--workers", "2",
+                  "--no-progress", "--overwrite"],
+        "labels": ["labels", "--meds", str(root / "cohort"), "--scans", str(root / "cohort" / "scans.parquet"),
+                   "--out", str(root / "labels"), "--tasks", str(tasks), "--no-progress", "--overwrite"],
+        "shard": ["shard", "--scans", str(root / "cohort" / "scans.parquet"), "--labels", str(root / "labels"),
+                  "--out", str(root / "shards"), "--config", str(shard_config), "--workers", "0", "--no-progress",
+                  "--overwrite"],
+    }
+    seconds = {}
+    for name, argv in steps.items():
+        t0 = time.perf_counter()
+        res = subprocess.run(CLI + argv, cwd=REPO, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"bench_train: `tte-scale {name}` failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
+        seconds[name] = time.perf_counter() - t0
+    return root / "shards", root / "labels", seconds
+
+
+def cpu_matmul_peak_tflops(n: int = 1024, repeats: int = 5) -> float:
+    """Measured fp32 matmul TFLOP/s of one thread: the CPU 'peak' MFU is relative to."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(before)
+    return 2 * n**3 / best / 1e12
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(world: int, overrides: list[str], log_dir: Path, device: str, timeout: float) -> None:
+    """Start ``world`` `tte-scale train` ranks and wait; raises with the logs if one fails."""
+    port = _port()
+    cmd = CLI + ["train", "--config", str(DEMO)] + [a for o in overrides for a in ("--set", o)]
+    procs, logs = [], []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+        if device == "cpu":
+            # One thread per rank: ranks then scale over cores instead of fighting over them.
+            env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+        logs.append(log_dir / f"rank{rank}.log")
+        procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(logs[-1], "w"), stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + timeout
+    codes = []
+    try:
+        for p in procs:
+            codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+    except subprocess.TimeoutExpired:
+        codes.append(None)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     if codes != [0] * world:
-        raise RuntimeError(logs(tmp / f"z{stage}_w{world}", world))
+        tail = "\n".join(f"--- {p.name}\n" + p.read_text()[-2000:] for p in logs)
+        raise SystemExit(f"bench_train: {world}-rank run failed (exit codes {codes}):\n{tail}")
+
+
+def measure(world: int, zero: int, args, shards: Path, labels: Path, tmp: Path, peak: float | None) -> dict:
+    out = tmp / f"w{world}_z{zero}"
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = [
+        f"out_dir={out}", f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"device={args.device}",
+        f"max_steps={args.steps}", f"zero.stage={zero}", f"data.num_workers={args.workers}",
+        "checkpoint.every_steps=0", "checkpoint.export_encoder=false", "eval.every_steps=0", "eval.max_batches=1",
+        "telemetry.log_every=1", "telemetry.tensorboard=false", "telemetry.progress_bar=false",
+        *([f"telemetry.peak_tflops={peak}"] if peak else []),
+        *(["zero.precision=bf16"] if args.device == "cuda" else []),
+        *args.overrides,
+    ]
+    t0 = time.perf_counter()
+    run_ranks(world, overrides, out, args.device, args.timeout)
+    wall = time.perf_counter() - t0
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    step_s = [r["step_s"] for r in recs if r["kind"] == "train" and r["step"] > 2]
-    mem = next(r for r in recs if r["kind"] == "memory")
-    return {"zero_stage": stage, "world_size": world, "steps_per_s": 1.0 / statistics.median(step_s),
-            "param_mib_per_rank": mem["param_bytes_per_rank"] / 2**20,
-            "optim_mib_per_rank": mem["optim_bytes_per_rank"] / 2**20}
+    train = [r for r in recs if r["kind"] == "train" and r["step"] > args.warmup_steps and not r["skipped"]]
+    if not train:
+        raise SystemExit(f"bench_train: no train steps after the {args.warmup_steps} warm-up steps in {out}")
+    mem = next((r for r in recs if r["kind"] == "memory"), None)
+    med = {k: statistics.median(r[k] for r in train)
+           for k in ("volumes_per_s", "tokens_per_s", "tflops", "data_wait_frac", "step_s", "peak_mem_gib")}
+    step_times = sorted(r["step_s"] for r in train)
+    # Over the whole timed window, epoch boundaries and slow outliers included: what a long run sees.
+    window_s = sum(step_times)
+    window = {"volumes_per_s_window": sum(r["volumes_per_s"] * r["step_s"] for r in train) / window_s,
+              "data_wait_frac_window": sum(r["data_wait_frac"] * r["step_s"] for r in train) / window_s}
+    row = {"world_size": world, "zero_stage": zero, "steps_timed": len(train), "run_wall_s": wall, **med, **window,
+           "step_s_min": step_times[0], "step_s_max": step_times[-1],
+           "mfu": statistics.median(r["mfu"] for r in train) if "mfu" in train[0] else None,
+           "global_batch": _cfg_value(args.overrides, "optim.global_batch_size", 8)}
+    if mem:
+        row["param_mib_per_rank"] = mem["param_bytes_per_rank"] / 2**20
+        row["optim_mib_per_rank"] = mem["optim_bytes_per_rank"] / 2**20
+    return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--machine", default="dev CPU, 2 cores")
-    args = ap.parse_args()
+def _cfg_value(overrides: list[str], key: str, default):
+    for o in overrides:
+        if o.startswith(key + "="):
+            return json.loads(o.split("=", 1)[1])
+    return default
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="rank device (cuda: one GPU per rank)")
+    ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2], help="world sizes to run")
+    ap.add_argument("--zero", type=int, nargs="+", default=[2], choices=[0, 1, 2, 3], help="ZeRO stages to run")
+    ap.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
+    ap.add_argument("--warmup-steps", type=int, default=3, help="first steps left out of the medians")
+    ap.add_argument("--subjects", type=int, default=40, help="subjects of the synthetic cohort")
+    ap.add_argument("--tasks", type=int, default=256, help="pretraining tasks K")
+    ap.add_argument("--workers", type=int, default=1, help="loader worker processes per rank")
+    ap.add_argument("--shard-config", type=Path, default=REPO / "configs" / "shard" / "demo.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra trainer overrides (model size, batch, ...) on top of configs/pretrain/demo.yaml")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per run before its ranks are killed")
+    add_output_args(ap)
+    args = ap.parse_args(argv)
+    if args.warmup_steps >= args.steps:
+        raise SystemExit(f"--warmup-steps ({args.warmup_steps}) must be below --steps ({args.steps})")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available() or torch.cuda.device_count() < max(args.worlds):
+            raise SystemExit(f"--device cuda needs {max(args.worlds)} GPUs on this node")
+    machine = args.machine or machine_name(args.device)
+    peak = cpu_matmul_peak_tflops() if args.device == "cpu" else None
+
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        shards, labels = make_data(tmp / "data")
-        for world in (1, 2):
-            for stage in (0, 1, 2, 3):
-                rows.append(measure(stage, world, args.steps, shards, labels, tmp))
-                print(rows[-1], flush=True)
-    result = {"machine": args.machine, "model": "vit3d_tiny E=96 depth=4 + TTE head (K=6, rank 32), fp32",
-              "global_batch": 4, "volume": [8, 16, 16], "rows": rows}
-    print(write_results(result))
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as d:
+        tmp = Path(d)
+        shards, labels, data_s = make_data(tmp / "data", args.subjects, args.tasks, args.shard_config)
+        shard_run = json.loads((shards / "_state" / "last_run.json").read_text())
+        for zero in args.zero:
+            for world in args.worlds:
+                rows.append(measure(world, zero, args, shards, labels, tmp, peak))
+                print(json.dumps(rows[-1]), flush=True)
+    add_ratios(rows)
+    result = {
+        "benchmark": "end-to-end training throughput of `tte-scale train` on real shards",
+        "machine": machine, "meta": machine_info(args.device), "device": args.device,
+        "config": str(DEMO.relative_to(REPO)), "overrides": args.overrides,
+        "shard_config": _rel(args.shard_config),
+        "subjects": args.subjects, "tasks": args.tasks, "loader_workers_per_rank": args.workers,
+        "steps": args.steps, "warmup_steps": args.warmup_steps, "data_build_s": data_s,
+        "shard_build": {k: shard_run[k] for k in ("processed", "failed", "seconds", "volumes_per_s") if k in shard_run},
+        "peak_tflops_per_rank": peak if peak else "datasheet (bf16 dense)",
+        "peak_note": ("measured fp32 matmul of one thread (1024^3), best of 5" if peak else
+                      "the trainer's datasheet table (tte_scale/train/telemetry.py)"),
+        "rows": rows,
+    }
+    md = to_markdown(result)
+    write_results(args.out, "train", result, md)
+    print(md)
+    return 0
 
 
-def write_results(result: dict) -> str:
-    """Add the ratios, write train.json / train.md, return the markdown table."""
-    rows = result["rows"]
-    state = {(r["zero_stage"], r["world_size"]): r["param_mib_per_rank"] + r["optim_mib_per_rank"] for r in rows}
-    speed = {(r["zero_stage"], r["world_size"]): r["steps_per_s"] for r in rows}
+def _rel(p: Path) -> str:
+    p = Path(p).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Scaling efficiency vs 1 rank of the same stage; memory vs ZeRO-0 and vs 1 rank."""
+    by = {(r["zero_stage"], r["world_size"]): r for r in rows}
     for r in rows:
-        key = (r["zero_stage"], r["world_size"])
-        r["state_vs_zero0"] = state[key] / state[(0, r["world_size"])]
-        r["state_vs_1rank"] = state[key] / state[(r["zero_stage"], 1)]
-        r["speed_vs_zero0"] = speed[key] / speed[(0, r["world_size"])]
-    res = REPO / "benchmarks" / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    (res / "train.json").write_text(json.dumps(result, indent=1))
-    lines = [f"# Trainer: ZeRO stages on CPU ranks ({result['machine']})", "",
-             f"Model: {result['model']}; global batch 4; gloo; median step time after 2 warm-up steps.",
-             "Memory = this rank's parameter storage + optimizer state (fp32 master partition + Adam moments).",
-             "ZeRO-0 in fp32 keeps no separate master copy, so ZeRO-1/2/3 on one rank hold 4 bytes/param more.",
-             *([f"Note: {result['note']}."] if result.get("note") else []), "",
-             "| ZeRO | ranks | steps/s | speed vs ZeRO-0 | params MiB/rank | optimizer MiB/rank | state vs ZeRO-0 "
-             "| state vs same stage on 1 rank |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['zero_stage']} | {r['world_size']} | {r['steps_per_s']:.2f} | {r['speed_vs_zero0']:.2f} | "
-                     f"{r['param_mib_per_rank']:.2f} | {r['optim_mib_per_rank']:.2f} | {r['state_vs_zero0']:.2f} | "
-                     f"{r['state_vs_1rank']:.2f} |")
-    (res / "train.md").write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
+        one = by.get((r["zero_stage"], 1))
+        if one:
+            r["speedup_vs_1rank"] = r["volumes_per_s"] / one["volumes_per_s"]
+            r["scaling_efficiency"] = r["speedup_vs_1rank"] / r["world_size"]
+        state = lambda x: x.get("param_mib_per_rank", 0) + x.get("optim_mib_per_rank", 0)  # noqa: E731
+        z0 = by.get((0, r["world_size"]))
+        if z0 and state(z0) > 0:
+            r["state_vs_zero0"] = state(r) / state(z0)
+        if one and state(one) > 0:
+            r["state_vs_1rank"] = state(r) / state(one)
+
+
+def to_markdown(result: dict) -> str:
+    f = lambda v, p=2: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
+    rows = [[r["zero_stage"], r["world_size"], r["global_batch"], f(r["volumes_per_s"]),
+             f(r["volumes_per_s_window"]), f(r["tokens_per_s"], 0), f(r["tflops"], 4),
+             "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}", f"{r['data_wait_frac']:.1%}",
+             f"{r['data_wait_frac_window']:.1%}",
+             f"{r['step_s']:.3f} ({r['step_s_min']:.3f}-{r['step_s_max']:.3f})",
+             f(r.get("speedup_vs_1rank")), f(r.get("scaling_efficiency")),
+             f(r.get("param_mib_per_rank")), f(r.get("optim_mib_per_rank"))] for r in result["rows"]]
+    peak = result["peak_tflops_per_rank"]
+    lines = [
+        f"# Trainer end to end ({result['machine']})", "",
+        f"`tte-scale train` with {result['config']} (+ {', '.join(result['overrides']) or 'no overrides'}) on "
+        f"shards built by the real pipeline from {result['subjects']} synthetic subjects ({result['shard_config']}), "
+        f"{result['tasks']} tasks; {result['device']} ranks"
+        + (" (DeepSpeed DS_ACCELERATOR=cpu, gloo, one thread each)" if result["device"] == "cpu" else "")
+        + f", {result['loader_workers_per_rank']} loader worker(s) per rank. Medians over steps "
+        f"{result['warmup_steps'] + 1}-{result['steps']} from the trainer's metrics.jsonl.", "",
+        "MFU peak per rank: " + (f"{peak:.4f} TFLOP/s, {result['peak_note']}" if isinstance(peak, float)
+                                 else result["peak_note"]) + ".", "",
+        "Medians are the steady state; *window* figures cover all timed steps, epoch boundaries included.", "",
+        *md_table(["ZeRO", "ranks", "global batch", "volumes/s", "volumes/s window", "tokens/s", "TFLOP/s", "MFU",
+                   "data wait", "data wait window",
+                   "step s (min-max)", "speed-up vs 1 rank", "efficiency", "params MiB/rank", "optim MiB/rank"], rows),
+    ]
+    return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

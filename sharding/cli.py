@@ -11,7 +11,10 @@ Read the scans of a scans table (NIfTI files or DICOM series folders), turn each
 canonical int16 volume (orientation SAL, spacing/shape of the config, HU clipped) and write
 WebDataset tar shards and/or a Zarr v3 store with the labels of a labels folder, plus a
 manifest (docs/formats.md "Shards folder"). Runs on an embedded local Ray with --workers CPUs,
-on a Ray cluster with --ray-address, or in this process with --workers 0. A re-run resumes:
+on a Ray cluster with --ray-address, or in this process with --workers 0; on Ray, scans are
+mapped by Ray tasks (default) or by a Ray Data pipeline (--set executor=data), with the same
+bytes out. Ray's start-up costs several seconds: for a few dozen small scans, --workers 0 is
+faster (benchmarks/results/shard.md). A re-run resumes:
 complete shards are kept, partial ones redone. Scans that cannot be read are recorded in
 manifest/ with a reason code; the rest proceed.
 

@@ -7,9 +7,24 @@ from typing import Any
 import numpy as np
 
 
+def deterministic_blosc() -> None:
+    """Make Blosc compress on one thread in this process.
+
+    Blosc's threaded compressor writes blocks in the order threads finish them: the same volume
+    then encodes to different (equally valid) bytes from run to run, and shards would no longer
+    be byte-identical across runs and worker counts. numcodecs threads by default in a main
+    thread, which is where the in-process loop and Ray tasks run. Each scan task already uses
+    one core, so nothing is lost there.
+    """
+    import numcodecs.blosc
+
+    numcodecs.blosc.use_threads = False
+
+
 def get_codec(config: dict[str, Any]):
     import numcodecs
 
+    deterministic_blosc()
     return numcodecs.get_codec(dict(config))
 
 

@@ -14,6 +14,10 @@ from tte_scale.imaging.config import ImagingConfig
 DEFAULT_CODEC: dict[str, Any] = {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1, "blocksize": 0}
 
 
+# Fields that change how a build runs, never what it writes: left out of output_config().
+RUN_ONLY_FIELDS = ("executor",)
+
+
 @dataclass(kw_only=True, slots=True)
 class ShardConfig:
     """What `tte-scale shard` builds; the output depends on nothing else (not the worker count)."""
@@ -33,6 +37,12 @@ class ShardConfig:
     """Volumes per Zarr shard file (the sharding codec's outer chunk; one writer per file)."""
     label_chunk_rows: int = 1024
     """Rows per chunk of the Zarr label arrays."""
+    executor: Literal["tasks", "data"] = "tasks"
+    """How a Ray run maps scans: Ray tasks with a bounded window in flight ("tasks") or a Ray Data
+    `map` ("data"). Tasks stay the default: clearly faster at the demo shape, within noise at the
+    default shape (benchmarks/results/shard.md). Ignored with --workers 0.
+    The output is byte-identical either way, so this is not part of the build fingerprint nor of
+    build.json (see RUN_ONLY_FIELDS)."""
 
     def __post_init__(self) -> None:
         check(isinstance(self.codec, dict) and "id" in self.codec, "codec", "a numcodecs config with an 'id'")
@@ -40,6 +50,7 @@ class ShardConfig:
         check(self.assumed_compression_ratio >= 1.0, "assumed_compression_ratio", "must be >= 1")
         check(self.zarr_volumes_per_shard >= 1, "zarr_volumes_per_shard", "must be >= 1")
         check(self.label_chunk_rows >= 1, "label_chunk_rows", "must be >= 1")
+        check(self.executor in ("tasks", "data"), "executor", "must be 'tasks' or 'data'")
         from sharding.codec import get_codec
 
         try:
@@ -52,3 +63,10 @@ class ShardConfig:
         d, h, w = self.imaging.shape
         est = d * h * w * 2 / self.assumed_compression_ratio
         return max(1, int(self.wds_shard_bytes // est))
+
+
+def output_config(cfg: ShardConfig) -> dict[str, Any]:
+    """The config as recorded in build.json and hashed into the build fingerprint."""
+    from tte_scale.config import to_dict
+
+    return {k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY_FIELDS}

@@ -1,9 +1,9 @@
-"""The driver of `tte-scale shard`: plan, skip what is complete, run scan and writer tasks,
-then write the manifest.
+"""The driver of `tte-scale shard`: plan, skip what is complete, map the scans (read +
+canonicalize + encode) on the executor, then write the manifest.
 
-Scan tasks (read + canonicalize + encode) run in parallel in plan (row) order with a bounded
-number in flight; as soon as every scan of an output shard is done, that shard's one writer
-task is submitted with the scans' object refs. The driver only ever holds small metadata.
+Scans finish in any order; as soon as every scan of an output shard is done, that shard's one
+writer is started with the scans' object refs. The driver only ever holds small metadata and
+the refs of scans whose shards are not complete yet.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 
 from sharding import manifest
-from sharding.config import ShardConfig
+from sharding.config import ShardConfig, output_config
 from sharding.executor import make_executor
 from sharding.labels import read_labels
 from sharding.plan import make_plan, read_scans, wds_key
 from sharding.samples import header_json
 from sharding.state import clean_partials, load_record, record_path, write_json_atomic
 from sharding.store import create_volumes, write_label_arrays
-from tte_scale.config import to_dict
 from tte_scale.errors import InputError
 
 OUTPUT_DIRS = ("wds", "wds-labels", "zarr", "manifest", "_state")
@@ -30,7 +29,7 @@ def _fingerprint(cfg: ShardConfig, labels, plan) -> dict:
     import hashlib
     import json
 
-    h = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(output_config(cfg), sort_keys=True).encode())
     h.update(labels.fingerprint.encode())
     for it in plan.items:
         h.update(f"{it.row}\0{it.scan_id}\0{it.image_path}\0{it.modality}\n".encode())
@@ -83,9 +82,12 @@ def build(
     needed = sorted(set().union(*todo_wds.values(), *todo_zarr.values()))
     skipped = len(plan.wds_shards) * do_wds + len(plan.zarr_shards) * do_zarr - len(todo_wds) - len(todo_zarr)
 
-    ex = make_executor(workers, ray_address) if needed else None
+    t_start = time.perf_counter()
+    ex = make_executor(workers, ray_address, cfg.executor) if needed else None
+    start_s = time.perf_counter() - t_start
+    stop_s = 0.0
     metas: dict[int, dict] = {}
-    refs: dict[int, tuple] = {}  # row -> (meta, data, volume) refs, until its shards are written
+    refs: dict[int, tuple] = {}  # row -> (data, volume) refs, until its shards have their writers
     writers: list[tuple[str, int, object]] = []
     bar = tqdm(total=len(needed), unit="vol", desc="shard", disable=not progress, dynamic_ncols=True)
 
@@ -119,7 +121,7 @@ def build(
                     if metas[r]["status"] != "ok":
                         continue
                     pi = plan.items[r]
-                    members = [("header.json", header_json(pi, metas[r], cfg.imaging, cfg.codec)), ("volume.bin", refs[r][1])]
+                    members = [("header.json", header_json(pi, metas[r], cfg.imaging, cfg.codec)), ("volume.bin", refs[r][0])]
                     members += list(labels.members(r).items())
                     samples.append((wds_key(pi.scan_id), members))
                 path = out / "wds" / f"shard-{it.wds_shard:06d}.tar"
@@ -136,44 +138,41 @@ def build(
             left.discard(row)
             if not left:
                 rows = plan.zarr_shards[it.zarr_shard]
-                vols = [refs[r][2] if metas[r]["status"] == "ok" else None for r in rows]
+                vols = [refs[r][1] if metas[r]["status"] == "ok" else None for r in rows]
                 writers.append(("zarr", it.zarr_shard, ex.write_zarr(out / "zarr", rows, vols, cfg.imaging.shape)))
                 del todo_zarr[it.zarr_shard]
 
     try:
-        window = 2 * (ex.workers if ex else 1) + 2
-        queue = list(needed)
-        in_flight: dict[object, int] = {}
-        while queue or in_flight:
-            while queue and len(in_flight) < window:
-                row = queue.pop(0)
-                refs[row] = ex.scan(plan.items[row], cfg.imaging, cfg.codec, do_zarr)
-                in_flight[refs[row][0]] = row
-            done, _ = ex.wait(list(in_flight), num_returns=1)
-            for ref in done:
-                row = in_flight.pop(ref)
-                metas[row] = ex.get(ref)
+        if ex:
+            scans = ex.map_scans([plan.items[r] for r in needed], cfg.imaging, cfg.codec, do_zarr)
+            for meta, data, vol in scans:
+                row = meta["row"]
+                metas[row] = meta
+                refs[row] = (data, vol)
                 bar.update(1)
                 shard_ready(row)
-            # drop scan refs whose shards all have their writer (the writer holds them now)
-            for row in [r for r in refs if r in metas]:
-                it = plan.items[row]
-                if it.wds_shard not in todo_wds and it.zarr_shard not in todo_zarr:
-                    del refs[row]
-            finish_writers(block=False)
-        if ex:
+                # drop scan refs whose shards all have their writer (the writer holds them now)
+                for r in list(refs):
+                    it = plan.items[r]
+                    if it.wds_shard not in todo_wds and it.zarr_shard not in todo_zarr:
+                        del refs[r]
+                finish_writers(block=False)
             finish_writers(block=True)
     finally:
         bar.close()
         if ex:
+            t_stop = time.perf_counter()
             ex.shutdown()
+            stop_s = time.perf_counter() - t_stop
 
     summary = manifest.write_manifest(out, plan, labels, cfg)
     elapsed = time.perf_counter() - t0
     summary.update(
         processed=len(needed), skipped_shards=skipped, resumed=resumed, seconds=round(elapsed, 3),
         volumes_per_s=round(len(needed) / elapsed, 3) if elapsed > 0 else None,
-        workers=ex.workers if ex else 0,
+        workers=ex.workers if ex else 0, executor=ex.name if ex else None,
+        # Ray's start-up and shutdown, included in `seconds` (benchmarks/bench_shard.py reports them apart)
+        executor_start_s=round(start_s, 3), executor_stop_s=round(stop_s, 3),
     )
     write_json_atomic(out / "_state" / "last_run.json", summary)
     return summary

@@ -14,12 +14,12 @@ from pathlib import Path
 from sharding.labels import LabelSet, members_sha256
 from sharding.state import load_record, write_json_atomic
 from sharding.writers import tmp_name
-from tte_scale.config import to_dict
+from sharding.config import output_config
 from tte_scale.imaging import CANONICAL_ORIENTATION, REASONS
 
 SAMPLE_COLUMNS = (
     "row", "scan_id", "subject_id", "split", "status", "reason", "wds_shard", "wds_index",
-    "volume_bytes", "volume_sha256", "labels_sha256", "shape",
+    "volume_bytes", "volume_crc32c", "volume_sha256", "labels_sha256", "shape",
 )
 
 
@@ -50,7 +50,8 @@ def _schemas():
     samples = pa.schema([
         ("row", pa.int64()), ("scan_id", pa.string()), ("subject_id", pa.int64()), ("split", pa.string()),
         ("status", pa.string()), ("reason", pa.string()), ("wds_shard", pa.int32()), ("wds_index", pa.int32()),
-        ("volume_bytes", pa.int64()), ("volume_sha256", pa.string()), ("labels_sha256", pa.string()),
+        ("volume_bytes", pa.int64()), ("volume_crc32c", pa.int64()), ("volume_sha256", pa.string()),
+        ("labels_sha256", pa.string()),
         ("shape", pa.list_(pa.int32())),
     ])
     shards = pa.schema([
@@ -98,7 +99,8 @@ def write_manifest(out: Path, plan, labels: LabelSet, cfg, *, wds_labels: str = 
             "status": m["status"], "reason": m["reason"],
             "wds_shard": it.wds_shard if ok and it.row in wds_index else None,
             "wds_index": wds_index.get(it.row) if ok else None,
-            "volume_bytes": m.get("volume_bytes"), "volume_sha256": m.get("volume_sha256"),
+            "volume_bytes": m.get("volume_bytes"), "volume_crc32c": m.get("volume_crc32c"),
+            "volume_sha256": m.get("volume_sha256"),
             "labels_sha256": members_sha256(labels.members(it.row)), "shape": m.get("shape"),
         }
         for c in SAMPLE_COLUMNS:
@@ -126,7 +128,7 @@ def write_manifest(out: Path, plan, labels: LabelSet, cfg, *, wds_labels: str = 
     }
     build = {
         "format_version": 1,
-        "config": to_dict(cfg),
+        "config": output_config(cfg),
         "orientation": CANONICAL_ORIENTATION,
         "samples_per_wds_shard": cfg.samples_per_wds_shard,
         "software": software_versions(),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tte_scale.errors import InputError
+from tte_scale.imaging import resolve_image_path
 
 SPLIT_ORDER = ("train", "tuning", "held_out")
 SCAN_COLUMNS = ("subject_id", "scan_id", "image_path")
@@ -58,9 +59,10 @@ def read_scans(path: str | Path) -> dict[str, list]:
         if sid in seen:
             raise InputError(f"scans table {path}: scan_id {sid!r} repeated at rows {seen[sid]} and {i}")
         seen[sid] = i
-    base = path.resolve().parent
-    # relative image paths are relative to the scans table's folder
-    table["image_path"] = [str(p) if Path(p).is_absolute() else str(base / p) for p in table["image_path"]]
+    for i, p in enumerate(table["image_path"]):
+        if not p:
+            raise InputError(f"scans table {path}: row {i} (scan_id {table['scan_id'][i]!r}) has no image_path")
+    table["image_path"] = [str(resolve_image_path(p, path)) for p in table["image_path"]]
     table.setdefault("modality", [None] * len(table["scan_id"]))
     return table
 

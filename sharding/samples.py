@@ -10,6 +10,7 @@ import hashlib
 import json
 from typing import Any
 
+import google_crc32c
 import numpy as np
 
 from sharding.codec import encode
@@ -32,6 +33,8 @@ def process_scan(item: PlanItem, imaging: ImagingConfig, codec: dict[str, Any], 
     data = encode(vol_DHW, codec)
     meta.update(
         volume_bytes=len(data),
+        # of the encoded bytes: the loader checks it before decoding, far cheaper than the sha256
+        volume_crc32c=google_crc32c.value(data),
         raw_bytes=int(vol_DHW.nbytes),
         volume_sha256=hashlib.sha256(vol_DHW.tobytes()).hexdigest(),
         shape=list(vol_DHW.shape),

@@ -83,6 +83,9 @@ def write_zarr_shard(zarr_dir: Path, rows: list[int], volumes: list[Any], shape)
     """
     import zarr
 
+    from sharding.codec import deterministic_blosc
+
+    deterministic_blosc()  # zarr's Blosc codec calls numcodecs' Blosc
     arr = zarr.open_array(str(zarr_dir / "volumes"), mode="r+")
     block = np.zeros((len(rows), *shape), dtype=np.int16)
     n_ok = 0

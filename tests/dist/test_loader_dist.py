@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-DATA_TESTS = Path(__file__).resolve().parents[1] / "unit" / "data"
+TESTS = Path(__file__).resolve().parents[1]  # holds support/
 
 
 def _free_port() -> int:
@@ -46,8 +46,8 @@ def _rank_main(rank: int, world: int, port: int, root: str, out: str) -> None:
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_ranks_with_a_deleted_and_a_corrupt_shard(tmp_path):
-    sys.path.insert(0, str(DATA_TESTS))
-    from shard_fixture import write_shards
+    sys.path.insert(0, str(TESTS))
+    from support.shards import write_shards
 
     root = tmp_path / "s"
     info = write_shards(root, n=14, samples_per_shard=4)  # 4 shards: 4, 4, 4, 2 samples (uneven)

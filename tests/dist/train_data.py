@@ -1,6 +1,6 @@
 """Tiny shards + labels folder for the trainer's multi-process tests (real formats on disk).
 
-Shards come from the loader tests' writer (tests/unit/data/shard_fixture.py, the exact
+Shards come from the shared test writer (tests/support/shards.py, the exact
 docs/formats.md layout); the labels folder (bins.json, rows.parquet, tte.zarr) is written
 from the same labels so the bias prefit reads what the loader serves.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "data"))
-from shard_fixture import write_shards  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, when run outside pytest
+from support.shards import write_shards  # noqa: E402
 
 SHAPE = (8, 16, 16)
 K, T = 6, 3

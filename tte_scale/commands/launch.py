@@ -3,15 +3,207 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from pathlib import Path
 
-from tte_scale.errors import NotBuiltError
+from tte_scale.commands import add_config_arguments
 
 HELP = "Launch training or sharding on SLURM (submitit), locally, or Ray on SLURM"
+DESCRIPTION = """\
+Launch pretraining on a cluster, or the sharding job on Ray inside a SLURM allocation.
+
+  tte-scale launch slurm --config configs/pretrain/vit_1b_64gpu.yaml --nodes 8 --gpus-per-node 8 \\
+      --partition gpu --account proj --time 2-00:00:00 --cpus-per-task 12 --mem 480G [--dry-run]
+  tte-scale launch status JOBID
+  tte-scale launch local --nproc 8 --config configs/pretrain/vit_b_8gpu.yaml
+  tte-scale launch local --hostfile hosts.txt --config configs/pretrain/vit_l_8gpu.yaml
+  tte-scale launch ray-shard --nodes 4 --cpus-per-node 64 --time 12:00:00 -- \\
+      --scans scans.parquet --labels labels/ --out shards/ --config configs/shard/default.yaml
+
+SLURM jobs run one task per GPU and are checkpointable: SLURM sends SIGUSR1 --signal-delay-s
+before the time limit (or send it yourself: scancel --signal=USR1 JOBID); every rank stops
+after the same step, the checkpoint is written and marked complete, the job requeues itself
+and resumes from it. See README "Launching on a cluster".
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="launcher", metavar="<launcher>", required=True)
+
+    p = sub.add_parser("slurm", help="submit pretraining to SLURM through submitit",
+                       description="Submit `tte-scale train` to SLURM: one task per GPU, requeued on preemption.")
+    add_config_arguments(p, required=True)
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default: the config's cluster.nodes)")
+    p.add_argument("--gpus-per-node", type=int, default=None,
+                   help="GPUs per node, one rank each (default: cluster.gpus_per_node); 0 = CPU-only job")
+    p.add_argument("--tasks-per-node", type=int, default=None, help="ranks per node (default: --gpus-per-node)")
+    p.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per rank")
+    p.add_argument("--mem", default=None, help="memory per node, sbatch syntax (e.g. 480G)")
+    p.add_argument("--time", default="1:00:00", help="time limit: MINUTES, HH:MM:SS or D-HH:MM:SS (default 1:00:00)")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--account", default=None)
+    p.add_argument("--qos", default=None)
+    p.add_argument("--constraint", default=None)
+    p.add_argument("--exclusive", action="store_true", help="allocate whole nodes")
+    p.add_argument("--job-name", default="tte-pretrain")
+    p.add_argument("--signal", default="USR1", choices=("USR1", "USR2", "TERM"),
+                   help="warning signal before the time limit (default USR1)")
+    p.add_argument("--signal-delay-s", type=int, default=120,
+                   help="seconds before the limit the signal comes: one step + one checkpoint write (default 120)")
+    p.add_argument("--max-requeues", type=int, default=20, help="stop requeueing after this many restarts")
+    p.add_argument("--setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before srun, e.g. 'module load cuda' (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="export in the job (repeatable)")
+    p.add_argument("--folder", type=Path, default=None, help="submitit folder for scripts and logs (default <out_dir>/slurm)")
+    p.add_argument("--resume", action="store_true", help="continue the run in out_dir from its newest complete checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script and task environment; submit nothing")
+
+    p = sub.add_parser("status", help="state and log tails of a submitted job")
+    p.add_argument("job_id", metavar="JOBID")
+    p.add_argument("--lines", type=int, default=20, help="lines of each task log (default 20)")
+    p.add_argument("--folder", type=Path, default=None, help="submitit folder, if SLURM and the job index forgot the job")
+
+    p = sub.add_parser("local", help="train on this machine (torchrun) or on a hostfile's machines (deepspeed)")
+    add_config_arguments(p, required=True)
+    p.add_argument("--nproc", type=int, default=None, help="processes per machine (default: cluster.gpus_per_node)")
+    p.add_argument("--hostfile", type=Path, default=None, help="DeepSpeed hostfile ('host slots=N' lines)")
+    p.add_argument("--master-port", type=int, default=None, help="rendezvous port for --hostfile runs")
+    p.add_argument("--resume", action="store_true", help="resume from the newest complete checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the command; run nothing")
+
+    p = sub.add_parser("ray-shard", help="Ray head + workers on a SLURM allocation, then `tte-scale shard` on it",
+                       description="Arguments after `--` go to `tte-scale shard` (--ray-address is added).")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--cpus-per-node", type=int, required=True, help="CPUs Ray may use on each node")
+    p.add_argument("--time", default="4:00:00")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--account", default=None)
+    p.add_argument("--qos", default=None)
+    p.add_argument("--constraint", default=None)
+    p.add_argument("--mem", default=None)
+    p.add_argument("--setup", action="append", default=[], metavar="LINE")
+    p.add_argument("--folder", type=Path, default=None, help="submitit folder (default <shards out>.slurm)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("shard_args", nargs=argparse.REMAINDER, help="-- then the `tte-scale shard` arguments")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotBuiltError("the cluster launchers is not implemented in this version")
+    return {"slurm": _slurm, "status": _status, "local": _local, "ray-shard": _ray_shard}[args.launcher](args)
+
+
+def _slurm(args: argparse.Namespace) -> int:
+    from launch.slurm import LaunchError, SlurmConfig, default_folder, dry_run_text, parse_time, submit
+    from tte_scale.config import ConfigError, load_config
+    from tte_scale.train import PretrainConfig, resolve_batch
+    from tte_scale.train.checkpoint import CheckpointManager
+
+    cfg = load_config(PretrainConfig, args.config, list(args.overrides))
+    cfg.out_dir = cfg.out_dir.resolve()
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    sc = SlurmConfig(
+        nodes=args.nodes or cfg.cluster.nodes,
+        gpus_per_node=cfg.cluster.gpus_per_node if args.gpus_per_node is None else args.gpus_per_node,
+        tasks_per_node=args.tasks_per_node, cpus_per_task=args.cpus_per_task, mem=args.mem,
+        time_min=parse_time(args.time), partition=args.partition, account=args.account, qos=args.qos,
+        constraint=args.constraint, exclusive=args.exclusive, job_name=args.job_name, signal=args.signal,
+        signal_delay_s=args.signal_delay_s, max_requeues=args.max_requeues, setup=args.setup, env=env,
+        folder=args.folder)
+    resolve_batch(cfg, sc.world_size)  # a batch that cannot split fails here, not in the queue
+    folder = (args.folder or default_folder(cfg.out_dir)).resolve()
+    if args.dry_run:
+        print(dry_run_text(sc, cfg, folder))
+        return 0
+    found = CheckpointManager(cfg.out_dir / "checkpoints", cfg.checkpoint.keep_last).newest_complete()
+    if found is not None and not args.resume:
+        raise LaunchError(f"{cfg.out_dir} already holds a checkpoint (step {found.step}); pass --resume to continue "
+                          "that run, or choose another out_dir")
+    if found is None and args.resume:
+        raise LaunchError(f"--resume: {cfg.out_dir}/checkpoints holds no complete checkpoint")
+    job = submit(sc, cfg, folder)
+    print(f"submitted job {job.job_id}: {sc.nodes} node(s) x {sc.ntasks_per_node} task(s), "
+          f"time limit {sc.time_min} min, {sc.signal} {sc.signal_delay_s} s before it")
+    print(f"  logs:        {folder}/{job.job_id}_<rank>_log.out|err")
+    print(f"  checkpoints: {cfg.out_dir}/checkpoints   metrics: {cfg.out_dir}/metrics.jsonl")
+    print(f"  status:      tte-scale launch status {job.job_id}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from launch.status import status_text
+
+    print(status_text(args.job_id, lines=args.lines, folder=args.folder))
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from launch.local import local_command
+    from tte_scale.config import load_config
+    from tte_scale.train import EXIT_REQUEUE, PretrainConfig
+
+    cfg = load_config(PretrainConfig, args.config, list(args.overrides))  # config errors before any process starts
+    nproc = args.nproc if args.nproc is not None else cfg.cluster.gpus_per_node
+    cmd = local_command(nproc, args.config, list(args.overrides), args.resume, args.hostfile, args.master_port)
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    print(f"launch: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    code = subprocess.call(cmd)
+    if code:
+        hint = " (checkpointed after a stop signal)" if code == EXIT_REQUEUE else ""
+        print(f"launch: training exited with status {code}{hint}; continue with the same command plus --resume",
+              file=sys.stderr)
+    return code
+
+
+def _ray_shard(args: argparse.Namespace) -> int:
+    from launch import jobindex
+    from launch.ray_slurm import RayShardJob, sbatch_parameters
+    from launch.slurm import LaunchError, parse_time, submitit_command
+
+    shard_args = args.shard_args[1:] if args.shard_args[:1] == ["--"] else args.shard_args
+    if any(a.startswith(("--ray-address", "--workers")) for a in shard_args):
+        raise LaunchError("ray-shard sets --ray-address itself; drop --ray-address/--workers from the shard arguments")
+    from sharding import cli as shard_cli
+
+    shard_parser = argparse.ArgumentParser(prog="tte-scale shard")
+    shard_cli.add_arguments(shard_parser)
+    try:
+        parsed = shard_parser.parse_args(shard_args)
+    except SystemExit:
+        raise LaunchError(f"ray-shard: bad `tte-scale shard` arguments: {shlex.join(shard_args)}") from None
+    if args.nodes < 1 or args.cpus_per_node < 1:
+        raise LaunchError("ray-shard: --nodes and --cpus-per-node must be >= 1")
+    out = Path(parsed.out).resolve()
+    folder = (args.folder or out.with_name(out.name + ".slurm")).resolve()
+    params = sbatch_parameters(args.nodes, args.cpus_per_node, parse_time(args.time), partition=args.partition,
+                               account=args.account, qos=args.qos, constraint=args.constraint, mem=args.mem,
+                               setup=args.setup)
+    if args.dry_run:
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        print(_make_sbatch_string(command=submitit_command(shlex.quote(sys.executable), folder), folder=folder,
+                                  **params).rstrip())
+        print(f"\n# task 0: ray start --head on the first node, then: tte-scale shard {shlex.join(shard_args)} "
+              "--ray-address <head>:<port>\n# tasks 1..: ray start --address <head>:<port>")
+        return 0
+    import submitit
+
+    try:
+        executor = submitit.SlurmExecutor(folder=folder)
+    except RuntimeError as exc:
+        raise LaunchError(f"cannot submit to SLURM here: {exc}") from None
+    executor.update_parameters(**params)
+    job = executor.submit(RayShardJob(shard_args=shard_args))
+    jobindex.record(job.job_id, folder, None, kind="ray-shard")
+    print(f"submitted job {job.job_id}: Ray on {args.nodes} node(s) x {args.cpus_per_node} CPUs -> {out}")
+    print(f"  logs:   {folder}/{job.job_id}_<node>_log.out|err")
+    print(f"  status: tte-scale launch status {job.job_id}")
+    return 0

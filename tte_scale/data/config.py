@@ -74,8 +74,13 @@ class LoaderConfig:
     """Abort when more than this fraction of a rank's epoch samples were corrupt or missing."""
     replacement_tries: int = 64
     """How many following global positions to try when looking for a valid substitute sample."""
+    verify_volume_sha256: bool = False
+    """Also hash every decoded volume against the manifest's sha256 (costs about half a decode).
+    Off by default: the CRC-32C of the compressed bytes (WebDataset: manifest `volume_crc32c`;
+    Zarr: the array's crc32c codec) already catches damaged bytes before they are decoded; the
+    sha256 is checked anyway where no CRC is available."""
     prefetch_factor: int = 2
-    """Batches each worker prepares ahead."""
+    """Batches each worker prepares ahead (each worker decodes into prefetch_factor + 1 shared slots)."""
     pin_memory: bool | None = None
     """Pin batch memory; None = pin when CUDA is available."""
     multiprocessing_context: Literal["auto", "fork", "spawn", "forkserver"] = "auto"

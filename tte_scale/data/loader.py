@@ -12,19 +12,33 @@ Example::
 The cursor (state_dict) is (seed, epoch, global samples consumed) plus guards: it does not
 depend on the world size, batch size or worker count, so a run saved on N ranks resumes on N'
 ranks and serves exactly the global positions an uninterrupted run would have served next.
+
+Batches come from a `_Feed`: one endless stream of this rank's steps across epochs, whose
+DataLoader workers live as long as the loader (not one epoch). Iterating the loader takes the
+current epoch's batches from the feed; the feed is only restarted when the cursor moves
+somewhere else than where the feed stands (`set_epoch` to another epoch, `load_state_dict`).
+Batches the feed prefetched but nobody took yet are not counted as served, so the cursor
+stays exact. Call `close()` to stop the workers (otherwise they stop when the loader is
+garbage collected).
+
+The loader never draws from the global torch RNG (the DataLoader would, for its worker seeds,
+without a generator of its own): with workers or without, the model's dropout / drop-path
+streams see exactly the same draws, so runs with 0, 1 or more workers, and a resumed run and
+the uninterrupted one, train on identical random numbers.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 
 import torch
 
 from tte_scale.data.config import LoaderConfig
 from tte_scale.data.manifest import SplitIndex, read_split_index
-from tte_scale.data.order import steps_remaining
+from tte_scale.data.order import advance, steps_remaining
 from tte_scale.data.storage import exists
-from tte_scale.data.stream import BatchStream, DataIntegrityError, StreamSpec, read_batch  # noqa: F401
+from tte_scale.data.stream import BatchStream, DataIntegrityError, SlotRing, StreamSpec, to_torch
 
 __all__ = ["TTELoader", "build_loader", "STATE_VERSION"]
 
@@ -48,6 +62,7 @@ class TTELoader:
         self._bad_this_epoch = 0
         self._bad_examples: list[str] = []
         self._seen_shard_events: set[tuple[str, str]] = set()
+        self._feed: _Feed | None = None
         if self.steps_per_epoch == 0:
             raise DataIntegrityError(
                 f"split {index.split!r} of {index.root} has {index.num_samples} samples, fewer than one global batch "
@@ -78,27 +93,37 @@ class TTELoader:
 
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self):
-        start, num_steps = self.consumed, self.steps_remaining
-        spec = StreamSpec(index=self.index, cfg=self.cfg, epoch=self.epoch, consumed=start, num_steps=num_steps,
-                          rank=self.rank, world_size=self.world_size)
-        stream = BatchStream(spec)
-        if self.cfg.num_workers == 0:
-            it = iter(stream)
-        else:
-            pin = torch.cuda.is_available() if self.cfg.pin_memory is None else self.cfg.pin_memory
-            it = iter(torch.utils.data.DataLoader(
-                stream, batch_size=None, num_workers=min(self.cfg.num_workers, max(1, num_steps)),
-                prefetch_factor=self.cfg.prefetch_factor, pin_memory=pin, persistent_workers=False,
-                multiprocessing_context=self.cfg.start_method()))
-        try:
-            for step, (batch, events) in enumerate(it):
-                self._record(events, len(batch["scan_id"]))
-                self.consumed = start + (step + 1) * self.global_batch  # counts this batch as served
-                yield batch
-            if self.consumed + self.global_batch > self.index.num_samples:
-                self.epoch, self.consumed, self._bad_this_epoch = self.epoch + 1, 0, 0
-        finally:
-            del it  # shuts the workers down when the caller stops early
+        for _ in range(self.steps_remaining):
+            try:
+                batch, events = self._feed_at_cursor().next()
+            except BaseException:
+                self.close()  # a failed stream is not resumed: iterating again restarts at the cursor
+                raise
+            self._record(events, len(batch["scan_id"]))
+            self.consumed += self.global_batch  # counts this batch as served
+            yield batch
+        if self.consumed + self.global_batch > self.index.num_samples:
+            self.epoch, self.consumed, self._bad_this_epoch = self.epoch + 1, 0, 0
+
+    def _cursor(self) -> tuple[int, int]:
+        return advance(self.index.num_samples, self.epoch, self.consumed, 0, self.cfg.batch_size, self.world_size)
+
+    def _feed_at_cursor(self) -> _Feed:
+        """The running feed if its next batch is the cursor's, else a new one started there."""
+        cursor = self._cursor()
+        if self._feed is not None and self._feed.cursor != cursor:
+            self.close()
+        if self._feed is None:
+            spec = StreamSpec(index=self.index, cfg=self.cfg, epoch=cursor[0], consumed=cursor[1], rank=self.rank,
+                              world_size=self.world_size)
+            self._feed = _Feed(spec)
+        return self._feed
+
+    def close(self) -> None:
+        """Stop the feed's workers (if any); iterating again starts a new feed at the cursor."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
 
     def _record(self, events: list[dict], batch_len: int) -> None:
         self._counters["batches"] += 1
@@ -159,6 +184,61 @@ class TTELoader:
         self.epoch, self.consumed = int(state["epoch"]), consumed
         self._bad_this_epoch = int(state.get("bad_this_epoch", 0))
         self._counters.update({k: int(v) for k, v in state.get("counters", {}).items() if k in self._counters})
+
+
+class _Feed:
+    """This rank's endless batch stream from a start cursor: in-process, or DataLoader workers
+    decoding into a `SlotRing` (they start with the feed, i.e. when the loader's iterator is
+    first asked for a batch: inside the caller's `signals_blocked()`, whose mask they inherit)."""
+
+    def __init__(self, spec: StreamSpec):
+        cfg = spec.cfg
+        self.spec = spec
+        self.cursor = (spec.epoch, spec.consumed)  # of the batch `next` returns
+        self.pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
+        self.batch_shape = (cfg.batch_size, 1, *spec.index.shape)
+        self.ring = None
+        if cfg.num_workers == 0:
+            self._it = iter(BatchStream(spec))
+            return
+        ctx = mp.get_context(cfg.start_method())
+        # one slot more than the batches the DataLoader lets each worker run ahead (see SlotRing)
+        self.ring = SlotRing(ctx, cfg.num_workers, cfg.prefetch_factor + 1, self.batch_shape)
+        spec.ring = self.ring
+        # generator: the DataLoader draws its workers' base seed from it; by default it would draw
+        # from the global torch RNG and shift the model's dropout stream whenever workers start.
+        # pin_memory=False: the copy out of the ring goes straight into pinned memory instead.
+        self._loader = torch.utils.data.DataLoader(
+            BatchStream(spec), batch_size=None, num_workers=cfg.num_workers, prefetch_factor=cfg.prefetch_factor,
+            pin_memory=False, persistent_workers=False, multiprocessing_context=ctx, collate_fn=_as_is,
+            generator=torch.Generator().manual_seed(cfg.seed))
+        self._it = iter(self._loader)
+
+    def next(self) -> tuple[dict, list[dict]]:
+        arrays, events = next(self._it)
+        vol = arrays.pop("volume")
+        if self.ring is not None:
+            worker, slot = vol
+            vol = torch.empty(self.batch_shape, dtype=torch.int16, pin_memory=self.pin)
+            self.ring.take(worker, slot, vol)
+        elif self.pin:
+            vol = vol.pin_memory()
+        sp = self.spec
+        self.cursor = advance(sp.index.num_samples, *self.cursor, 1, sp.cfg.batch_size, sp.world_size)
+        return to_torch(arrays, vol, self.pin), events
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        if self.ring is None:
+            it.close()  # the in-process stream closes its reader
+        else:
+            it._shutdown_workers()  # joins the workers now, not whenever the iterator is collected
+
+
+def _as_is(item):
+    # The default (default_convert) would turn the label arrays into tensors inside the worker,
+    # and each tensor would then cross the queue as its own shared-memory segment.
+    return item
 
 
 def _check_shards(index: SplitIndex, cfg: LoaderConfig) -> None:

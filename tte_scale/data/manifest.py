@@ -38,6 +38,7 @@ class SplitIndex:
     scan_ids: list[str]             # [N]
     stream: np.ndarray              # int64 [N] canonical stream (= WebDataset shard number)
     shard_index: np.ndarray         # int64 [N] position inside the WebDataset shard
+    volume_crc32c: np.ndarray       # int64 [N] CRC-32C of the encoded `volume.bin` bytes; -1 = not in the manifest
     volume_sha256: list[str]        # [N] sha256 of the decoded int16 C-order bytes
     labels_sha256: list[str]        # [N] sha256 of the label members' bytes, in formats.md order
     stream_sizes: np.ndarray        # int64 [S] samples per canonical stream
@@ -120,6 +121,10 @@ def read_split_index(root: str, split: str, fmt: str) -> SplitIndex:
             raise InputError(f"{join(root, 'manifest', 'shards.parquet')}: no `wds` entry for shards {lost[:10]}")
     sidecar = build.get("wds_labels") == "sidecar"
 
+    # Manifests written before the column existed (or rows without it) fall back to the sha256 check.
+    crc_col = samples.get("volume_crc32c") or [None] * len(samples["row"])
+    crc32c = np.array([-1 if crc_col[i] is None else crc_col[i] for i in keep], dtype=np.int64)
+
     digest = hashlib.sha256()
     digest.update(split.encode())
     digest.update(rows.tobytes())
@@ -128,6 +133,7 @@ def read_split_index(root: str, split: str, fmt: str) -> SplitIndex:
         root=root, split=split, rows=rows,
         scan_ids=[samples["scan_id"][i] for i in keep],
         stream=stream, shard_index=pos,
+        volume_crc32c=crc32c,
         volume_sha256=[samples["volume_sha256"][i] for i in keep],
         labels_sha256=[samples["labels_sha256"][i] for i in keep],
         stream_sizes=stream_sizes.astype(np.int64), stream_ids=stream_ids.astype(np.int64),

@@ -10,13 +10,17 @@ number of ranks or workers:
    permuted (a bounded shuffle: a sample moves less than `window` positions, so a reader needs
    at most ceil(window / shard_size) + 1 shards open at a time).
 
-Cutting: the cursor `consumed` counts global positions already served this epoch. A global
-step takes the next G = batch_size * world_size positions; rank r takes the contiguous block
-`[consumed + s*G + r*b, consumed + s*G + (r+1)*b)` of step s (contiguous blocks keep each rank's
-reads inside few shards). Worker w of n builds the steps s with s % n == w; the DataLoader's
-round-robin over workers restores step order. Every rank takes floor((N - consumed) / G) steps,
-the remainder (< G positions) is dropped, so ranks never diverge; resuming on W' ranks with
-b' per rank continues the same global positions.
+Cutting: the cursor (epoch, consumed) counts global positions already served this epoch. A
+global step takes the next G = batch_size * world_size positions; rank r takes the contiguous
+block `[consumed + r*b, consumed + (r+1)*b)` (contiguous blocks keep each rank's reads inside few
+shards). Every rank takes floor((N - consumed) / G) steps of an epoch, the remainder (< G
+positions) is dropped, so ranks never diverge; resuming on W' ranks with b' per rank continues the
+same global positions.
+
+Across epochs the steps form one endless stream: `advance` gives the cursor t steps after a
+start cursor, the next epoch starting at consumed = 0 once fewer than G positions are left.
+Worker w of n builds the stream steps t with t % n == w (epochs included, so workers never
+restart at an epoch boundary); the DataLoader's round-robin over workers restores step order.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ __all__ = [
     "epoch_order",
     "steps_remaining",
     "rank_step_positions",
-    "worker_steps",
+    "advance",
 ]
 
 # Mixed into the generator seed so that this shuffle never shares a stream with other seeded code.
@@ -64,6 +68,21 @@ def rank_step_positions(consumed: int, step: int, rank: int, batch_size: int, wo
     return np.arange(start, start + batch_size, dtype=np.int64)
 
 
-def worker_steps(num_steps: int, worker: int, num_workers: int) -> range:
-    """Steps built by DataLoader worker `worker` (the loader takes workers round-robin)."""
-    return range(worker, num_steps, max(1, num_workers))
+def advance(num_samples: int, epoch: int, consumed: int, steps: int, batch_size: int,
+            world_size: int) -> tuple[int, int]:
+    """The cursor (epoch, consumed) `steps` global steps after (`epoch`, `consumed`).
+
+    A cursor with fewer than one global batch left in its epoch is the start of the next epoch,
+    so `advance(..., 0)` gives the canonical form of a cursor (two cursors that serve the same
+    next batch compare equal).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    per_epoch = steps_remaining(num_samples, 0, batch_size, world_size)
+    if per_epoch == 0:
+        raise ValueError(f"{num_samples} samples are fewer than one global batch ({batch_size} x {world_size})")
+    first = steps_remaining(num_samples, consumed, batch_size, world_size)
+    if steps < first:
+        return epoch, consumed + steps * batch_size * world_size
+    steps -= first
+    return epoch + 1 + steps // per_epoch, (steps % per_epoch) * batch_size * world_size

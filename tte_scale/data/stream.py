@@ -2,10 +2,21 @@
 
 Shape legend: B batch (per rank), D/H/W volume axes, K TTE tasks, T benchmark tasks.
 
-A worker builds whole batches (steps s with s % num_workers == worker), so the DataLoader's
-round-robin over workers yields the rank's steps in order, whatever the number of workers.
-Inside a batch, samples are read grouped by shard and in shard order (one seek + one read per
-sample, never a shard re-read), and decoded straight into a shared-memory int16 buffer.
+The stream is endless: from its start cursor it runs through the rest of that epoch and on
+into the following ones (`order.advance`), so the DataLoader workers are started once per
+loader, not once per epoch (starting forkserver workers that import torch and zarr took
+seconds, and every epoch boundary stalled the trainer that long). A worker builds whole
+batches (stream steps t with t % num_workers == worker), so the DataLoader's round-robin over
+workers yields the rank's steps in order, whatever the number of workers. Inside a batch,
+samples are read grouped by shard and in shard order (one seek + one read per sample, never a
+shard re-read).
+
+Volumes are decoded straight into a `SlotRing`: shared memory allocated once per stream, a few
+batch-sized slots per worker. Only the slot number crosses the worker queue; the main process
+copies the slot into the batch tensor (pinned when it goes to a GPU, a copy that pinning needs
+anyway) and frees the slot. A fresh shared-memory tensor per batch, the DataLoader's default,
+costs page faults on both sides each time: it cost more CPU than the decode itself here.
+Labels travel as numpy arrays (pickled in the queue message: a few KiB).
 
 A sample that fails to read (missing or corrupt) is replaced by the first readable sample at
 the following global positions (p+1, p+2, ... wrapping around the epoch order): deterministic,
@@ -15,6 +26,8 @@ is reported as an event that the loader counts and logs.
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,47 +35,78 @@ import torch
 
 from tte_scale.data.config import LoaderConfig
 from tte_scale.data.manifest import SplitIndex
-from tte_scale.data.order import epoch_order, rank_step_positions, worker_steps
+from tte_scale.data.order import advance, epoch_order, rank_step_positions
 from tte_scale.data.readers import LABEL_KEYS, SampleError, WdsReader, ZarrReader
 from tte_scale.data.storage import ShardCache
 from tte_scale.errors import TteScaleError
 
-__all__ = ["DataIntegrityError", "StreamSpec", "BatchStream", "make_reader", "read_batch"]
+__all__ = ["DataIntegrityError", "StreamSpec", "SlotRing", "BatchStream", "make_reader", "read_batch", "to_torch"]
 
 
 class DataIntegrityError(TteScaleError):
     """Too many corrupt or missing samples (or no readable substitute): the run must stop."""
 
 
+class SlotRing:
+    """Per-worker batch slots in shared memory, and a semaphore per worker counting free slots.
+
+    Made by the main process before the workers start and handed to them with the dataset
+    (inherited on fork, passed as file descriptors to spawn/forkserver workers).
+    """
+
+    def __init__(self, ctx, num_workers: int, slots: int, batch_shape: tuple[int, ...]):
+        self.slots = slots
+        self.vol_WSB1DHW = torch.empty((num_workers, slots, *batch_shape), dtype=torch.int16).share_memory_()
+        self.free = [ctx.Semaphore(slots) for _ in range(num_workers)]
+
+    def acquire(self, worker: int, parent_pid: int) -> None:
+        """Wait until the main process has copied out one of this worker's slots."""
+        # The DataLoader keeps at most prefetch_factor batches in flight per worker and the ring
+        # has one slot more, so this normally returns at once; it only waits if the main process
+        # is slow to copy, and gives up if the main process is gone.
+        while not self.free[worker].acquire(timeout=1.0):
+            if os.getppid() != parent_pid:  # re-parented: the process that started us is gone
+                raise SystemExit(0)
+
+    def take(self, worker: int, slot: int, out_B1DHW: torch.Tensor) -> None:
+        """Copy a filled slot into `out_B1DHW` (main process) and hand the slot back."""
+        try:
+            # numpy, not Tensor.copy_: torch would split this memcpy over its intra-op threads,
+            # whose spin-waiting cost ~5x the CPU time of a plain single-threaded copy here.
+            np.copyto(out_B1DHW.numpy(), self.vol_WSB1DHW[worker, slot].numpy())
+        finally:
+            self.free[worker].release()
+
+
 @dataclass(slots=True)
 class StreamSpec:
-    """Everything a worker needs (picklable: sent to spawn/forkserver workers)."""
+    """Everything a worker needs (picklable: sent to spawn/forkserver workers).
+
+    The stream starts at the cursor (`epoch`, `consumed`) and never ends.
+    """
 
     index: SplitIndex
     cfg: LoaderConfig
     epoch: int
     consumed: int
-    num_steps: int
     rank: int
     world_size: int
+    ring: SlotRing | None = None
 
 
 def make_reader(index: SplitIndex, cfg: LoaderConfig):
     if cfg.format == "zarr":
-        return ZarrReader(index)
-    return WdsReader(index, ShardCache(cfg.cache_dir, cfg.cache_max_bytes))
+        return ZarrReader(index, verify_sha256=cfg.verify_volume_sha256)
+    return WdsReader(index, ShardCache(cfg.cache_dir, cfg.cache_max_bytes), verify_sha256=cfg.verify_volume_sha256)
 
 
 def read_batch(reader, index: SplitIndex, order: np.ndarray, positions: np.ndarray, tries: int,
-               shared: bool) -> tuple[dict, list[dict]]:
-    """The batch at global `positions` of the epoch `order`, with the integrity events it caused."""
+               vol_B1DHW: np.ndarray) -> tuple[dict, list[dict]]:
+    """Decode the batch at global `positions` of the epoch `order` into `vol_B1DHW` (int16
+    [B, 1, D, H, W]); returns its labels, rows and scan ids (numpy / lists) and the integrity
+    events it caused."""
     B = len(positions)
-    D, H, W = index.shape
     n = len(order)
-    vol_B1DHW = torch.empty((B, 1, D, H, W), dtype=torch.int16)
-    if shared:
-        vol_B1DHW.share_memory_()  # decoded in place, then handed to the main process without a copy
-    vol_np = vol_B1DHW.numpy()
     ks = order[positions % n]
     slots = sorted(range(B), key=lambda j: (index.stream[ks[j]], index.shard_index[ks[j]]))
     labels: list[dict | None] = [None] * B
@@ -73,7 +117,7 @@ def read_batch(reader, index: SplitIndex, order: np.ndarray, positions: np.ndarr
         for attempt in range(tries + 1):
             k = int(order[(p + attempt) % n])
             try:
-                labels[j] = reader.read(k, vol_np[j, 0])
+                labels[j] = reader.read(k, vol_B1DHW[j, 0])
                 chosen[j] = k
                 break
             except SampleError as exc:
@@ -89,16 +133,25 @@ def read_batch(reader, index: SplitIndex, order: np.ndarray, positions: np.ndarr
             events[-1]["replacement"] = index.scan_ids[chosen[j]]
     events.extend(reader.shard_events)
     reader.shard_events.clear()
-    batch = {"volume": vol_B1DHW}
-    for name in LABEL_KEYS:
-        batch[name] = torch.from_numpy(np.stack([lab[name] for lab in labels]))
-    batch["row"] = torch.from_numpy(index.rows[chosen].astype(np.int64))
+    batch = {name: np.stack([lab[name] for lab in labels]) for name in LABEL_KEYS}
+    batch["row"] = index.rows[chosen].astype(np.int64)
     batch["scan_id"] = [index.scan_ids[k] for k in chosen]
     return batch, events
 
 
+def to_torch(batch: dict, vol_B1DHW: torch.Tensor, pin: bool) -> dict:
+    """The loader's batch (docs/formats.md "Batch") from `read_batch`'s arrays and the volume."""
+    out = {"volume": vol_B1DHW}
+    for name in (*LABEL_KEYS, "row"):
+        t = torch.from_numpy(batch[name])
+        out[name] = t.pin_memory() if pin else t
+    out["scan_id"] = batch["scan_id"]
+    return out
+
+
 class BatchStream(torch.utils.data.IterableDataset):
-    """Yields (batch, events) for this rank's remaining steps; workers split the steps."""
+    """Yields (batch, events) for this rank's steps from the start cursor on, endlessly; workers
+    split the steps."""
 
     def __init__(self, spec: StreamSpec):
         super().__init__()
@@ -108,12 +161,31 @@ class BatchStream(torch.utils.data.IterableDataset):
         sp = self.spec
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        order = epoch_order(sp.index.stream_sizes, sp.cfg.seed, sp.epoch, sp.cfg.shuffle_window, sp.cfg.shuffle)
+        b, world = sp.cfg.batch_size, sp.world_size
+        order_epoch, order = None, None
+        # The main process with fork/spawn, the forkserver with forkserver (as torch's own worker
+        # watchdog does): either way it goes away when the main process does.
+        parent = os.getppid()
         reader = make_reader(sp.index, sp.cfg)  # opened here, i.e. inside the worker
         try:
-            for step in worker_steps(sp.num_steps, worker, num_workers):
-                positions = rank_step_positions(sp.consumed, step, sp.rank, sp.cfg.batch_size, sp.world_size)
-                yield read_batch(reader, sp.index, order, positions, sp.cfg.replacement_tries,
-                                 shared=info is not None)
+            for i, t in enumerate(itertools.count(worker, num_workers)):
+                epoch, consumed = advance(sp.index.num_samples, sp.epoch, sp.consumed, t, b, world)
+                if epoch != order_epoch:
+                    order_epoch = epoch
+                    order = epoch_order(sp.index.stream_sizes, sp.cfg.seed, epoch, sp.cfg.shuffle_window,
+                                        sp.cfg.shuffle)
+                positions = rank_step_positions(consumed, 0, sp.rank, b, world)
+                if sp.ring is None:  # in-process: decode straight into the batch tensor
+                    vol = torch.empty((len(positions), 1, *sp.index.shape), dtype=torch.int16)
+                    batch, events = read_batch(reader, sp.index, order, positions, sp.cfg.replacement_tries,
+                                               vol.numpy())
+                    batch["volume"] = vol
+                else:
+                    slot = i % sp.ring.slots
+                    sp.ring.acquire(worker, parent)
+                    batch, events = read_batch(reader, sp.index, order, positions, sp.cfg.replacement_tries,
+                                               sp.ring.vol_WSB1DHW[worker, slot].numpy())
+                    batch["volume"] = (worker, slot)
+                yield batch, events
         finally:
             reader.close()

@@ -3,7 +3,7 @@
 * ``meds``: streaming MEDS reader (one subject shard at a time) and input validation.
 * ``core``: pure numpy kernels (first occurrence after each prediction time, bins, ranking).
 * ``vocab``: code registry and ontology closure.
-* ``build``: the two passes of ``tte-scale labels`` (``build_labels``).
+* ``build``: ``tte-scale labels`` (``build_labels``): one scan of the MEDS files, then the label pass.
 * ``store``: the labels folder format and ``load_labels`` (docs/formats.md).
 * ``reference``: a plain pandas implementation used as the test oracle and benchmark baseline.
 """

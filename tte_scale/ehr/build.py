@@ -1,13 +1,17 @@
-"""`tte-scale labels`: two streaming passes over the MEDS shards, one shard in memory at a time.
+"""`tte-scale labels`: one read of each MEDS shard, one shard in memory at a time.
 
-Pass 1 (vocabulary): end of record per subject, exclusions, and for each code the number of
-*train* scans after which it occurs (with ontology closure). The K best codes become tasks.
-Pass 2 (labels): for each shard, dense ``[rows, K]`` first-occurrence times (row blocks bound
-the memory), written straight into ``tte.zarr``; bench labels; the train event-time histogram
-that fixes the bins. Everything goes to ``OUT.partial`` and is renamed at the end, so a killed
-run never leaves a half-valid labels folder.
+Pass 1 (scan, per shard): end of record per subject, exclusions, the benchmark labels (they do
+not depend on the vocabulary), for each code the number of *train* rows after which it occurs
+(with ontology closure), and a spill of the shard's future events (row, code id, time: 16 bytes
+each) to the partial output folder. The K best codes become tasks.
+Pass 2 (labels, per shard): the spilled events of the task codes -> dense ``[rows, K]`` labels,
+in row blocks that bound the memory, staged into whole ``tte.zarr`` chunks; the train event-time
+histogram that fixes the bins. Parquet is decoded once; pass 2 reads a few flat arrays back.
+Everything goes to ``OUT.partial`` and is renamed at the end, so a killed run never leaves a
+half-valid labels folder.
 
-Legend: E events, R rows (labelled scans), K tasks, T benchmark tasks, S subjects of a shard.
+Legend: E events, F future events, R rows (labelled scans), K tasks, T benchmark tasks, S
+subjects of a shard, C code columns of a shard.
 Semantics (DESIGN.md): end of record = the subject's last timed event (any code); an event is
 in a scan's future iff its time is strictly after the prediction time; static rows (null time)
 are never future, but count as prior for ``exclude_prior``.
@@ -30,7 +34,7 @@ from tte_scale.ehr import core
 from tte_scale.ehr.config import LabelsConfig, TaskSet
 from tte_scale.ehr.meds import Scans, ShardEvents, open_meds, read_parents, read_scans, read_shard, read_splits
 from tte_scale.ehr.store import (
-    BENCH_SCHEMA, EXCLUDED_SCHEMA, FORMAT_VERSION, ROWS_SCHEMA, bench_table, open_tte_arrays, write_vocab,
+    BENCH_SCHEMA, EXCLUDED_SCHEMA, FORMAT_VERSION, ROWS_SCHEMA, TteWriter, bench_table, write_vocab,
 )
 from tte_scale.ehr.summary import summarize
 from tte_scale.ehr.vocab import CodeRegistry, Ontology
@@ -38,10 +42,14 @@ from tte_scale.errors import InputError
 
 __all__ = ["build_labels"]
 
+_SPILL = (("r", np.int32), ("gid", np.int32), ("t", np.int64))
+
 
 @dataclass
 class _ShardPlan:
     path: Path
+    num_subjects: int
+    """S: subjects of the shard (``subj_R`` indexes them)."""
     scan_idx: np.ndarray
     """int64 [R] labelled scans of this shard (indices into Scans), in row order."""
     subj_R: np.ndarray
@@ -52,6 +60,8 @@ class _ShardPlan:
     """bool [R]."""
     split_R: np.ndarray
     """object [R] split names."""
+    spill: Path | None = None
+    """Prefix of the spilled future events (``.r``/``.gid``/``.t``), when the shard has rows."""
     offset: int = 0
 
 
@@ -70,87 +80,136 @@ def _progress(items, desc: str, enabled: bool):
     return tqdm(items, desc=desc, unit="file", disable=not enabled, dynamic_ncols=True)
 
 
-def _future_events(ev: ShardEvents, rows: core.RowIndex, pred_R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(event positions, row_before) of the timed events after some row's prediction time."""
-    has_rows = rows.end_S > rows.start_S
-    first_pred_S = np.full(len(has_rows), core.INT64_MAX, np.int64)
-    first_pred_S[has_rows] = pred_R[rows.start_S[has_rows]]
-    # Cheap prefilter: most events are before the subject's first scan or of subjects without scans.
-    pos = np.flatnonzero(ev.timed_E & (ev.time_E > first_pred_S[ev.subj_E]))
-    r = core.row_before(ev.subj_E[pos], ev.time_E[pos], rows, pred_R)
-    return pos, r
-
-
-def _blocks_events(r_E: np.ndarray, bounds: list[tuple[int, int]]):
-    """Yield (b0, b1, event selector) per row block; one stable radix-style sort, no Python loop per event."""
-    if len(bounds) == 1:
-        yield bounds[0][0], bounds[0][1], slice(None)
-        return
-    starts = np.array([b[0] for b in bounds])
-    blk = np.searchsorted(starts, r_E, side="right") - 1
-    order = np.argsort(blk.astype(np.uint16 if len(bounds) < 65536 else np.int64), kind="stable")
-    cuts = np.searchsorted(blk[order], np.arange(len(bounds) + 1), side="left")
-    for i, (b0, b1) in enumerate(bounds):
-        yield b0, b1, order[cuts[i] : cuts[i + 1]]
-
-
 def _sub_rows(rows: core.RowIndex, b0: int, b1: int) -> core.RowIndex:
     subj = rows.subj_R[b0:b1]
     return core.RowIndex(subj - subj[0], int(subj[-1] - subj[0] + 1)) if len(subj) else core.RowIndex(subj, 0)
 
 
-def _pass_vocab(ds, scans: Scans, splits: dict, ontology: Ontology, cfg: LabelsConfig, stats: _Stats, progress: bool):
-    """Pass 1: plans per shard, exclusions, train counts per code."""
+def _spill_write(prefix: Path, **arrays: np.ndarray) -> None:
+    for name, dtype in _SPILL:
+        arrays[name].astype(dtype, copy=False).tofile(f"{prefix}.{name}")
+
+
+def _spill_read(prefix: Path) -> dict[str, np.ndarray]:
+    return {name: np.fromfile(f"{prefix}.{name}", dtype) for name, dtype in _SPILL}
+
+
+def _code_csr(codes: list[str], columns_of) -> tuple[np.ndarray, np.ndarray]:
+    """Code list -> column lists (CSR); Python per distinct code, never per event."""
+    lists = [columns_of(c) for c in codes]
+    offsets = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum([len(x) for x in lists], out=offsets[1:])
+    return offsets, np.fromiter((j for x in lists for j in x), np.int64, count=int(offsets[-1]))
+
+
+def _bench_csr(codes: list[str], tasks: TaskSet):
+    """Bench task columns of each code (exact match; a code may feed several tasks). Python per
+    benchmark code (a handful), not per code of the shard."""
+    pairs = sorted({(codes.index(c), j) for j, t in enumerate(tasks.tasks) for c in t.codes if c in codes})
+    deg = np.bincount(np.array([i for i, _ in pairs], np.int64), minlength=len(codes))
+    offsets = np.zeros(len(codes) + 1, np.int64)
+    np.cumsum(deg, out=offsets[1:])
+    return offsets, np.array([j for _, j in pairs], np.int64)
+
+
+def _plan_shard(path: Path, ev: ShardEvents, scans: Scans, splits: dict, excluded: list) -> _ShardPlan:
+    """The shard's labelled rows (row order) and its excluded scans."""
+    S = len(ev.subject_ids)
+    eor_S = np.full(S, core.INT64_MIN, np.int64)
+    np.maximum.at(eor_S, ev.subj_E, np.where(ev.timed_E, ev.time_E, core.INT64_MIN))
+    # Scans are sorted by subject: each shard subject's scans are one contiguous range.
+    lo = np.searchsorted(scans.subject_id, ev.subject_ids, "left")
+    cnt = np.searchsorted(scans.subject_id, ev.subject_ids, "right") - lo
+    sel = np.repeat(lo, cnt) + np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    subj = np.searchsorted(ev.subject_ids, scans.subject_id[sel])
+    eor = eor_S[subj]
+    split = np.array([splits.get(int(s)) for s in scans.subject_id[sel]], dtype=object)
+    reason = np.full(len(sel), None, dtype=object)
+    reason[scans.pred_us[sel] >= eor] = "prediction_time_at_or_after_end_of_record"
+    reason[eor == core.INT64_MIN] = "no_timed_events"
+    reason[split == None] = "subject_not_in_splits"  # noqa: E711
+    bad = reason != None  # noqa: E711
+    excluded.extend(zip(sel[bad].tolist(), reason[bad].tolist()))
+    ok = ~bad
+    return _ShardPlan(path, S, sel[ok], subj[ok], eor[ok], split[ok] == "train", split[ok])
+
+
+def _bench_rows(ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, pred_R, fut: core.Future, code_F, scans: Scans, tasks: TaskSet) -> pa.Table:
+    """Benchmark labels of the shard's rows: exact code sets, all timed events for "first after",
+    static rows as prior."""
+    T = len(tasks.tasks)
+    boff, btgt = _bench_csr(ev.codes, tasks)
+    bsrc, bk = core.map_codes(code_F, boff, btgt)
+    first_RT = core.first_after(fut.row[bsrc], bk, fut.time[bsrc], rows, T)
+    asrc, ak = core.map_codes(ev.code_E, boff, btgt)
+    ever_ST = np.full((plan.num_subjects, T), core.INT64_MAX, np.int64)
+    t_any = np.where(ev.timed_E[asrc], ev.time_E[asrc], core.INT64_MIN)
+    np.minimum.at(ever_ST.reshape(-1), ev.subj_E[asrc] * T + ak, t_any)
+    horizon = [t.horizon_days for t in tasks.tasks]
+    excl_prior = [t.exclude_prior for t in tasks.tasks]
+    lab, days, bev, bexc = core.bench_labels(first_RT, ever_ST[plan.subj_R], pred_R, plan.eor_R, horizon, excl_prior)
+    return bench_table(scans.scan_id[plan.scan_idx], scans.subject_id[plan.scan_idx], plan.split_R, tasks.names, lab, days, bev, bexc)
+
+
+def _train_counts(ev: ShardEvents, plan: _ShardPlan, fut: core.Future, code_F, gid_C, registry: CodeRegistry, ontology: Ontology, block_cells: int) -> None:
+    """Add to ``registry.counts`` the number of train rows after which each code occurs.
+    Runs on train subjects' events only: tuning/held_out events cannot influence the vocabulary."""
+    train_S = np.zeros(plan.num_subjects, bool)
+    train_S[plan.subj_R[plan.train_R]] = True
+    if not train_S.any():
+        return
+    tsub_S = np.where(train_S, np.cumsum(train_S) - 1, -1).astype(np.int32)  # compact index of the train subjects
+    ts_F = tsub_S[fut.subj]
+    keep = np.flatnonzero(ts_F >= 0)
+    offsets, targets, cols_gid = registry.csr(ev.codes, ontology, gid_C)
+    if not ontology.has_ancestors(ev.codes):  # column = code (``registry.csr``): nothing to map
+        col = code_F[keep]
+    else:
+        src, col = core.map_codes(code_F[keep], offsets, targets)
+        keep = keep[src]
+    counts = core.count_rows_after(ts_F[keep], fut.level[keep], col, int(train_S.sum()), len(cols_gid), block_cells)
+    registry.counts[cols_gid] += counts
+
+
+def _pass_scan(ds, scans: Scans, splits: dict, ontology: Ontology, tasks: TaskSet, cfg: LabelsConfig, tmp: Path, stats: _Stats, progress: bool):
+    """Pass 1: plans per shard, exclusions, bench.parquet, train counts per code, spills."""
     registry = CodeRegistry()
     plans: list[_ShardPlan] = []
     excluded: list[tuple[int, str]] = []
     seen: list[np.ndarray] = []
     seen_files: list[Path] = []
     num_train_rows = 0
-    bar = _progress(ds.data_files, "labels 1/2 vocabulary", progress)
-    for path in bar:
-        ev = read_shard(path)
-        stats.events += ev.num_events
-        stats.static_events += int((~ev.timed_E).sum())
-        seen.append(ev.subject_ids)
-        seen_files.append(path)
-        S = len(ev.subject_ids)
-        eor_S = np.full(S, core.INT64_MIN, np.int64)
-        np.maximum.at(eor_S, ev.subj_E[ev.timed_E], ev.time_E[ev.timed_E])
-        # Scans are sorted by subject: each shard subject's scans are one contiguous range.
-        lo = np.searchsorted(scans.subject_id, ev.subject_ids, "left")
-        cnt = np.searchsorted(scans.subject_id, ev.subject_ids, "right") - lo
-        sel = np.repeat(lo, cnt) + np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        subj = np.searchsorted(ev.subject_ids, scans.subject_id[sel])
-        eor = eor_S[subj]
-        split = np.array([splits.get(int(s)) for s in scans.subject_id[sel]], dtype=object)
-        reason = np.full(len(sel), None, dtype=object)
-        reason[scans.pred_us[sel] >= eor] = "prediction_time_at_or_after_end_of_record"
-        reason[eor == core.INT64_MIN] = "no_timed_events"
-        reason[split == None] = "subject_not_in_splits"  # noqa: E711
-        bad = reason != None  # noqa: E711
-        excluded.extend(zip(sel[bad].tolist(), reason[bad].tolist()))
-        ok = ~bad
-        plan = _ShardPlan(path, sel[ok], subj[ok], eor[ok], split[ok] == "train", split[ok])
-        plans.append(plan)
-        # Counting runs on the train rows only: tuning/held_out events cannot influence the vocabulary.
-        tr = plan.train_R
-        num_train_rows += int(tr.sum())
-        if tr.any():
-            rows = core.RowIndex(plan.subj_R[tr], S)
-            pred_R = scans.pred_us[plan.scan_idx[tr]]
-            pos, r = _future_events(ev, rows, pred_R)
-            offsets, targets, cols_gid = registry.csr(ev.codes, ontology)
-            src, col = core.expand_csr(ev.code_E[pos], offsets, targets)
-            r = r[src]
-            for b0, b1, sel_e in _blocks_events(r, core.row_blocks(rows, len(cols_gid), cfg.block_cells)):
-                D = core.occurs_after(r[sel_e] - b0, col[sel_e], _sub_rows(rows, b0, b1), len(cols_gid))
-                registry.counts[cols_gid] += D.sum(axis=0)
-        bar.set_postfix(events=stats.events)
+    spill_dir = tmp / "spill"
+    spill_dir.mkdir()
+    writer = pq.ParquetWriter(tmp / "bench.parquet", BENCH_SCHEMA)
+    try:
+        bar = _progress(ds.data_files, "labels 1/2 scan", progress)
+        for i, path in enumerate(bar):
+            ev = read_shard(path)
+            stats.events += ev.num_events
+            stats.static_events += int((~ev.timed_E).sum())
+            seen.append(ev.subject_ids)
+            seen_files.append(path)
+            plan = _plan_shard(path, ev, scans, splits, excluded)
+            plans.append(plan)
+            num_train_rows += int(plan.train_R.sum())
+            if len(plan.scan_idx):
+                rows = core.RowIndex(plan.subj_R, plan.num_subjects)
+                pred_R = scans.pred_us[plan.scan_idx]
+                fut = core.future_events(ev.subj_E, ev.time_E, ev.timed_E, rows, pred_R)
+                code_F = ev.code_E[fut.pos]
+                gid_C = registry.ids_of(ev.codes)
+                plan.spill = spill_dir / f"{i:06d}"
+                _spill_write(plan.spill, r=fut.row, gid=gid_C[code_F], t=fut.time)
+                _train_counts(ev, plan, fut, code_F, gid_C, registry, ontology, cfg.block_cells)
+                writer.write_table(_bench_rows(ev, plan, rows, pred_R, fut, code_F, scans, tasks))
+            bar.set_postfix(events=stats.events)
+    finally:
+        writer.close()
     all_seen = np.concatenate(seen) if seen else np.zeros(0, np.int64)
-    uniq, first, counts = np.unique(all_seen, return_index=True, return_counts=True)
-    if (counts > 1).any():  # checked once at the end (cheap); nothing is written before this
-        dup = uniq[counts > 1]
+    all_sorted = np.sort(all_seen)
+    dup = np.unique(all_sorted[1:][all_sorted[1:] == all_sorted[:-1]])
+    if len(dup):  # checked once at the end (cheap); the output folder is still partial
         files = [f for f, ids in zip(seen_files, seen) if np.isin(ids, dup).any()]
         raise InputError(f"{files[-1]}: subjects {dup[:5].tolist()} also appear in {files[0]}; a MEDS subject must live in one file")
     stats.subjects = len(all_seen)
@@ -159,81 +218,64 @@ def _pass_vocab(ds, scans: Scans, splits: dict, ontology: Ontology, cfg: LabelsC
     return registry, plans, excluded, num_train_rows
 
 
-def _code_csr(codes: list[str], columns_of) -> tuple[np.ndarray, np.ndarray]:
-    """Shard code dictionary -> column lists (CSR); Python per distinct code, never per event."""
-    lists = [columns_of(c) for c in codes]
-    offsets = np.zeros(len(lists) + 1, np.int64)
-    np.cumsum([len(x) for x in lists], out=offsets[1:])
-    return offsets, np.fromiter((j for x in lists for j in x), np.int64, count=int(offsets[-1]))
-
-
-def _bench_csr(codes: list[str], tasks: TaskSet):
-    """Bench task columns of each code (exact match; a code may feed several tasks)."""
-    by_code: dict[str, list[int]] = {}
-    for j, t in enumerate(tasks.tasks):
-        for c in t.codes:
-            by_code.setdefault(c, []).append(j)
-    return _code_csr(codes, lambda c: by_code.get(c, []))
-
-
-def _pass_labels(plans, scans, vocab_gid, registry, ontology, tasks: TaskSet, cfg, tmp: Path, progress):
-    """Pass 2: fill tte.zarr and bench.parquet shard by shard; returns stats for bins/summary."""
-    K, T = len(vocab_gid), len(tasks.tasks)
-    N = sum(len(p.scan_idx) for p in plans)
-    time_arr, event_arr = open_tte_arrays(tmp / "tte.zarr", N, K, cfg.chunk_rows)
+def _task_csr(registry: CodeRegistry, vocab_gid: np.ndarray, ontology: Ontology) -> tuple[np.ndarray, np.ndarray]:
+    """Global code id -> task columns (closure ∩ vocabulary), as CSR."""
+    G = len(registry.codes)
+    if not ontology.has_ancestors(registry.codes):
+        deg = np.zeros(G, np.int64)
+        deg[vocab_gid] = 1
+        offsets = np.zeros(G + 1, np.int64)
+        np.cumsum(deg, out=offsets[1:])
+        targets = np.empty(len(vocab_gid), np.int32)
+        targets[offsets[vocab_gid]] = np.arange(len(vocab_gid))
+        return offsets, targets
     task_of = {registry.codes[g]: k for k, g in enumerate(vocab_gid)}
+    offsets, targets = _code_csr(registry.codes, lambda c: [task_of[a] for a in ontology.closure(c) if a in task_of])
+    return offsets, targets.astype(np.int32)
+
+
+def _pass_labels(plans, scans, vocab_gid, registry, ontology, cfg, tmp: Path, progress, bin_stride: int):
+    """Pass 2: fill tte.zarr from the spills shard by shard; returns stats for bins/summary.
+    The bins' histogram takes the train rows of the subjects in ``subject_sample(bin_stride)``."""
+    K = len(vocab_gid)
+    N = sum(len(p.scan_idx) for p in plans)
+    block_rows = max(1, cfg.block_cells // K)
+    out = TteWriter(tmp / "tte.zarr", N, K, cfg.chunk_rows, block_rows)
+    toff, ttgt = _task_csr(registry, vocab_gid, ontology)
     hist = np.zeros(24 * 366, np.int64)
     events_K = np.zeros(K, np.int64)
     train_events_K = np.zeros(K, np.int64)
-    horizon = [t.horizon_days for t in tasks.tasks]
-    excl_prior = [t.exclude_prior for t in tasks.tasks]
-    writer = pq.ParquetWriter(tmp / "bench.parquet", BENCH_SCHEMA)
-    buf = np.empty(0, np.int64)  # reused [rows, K] block: fresh 100 MB arrays per block cost page faults
     try:
         for plan in _progress(plans, "labels 2/2 labels", progress):
             if len(plan.scan_idx) == 0:
                 continue
-            ev = read_shard(plan.path)
-            S = len(ev.subject_ids)
-            rows = core.RowIndex(plan.subj_R, S)
+            sp = _spill_read(plan.spill)
+            for name, _ in _SPILL:
+                Path(f"{plan.spill}.{name}").unlink()
+            src, k = core.map_codes(sp["gid"], toff, ttgt)
+            r_k, t_k = sp["r"][src], sp["t"][src]
+            del sp, src
+            rows = core.RowIndex(plan.subj_R, plan.num_subjects)
             pred_R = scans.pred_us[plan.scan_idx]
-            pos, r = _future_events(ev, rows, pred_R)
-            # Shard codes -> task columns (closure ∩ vocabulary), as CSR.
-            toff, ttgt = _code_csr(ev.codes, lambda c: [task_of[a] for a in ontology.closure(c) if a in task_of])
-            src, k = core.expand_csr(ev.code_E[pos], toff, ttgt)
-            r_k, t_k = r[src], ev.time_E[pos][src]
-            for b0, b1, sel in _blocks_events(r_k, core.row_blocks(rows, K, cfg.block_cells)):
-                if buf.size < (b1 - b0) * K:
-                    buf = np.empty((b1 - b0) * K, np.int64)
-                M = core.first_after(r_k[sel] - b0, k[sel], t_k[sel], _sub_rows(rows, b0, b1), K, out=buf)
-                # Dense work stays int64-min + compare; times are computed for event cells only.
-                ri, ki = np.nonzero(M != core.INT64_MAX)
-                dt_ev = M[ri, ki] - pred_R[b0 + ri]
-                time_RK = np.empty((b1 - b0, K), np.float32)
-                time_RK[:] = ((plan.eor_R[b0:b1] - pred_R[b0:b1]) / core.US_PER_DAY).astype(np.float32)[:, None]
-                time_RK[ri, ki] = (dt_ev / core.US_PER_DAY).astype(np.float32)
-                ev_RK = np.zeros((b1 - b0, K), bool)
-                ev_RK[ri, ki] = True
-                a0 = plan.offset + b0
-                time_arr[a0 : a0 + (b1 - b0)] = time_RK
-                event_arr[a0 : a0 + (b1 - b0)] = ev_RK
-                del time_RK, ev_RK
-                events_K += np.bincount(ki, minlength=K)
-                tr = plan.train_R[b0 + ri]
-                train_events_K += np.bincount(ki[tr], minlength=K)
-                hist = core.hour_histogram_add(hist, dt_ev[tr])
-            # Bench tasks: exact code sets, all timed events for "first after", static rows as prior.
-            boff, btgt = _bench_csr(ev.codes, tasks)
-            bsrc, bk = core.expand_csr(ev.code_E[pos], boff, btgt)
-            first_RT = core.first_after(r[bsrc], bk, ev.time_E[pos][bsrc], rows, T)
-            asrc, ak = core.expand_csr(ev.code_E, boff, btgt)
-            ever_ST = np.full((S, T), core.INT64_MAX, np.int64)
-            t_any = np.where(ev.timed_E[asrc], ev.time_E[asrc], core.INT64_MIN)
-            np.minimum.at(ever_ST.reshape(-1), ev.subj_E[asrc] * T + ak, t_any)
-            lab, days, bev, bexc = core.bench_labels(first_RT, ever_ST[plan.subj_R], pred_R, plan.eor_R, horizon, excl_prior)
-            writer.write_table(bench_table(scans.scan_id[plan.scan_idx], scans.subject_id[plan.scan_idx], plan.split_R, tasks.names, lab, days, bev, bexc))
-    finally:
-        writer.close()
+            hist_R = plan.train_R & core.subject_sample(scans.subject_id[plan.scan_idx], bin_stride)
+            bounds = core.row_blocks(rows, K, cfg.block_cells)
+            parts = core.partition(np.searchsorted([b[0] for b in bounds], r_k, side="right") - 1, len(bounds)) if len(bounds) > 1 else [slice(None)]
+            for (b0, b1), sel in zip(bounds, parts):
+                time_RK, event_RK = out.reserve(b1 - b0)
+                core.fill_labels(r_k[sel] - b0, k[sel], t_k[sel], _sub_rows(rows, b0, b1), pred_R[b0:b1], plan.eor_R[b0:b1], time_RK, event_RK)
+                tr = plan.train_R[b0:b1]
+                n_all = core.column_counts(event_RK)
+                events_K += n_all
+                train_events_K += n_all - core.column_counts(event_RK[~tr]) if not tr.all() else n_all
+                h = np.flatnonzero(hist_R[b0:b1])
+                if len(h):
+                    hist = core.hour_histogram_add(hist, core.hours_of_days(time_RK[h][event_RK[h]]))
+                out.commit(b1 - b0)
+        out.close()
+    except BaseException:
+        out.abort()
+        raise
+    shutil.rmtree(tmp / "spill")
     return hist, events_K, train_events_K
 
 
@@ -247,9 +289,31 @@ def build_labels(meds: str | Path, scans_path: str | Path, out: str | Path, cfg:
     splits = read_splits(ds)
     ontology = Ontology(read_parents(ds), enabled=cfg.ontology)
     stats = _Stats()
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by a killed run: never valid
+    tmp.mkdir(parents=True)
+    try:
+        summary = _build(ds, scans, splits, ontology, cfg, tasks, tmp, stats, progress, meds, scans_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    return summary
+
+
+def _build(ds, scans: Scans, splits, ontology, cfg: LabelsConfig, tasks: TaskSet, tmp: Path, stats: _Stats, progress: bool, meds, scans_path) -> dict:
     t0 = _time.perf_counter()
-    registry, plans, excluded, num_train_rows = _pass_vocab(ds, scans, splits, ontology, cfg, stats, progress)
-    stats.seconds["pass_vocab"] = _time.perf_counter() - t0
+    registry, plans, excluded, num_train_rows = _pass_scan(ds, scans, splits, ontology, tasks, cfg, tmp, stats, progress)
+    stats.seconds["pass_scan"] = _time.perf_counter() - t0
     if stats.events == 0:
         raise InputError(f"{ds.root / 'data'}: empty cohort: the event files hold no rows")
     offset = 0
@@ -268,14 +332,10 @@ def build_labels(meds: str | Path, scans_path: str | Path, out: str | Path, cfg:
     pick, scores = core.rank_codes(codes, counts, num_train_rows, cfg.num_tasks, cfg.min_count, cfg.ranking)
     if len(pick) == 0:
         raise InputError(f"{ds.root}: no code occurs after >= {cfg.min_count} train scans; no task can be built")
-
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by a killed run: never valid
-    tmp.mkdir(parents=True)
     write_vocab(tmp / "vocab.parquet", codes[pick].tolist(), counts[pick], scores)
     t1 = _time.perf_counter()
-    hist, events_K, train_events_K = _pass_labels(plans, scans, pick, registry, ontology, tasks, cfg, tmp, progress)
+    bin_stride = core.sample_stride(int(counts[pick].sum()), cfg.bin_sample_events)
+    hist, events_K, train_events_K = _pass_labels(plans, scans, pick, registry, ontology, cfg, tmp, progress, bin_stride)
     stats.seconds["pass_labels"] = _time.perf_counter() - t1
     if not np.array_equal(train_events_K, counts[pick]):  # both passes must agree exactly
         raise RuntimeError("internal error: pass 2 train event counts differ from pass 1 counts")
@@ -295,15 +355,6 @@ def build_labels(meds: str | Path, scans_path: str | Path, out: str | Path, cfg:
     follow = np.concatenate([(p.eor_R - scans.pred_us[p.scan_idx]) for p in plans]) / core.US_PER_DAY
     summary = summarize(stats, scans, plans, reasons, num_train_rows, events_K, offset, cfg, starts, follow, tmp)
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
     return summary
 
 

@@ -80,15 +80,22 @@ class LabelsConfig:
     then from the repository root."""
     chunk_rows: int = 1024
     """Rows per Zarr chunk of the [N, K] arrays (a chunk spans all K columns)."""
-    block_cells: int = 16_000_000
-    """Memory bound of the dense per-block work arrays (rows x columns cells, 8 bytes each)."""
+    bin_sample_events: int = 1_000_000
+    """The bins are fitted on the train event times of a fixed, hashed subset of the train
+    subjects (every m-th by ``core.subject_sample``) holding about this many; all of them when
+    the train split has fewer than twice as many. 0: always all. Bounds the cost of fitting the
+    bins (a scan of the train label cells) on large cohorts."""
+    block_cells: int = 32_000_000
+    """Memory bound of the dense per-block work arrays (rows x columns cells; 5 bytes each for
+    the labels block, float32 time + bool event; 2 bytes each for the vocabulary counts)."""
 
     def __post_init__(self) -> None:
         check(self.num_tasks >= 1, "num_tasks", f"must be >= 1, got {self.num_tasks}")
         check(1 <= self.num_bins <= 1024, "num_bins", f"must be in [1, 1024], got {self.num_bins}")
         check(self.min_count >= 1, "min_count", f"must be >= 1, got {self.min_count}")
         check(self.chunk_rows >= 1, "chunk_rows", f"must be >= 1, got {self.chunk_rows}")
-        check(self.block_cells >= 1024, "block_cells", f"must be >= 1024, got {self.block_cells}")
+        check(self.bin_sample_events >= 0, "bin_sample_events", f"must be >= 0, got {self.bin_sample_events}")
+        check(self.block_cells >= 1, "block_cells", f"must be >= 1, got {self.block_cells}")
 
 
 def resolve_repo_path(path: str | Path) -> Path:

@@ -98,7 +98,8 @@ def _timestamps_us(path: Path, name: str, col: pa.ChunkedArray | pa.Array) -> tu
     except pa.ArrowInvalid as exc:
         raise InputError(f"{path}: column '{name}' cannot be represented in microseconds: {exc}") from None
     valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
-    us = pc.fill_null(pc.cast(col, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    us = pc.cast(col, pa.int64())
+    us = (pc.fill_null(us, 0) if us.null_count else us).to_numpy(zero_copy_only=False)
     return us.astype(np.int64, copy=False), valid
 
 
@@ -125,10 +126,40 @@ class ShardEvents:
         return len(self.subj_E)
 
 
+def _subject_index(sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique subject ids, int64 [E] index into them)."""
+    if len(sid) and (sid[1:] >= sid[:-1]).all():
+        # MEDS shards are usually sorted by subject: runs, no hashing.
+        starts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+        uniq = sid[np.concatenate([[0], starts])]
+        lengths = np.diff(np.concatenate([[0], starts, [len(sid)]]))
+        return uniq, np.repeat(np.arange(len(uniq), dtype=np.int64), lengths)
+    lo, hi = (int(sid.min()), int(sid.max())) if len(sid) else (0, -1)
+    if hi - lo <= 4 * len(sid) + 1024:
+        # Dense integer ids (the usual case): a lookup table instead of hashing.
+        off = sid - lo
+        present = np.zeros(hi - lo + 1, np.int64)
+        present[off] = 1
+        uniq = np.flatnonzero(present) + lo
+        return uniq, (np.cumsum(present) - 1)[off]
+    enc = pc.dictionary_encode(pa.array(sid))
+    uniq = enc.dictionary.to_numpy()
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return uniq[order], rank[enc.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
+
+
 def read_shard(path: Path) -> ShardEvents:
     """Read one event file (three columns only; ``code`` kept dictionary-encoded)."""
     try:
-        tab = pq.read_table(path, columns=list(EVENT_COLUMNS), read_dictionary=["code"])
+        # One thread: the columns are few and a shard is small; Arrow's thread pool costs more
+        # CPU than it saves here (and the caller may run one process per core). Large batches:
+        # one code dictionary per row group, not one per 64k rows (each must be unified).
+        pf = pq.ParquetFile(path, read_dictionary=["code"])
+        cols = [c for c in EVENT_COLUMNS if c in pf.schema_arrow.names]  # a missing one: error below
+        schema = pa.schema([pf.schema_arrow.field(c) for c in cols])
+        tab = pa.Table.from_batches(list(pf.iter_batches(batch_size=1 << 24, columns=cols, use_threads=False)), schema=schema)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read events: {exc}") from None
     _check_columns(path, tab.schema, _EVENT_CHECKS)
@@ -142,25 +173,19 @@ def read_shard(path: Path) -> ShardEvents:
             sid = pc.cast(sid, pa.int64())
         except pa.ArrowInvalid as exc:
             raise InputError(f"{path}: 'subject_id' does not fit int64: {exc}") from None
-    enc = pc.dictionary_encode(sid)
-    uniq = enc.dictionary.to_numpy()
-    order = np.argsort(uniq, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    subj_E = rank[enc.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
+    uniq, subj_E = _subject_index(sid.to_numpy(zero_copy_only=False))
     time_E, timed_E = _timestamps_us(path, "time", tab.column("time"))
     code_col = tab.column("code")
+    if len(code_col) == 0:
+        return ShardEvents(path, uniq.astype(np.int64), subj_E, time_E, timed_E, np.zeros(0, np.int64), [])
     if not pa.types.is_dictionary(code_col.type):
         code_col = pc.dictionary_encode(code_col)
     code_col = pa.chunked_array(code_col.chunks if isinstance(code_col, pa.ChunkedArray) else [code_col])
-    code_col = pa.table({"c": code_col}).unify_dictionaries().column("c")
-    if code_col.num_chunks == 0 or len(code_col) == 0:
-        codes: list[str] = []
-        code_E = np.zeros(0, np.int64)
-    else:
-        codes = code_col.chunk(0).dictionary.cast(pa.string()).to_pylist()
-        code_E = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in code_col.chunks]).astype(np.int64)
-    return ShardEvents(path, uniq[order].astype(np.int64), subj_E, time_E, timed_E, code_E, codes)
+    if code_col.num_chunks > 1:
+        code_col = pa.table({"c": code_col}).unify_dictionaries().column("c")
+    codes = code_col.chunk(0).dictionary.cast(pa.string()).to_pylist()
+    code_E = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in code_col.chunks]).astype(np.int64)
+    return ShardEvents(path, uniq.astype(np.int64), subj_E, time_E, timed_E, code_E, codes)
 
 
 def read_splits(ds: MedsDataset) -> dict[int, str]:

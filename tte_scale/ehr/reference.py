@@ -92,7 +92,12 @@ def reference_labels(events: pd.DataFrame, scans: pd.DataFrame, splits: dict, pa
     time = (dt / US_PER_DAY).astype(np.float32)
 
     train = (lab["split"] == "train").to_numpy()
-    hours = np.sort((dt[train][event[train]]) // 3_600_000_000)
+    # Bins: the stored float32 days (whole hours = floor(days * 24) in float64) of the train
+    # rows of a hashed subject sample, every m-th subject when there are >= 2x the target count.
+    m = 1 if cfg.bin_sample_events <= 0 else max(1, int(event[train].sum()) // cfg.bin_sample_events)
+    h = lab["subject_id"].to_numpy().astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    fit = train & ((h >> np.uint64(33)) % np.uint64(m) == 0)
+    hours = np.sort(np.floor(time[fit][event[fit]].astype(np.float64) * 24.0).astype(np.int64))
     starts = [0.0]
     for j in range(1, cfg.num_bins):
         if len(hours) == 0:

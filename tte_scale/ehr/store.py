@@ -17,7 +17,7 @@ from tte_scale.errors import InputError
 
 __all__ = [
     "VOCAB_VERSION", "FORMAT_VERSION", "Labels", "load_labels", "ROWS_SCHEMA", "EXCLUDED_SCHEMA",
-    "BENCH_SCHEMA", "EXCLUDED_REASONS", "write_vocab", "open_tte_arrays",
+    "BENCH_SCHEMA", "EXCLUDED_REASONS", "write_vocab", "open_tte_arrays", "TteWriter",
 ]
 
 VOCAB_VERSION = "1"
@@ -51,20 +51,124 @@ def write_vocab(path: Path, codes: list[str], counts: np.ndarray, scores: np.nda
     pq.write_table(tab, path)
 
 
-def open_tte_arrays(path: Path, num_rows: int, num_tasks: int, chunk_rows: int, zstd_level: int = 1):
+def open_tte_arrays(path: Path, num_rows: int, num_tasks: int, chunk_rows: int):
     """Create ``tte.zarr`` (Zarr v3) with ``time`` float32 and ``event`` bool [N, K].
 
-    zstd level 1: the arrays are highly redundant (a row's censored times are one value), so
-    it compresses ~8x at a third less CPU than zarr's default level."""
+    Codecs (chosen by measurement, benchmarks/results/labels.md; both are plain Zarr v3 codecs
+    that any reader decodes): ``time`` with zstd at the fast level -3 (~7x: a row is mostly one
+    censoring time; level 1 gains a third in size for 1.6x the encode CPU), ``event`` with
+    Blosc bit-shuffle + lz4 (~13x at 2.7x the speed of plain zstd: only one bit of each bool
+    byte carries information, and bit-shuffling gathers those bits)."""
     import zarr
-    from zarr.codecs import ZstdCodec
+    from zarr.codecs import BloscCodec, ZstdCodec
 
     group = zarr.open_group(store=str(path), mode="w", zarr_format=3)
     chunks = (max(1, min(chunk_rows, num_rows)), max(1, num_tasks))
-    time = group.create_array("time", shape=(num_rows, num_tasks), chunks=chunks, dtype="float32", fill_value=float("nan"), compressors=[ZstdCodec(level=zstd_level)])
-    event = group.create_array("event", shape=(num_rows, num_tasks), chunks=chunks, dtype="bool", fill_value=False, compressors=[ZstdCodec(level=zstd_level)])
+    # Every chunk is written (no fill-value chunks): skips Zarr's all-equal scan of each chunk.
+    kw = dict(shape=(num_rows, num_tasks), chunks=chunks, config={"write_empty_chunks": True})
+    time = group.create_array("time", dtype="float32", fill_value=float("nan"), compressors=[ZstdCodec(level=-3)], **kw)
+    event = group.create_array("event", dtype="bool", fill_value=False, compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)], **kw)
     group.attrs.update({"format_version": FORMAT_VERSION, "num_tasks": num_tasks})
     return time, event
+
+
+class TteWriter:
+    """Row blocks in, whole Zarr chunks out: ``time`` float32 and ``event`` bool [N, K].
+
+    The caller fills the views that ``reserve(n)`` hands out, in row order, and ``commit(n)``s
+    them; rows are staged until chunks are complete and every chunk is encoded and written once
+    (a write that covers part of a chunk makes Zarr read, decode, merge and re-encode it).
+    Complete chunks are written by a background thread while the caller computes the next
+    blocks in the rest of the buffer, so encoding overlaps compute when a second core is free;
+    when a buffer is full, the unwritten tail (less than a chunk) moves to the other buffer.
+    ``close()`` waits for the writes and re-raises their errors; ``abort()`` just waits."""
+
+    def __init__(self, path: Path, num_rows: int, num_tasks: int, chunk_rows: int, block_rows: int, background: bool = True):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.time, self.event = open_tte_arrays(path, num_rows, num_tasks, chunk_rows)
+        self.num_rows, self.num_tasks = num_rows, num_tasks
+        self.chunk_rows = int(self.time.chunks[0])
+        self.capacity = self.chunk_rows + block_rows
+        self.bufs: list = [None, None]  # allocated when first needed
+        self.pending: list[list] = [[], []]
+        self.cur = 0
+        self.base = 0  # rows [0, base) of the current buffer are handed to the writer
+        self.fill = 0  # rows [base, fill) are committed, waiting for a complete chunk
+        self.written = 0  # array rows handed to the writer
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="tte_writer") if background else None
+
+    def _alloc(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.empty((rows, self.num_tasks), np.float32), np.empty((rows, self.num_tasks), bool)
+
+    def _wait(self, i: int) -> None:
+        futs, self.pending[i] = self.pending[i], []
+        for f in futs:
+            f.result()
+
+    def reserve(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Views (float32 [n, K], bool [n, K]) for the next ``n`` rows; contents undefined."""
+        if self.written + (self.fill - self.base) + n > self.num_rows:
+            raise ValueError(f"TteWriter: {self.written + self.fill - self.base + n} rows > {self.num_rows}")
+        if self.bufs[self.cur] is None:
+            self.bufs[self.cur] = self._alloc(self.capacity)
+        if self.fill + n > len(self.bufs[self.cur][0]):
+            self._switch(n)
+        time_BK, event_BK = self.bufs[self.cur]
+        return time_BK[self.fill : self.fill + n], event_BK[self.fill : self.fill + n]
+
+    def _switch(self, n: int) -> None:
+        """Continue in the other buffer, its writes done, with this one's unwritten tail."""
+        other, rest = 1 - self.cur, self.fill - self.base
+        self._wait(other)
+        need = rest + n
+        if self.bufs[other] is None or len(self.bufs[other][0]) < need:
+            self.capacity = max(self.capacity, need + self.chunk_rows)  # a block larger than planned
+            self.bufs[other] = self._alloc(self.capacity)
+        (t_old, e_old), (t_new, e_new) = self.bufs[self.cur], self.bufs[other]
+        t_new[:rest], e_new[:rest] = t_old[self.base : self.fill], e_old[self.base : self.fill]
+        self.cur, self.base, self.fill = other, 0, rest
+
+    def commit(self, n: int) -> None:
+        self.fill += n
+        whole = (self.fill - self.base) // self.chunk_rows * self.chunk_rows
+        if whole:
+            self._hand_over(whole)
+
+    def _hand_over(self, n: int) -> None:
+        time_BK, event_BK = self.bufs[self.cur]
+        args = (time_BK[self.base : self.base + n], event_BK[self.base : self.base + n], self.written)
+        if self.pool is None:
+            self._write(*args)
+        else:
+            self.pending[self.cur].append(self.pool.submit(self._write, *args))
+        self.base += n
+        self.written += n
+
+    def _write(self, time_BK: np.ndarray, event_BK: np.ndarray, start: int) -> None:
+        # One call per chunk: Zarr then encodes our buffer as is; a call spanning several
+        # chunks makes it copy each chunk into a fresh fill-value array first.
+        for a in range(0, len(time_BK), self.chunk_rows):
+            b = min(len(time_BK), a + self.chunk_rows)
+            self.time[start + a : start + b] = time_BK[a:b]
+            self.event[start + a : start + b] = event_BK[a:b]
+
+    def close(self) -> None:
+        """Write the last (short) chunk and wait for all writes; every row must be committed."""
+        if self.fill > self.base:
+            self._hand_over(self.fill - self.base)
+        self.abort()
+        if self.written != self.num_rows:
+            raise RuntimeError(f"TteWriter: wrote {self.written} of {self.num_rows} rows")
+
+    def abort(self) -> None:
+        """Wait for the writes in flight (raising the first error) and stop the thread."""
+        try:
+            self._wait(self.cur)
+            self._wait(1 - self.cur)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
 
 
 def bench_table(scan_id, subject_id, split, task_names, label_RT, time_RT, event_RT, excluded_RT) -> pa.Table:

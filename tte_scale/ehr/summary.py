@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = ["summarize", "format_summary"]
@@ -18,20 +19,21 @@ def _dist(x: np.ndarray) -> dict:
 def summarize(stats, scans, plans, reasons: dict, num_train_rows: int, events_K: np.ndarray, num_rows: int, cfg, starts, follow_days, tmp) -> dict:
     # pyarrow + numpy only: pandas is not a runtime dependency.
     bench = pq.read_table(tmp / "bench.parquet", columns=["task", "label", "excluded"])
-    task = np.asarray(bench.column("task").to_pylist(), dtype=object)
+    # Rows are (scan, task) in task order, so the task of row i is names[i % T]; counts by bincount.
+    names = list(dict.fromkeys(bench.column("task").slice(0, 4096).to_pylist()))
+    T = max(1, len(names))
+    task = np.arange(bench.num_rows) % T
     label = bench.column("label")
     pos = label.fill_null(False).to_numpy(zero_copy_only=False)
     neg = ~label.fill_null(True).to_numpy(zero_copy_only=False)
-    excl = np.asarray(bench.column("excluded").to_pylist(), dtype=object)
+    excl = bench.column("excluded")
     per_task = {}
-    for name in dict.fromkeys(task.tolist()):
-        m = task == name
-        per_task[name] = {
-            "positive": int(pos[m].sum()),
-            "negative": int(neg[m].sum()),
-            "censored_before_horizon": int((excl[m] == "censored_before_horizon").sum()),
-            "prior_event": int((excl[m] == "prior_event").sum()),
-        }
+    count = lambda mask: np.bincount(task[mask], minlength=T)  # noqa: E731
+    cols = {"positive": count(pos), "negative": count(neg)}
+    for reason in ("censored_before_horizon", "prior_event"):
+        cols[reason] = count(pc.fill_null(pc.equal(excl, reason), False).to_numpy(zero_copy_only=False))
+    for j, name in enumerate(names):
+        per_task[name] = {k: int(v[j]) for k, v in cols.items()}
     seconds = sum(stats.seconds.values())
     return {
         "subjects": stats.subjects,

@@ -21,6 +21,10 @@ class Ontology:
         self.enabled = enabled
         self._memo: dict[str, tuple[str, ...]] = {}
 
+    def has_ancestors(self, codes: list[str]) -> bool:
+        """Whether any of ``codes`` has a parent (else every closure is the code alone)."""
+        return self.enabled and bool(self.parents) and not self.parents.keys().isdisjoint(codes)
+
     def closure(self, code: str) -> tuple[str, ...]:
         if not self.enabled or code not in self.parents:
             return (code,)
@@ -56,9 +60,22 @@ class CodeRegistry:
                 self.counts = np.concatenate([self.counts, np.zeros(len(self.counts), np.int64)])
         return i
 
-    def csr(self, local_codes: list[str], ontology: Ontology) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def ids_of(self, codes: list[str]) -> np.ndarray:
+        """Global ids (int32) of a shard's code dictionary (new codes are registered)."""
+        get = self.ids.get
+        out = [get(c) for c in codes]
+        if None in out:
+            out = [self.id(c) if i is None else i for c, i in zip(codes, out)]
+        return np.asarray(out, np.int32)
+
+    def csr(self, local_codes: list[str], ontology: Ontology, gids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a shard's code dictionary: CSR (offsets, column targets) into a compact column
-        space, plus the global id of each column."""
+        space, plus the global id of each column. Without ancestors to add, column = local code.
+        ``gids``: ``ids_of(local_codes)`` when the caller has it already."""
+        gids = self.ids_of(local_codes) if gids is None else gids
+        if not ontology.has_ancestors(local_codes):
+            ar = np.arange(len(local_codes), dtype=np.int64)
+            return np.arange(len(local_codes) + 1, dtype=np.int64), ar, gids
         lists = [[self.id(a) for a in ontology.closure(c)] for c in local_codes]
         deg = np.array([len(x) for x in lists], np.int64)
         offsets = np.zeros(len(lists) + 1, np.int64)

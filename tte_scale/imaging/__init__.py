@@ -8,7 +8,7 @@ from tte_scale.imaging.canonical import canonical_affine, canonicalize
 from tte_scale.imaging.config import CANONICAL_ORIENTATION, ImagingConfig
 from tte_scale.imaging.deid import SCANNER_WHITELIST, scanner_fields
 from tte_scale.imaging.geometry import SliceTolerances, axcodes, series_geometry
-from tte_scale.imaging.readers import read_dicom_series, read_nifti, read_scan
+from tte_scale.imaging.readers import read_dicom_series, read_nifti, read_scan, resolve_image_path
 from tte_scale.imaging.volume import REASONS, RawVolume, ScanReadError
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "read_dicom_series",
     "read_nifti",
     "read_scan",
+    "resolve_image_path",
     "scanner_fields",
     "series_geometry",
 ]

@@ -31,6 +31,13 @@ def tolerances(cfg: ImagingConfig) -> SliceTolerances:
     )
 
 
+def resolve_image_path(image_path: str | Path, scans_table: str | Path) -> Path:
+    """Where an ``image_path`` of a scans table points: a relative path is relative to the
+    table's folder (so a cohort folder can be moved or copied whole); an absolute one is kept."""
+    p = Path(image_path)
+    return p if p.is_absolute() else Path(scans_table).resolve().parent / p
+
+
 def read_scan(path: str | Path, modality: str | None, cfg: ImagingConfig) -> RawVolume:
     """Read a scan; ``modality`` is the scans table's column (checked for NIfTI files)."""
     path = Path(path)

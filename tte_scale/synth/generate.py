@@ -5,6 +5,7 @@ Output layout (the input contract of DESIGN.md, plus ground truth kept apart)::
     OUT/data/<split>/<chunk>.parquet     MEDS events (subject_id, time, code, numeric_value)
     OUT/metadata/dataset.json, codes.parquet, subject_splits.parquet
     OUT/scans.parquet                    subject_id, scan_id, prediction_time, image_path, modality
+                                         (image paths relative to OUT, so the folder can be moved)
     OUT/images/<chunk>/<scan_id>.nii.gz  int16 HU volumes (and OUT/dicom/<chunk>/<scan_id>/ with dicom)
     OUT/truth/                           latent factors, true log-hazards, labels, model.json
     OUT/synth.json                       config + summary (also marks OUT as ours for --overwrite)
@@ -124,6 +125,10 @@ def _metadata(out: Path, cfg: SynthConfig, vocab: Vocab) -> None:
     (meta / "dataset.json").write_text(json.dumps(info, indent=2))
 
 
+# image path columns of the per-chunk scan tables: relative to OUT (the scans table's folder)
+PATH_COLUMNS = ("image_path", "nifti_path")
+
+
 def _read_parts(out: Path, name: str, chunks: int) -> pa.Table:
     return pa.concat_tables([pq.read_table(out / ".parts" / f"{c:05d}" / f"{name}.parquet") for c in range(chunks)])
 
@@ -152,7 +157,10 @@ def _merge(out: Path, cfg: SynthConfig, n_chunks: int) -> tuple[pa.Table, pa.Tab
     assert factors["scan_id"].equals(scans["scan_id"])
     for name in scans.column_names:
         if name not in factors.column_names:
-            factors = factors.append_column(name, scans[name])
+            col = scans[name]
+            if name in PATH_COLUMNS:  # paths are relative to the folder of the table that holds them
+                col = pa.array([f"../{p}" for p in col.to_pylist()], pa.string())
+            factors = factors.append_column(name, col)
     pq.write_table(factors, truth / "scans.parquet")
     model = {"outcomes": {k: {"intercept": a, "coef": b} for k, (a, b) in OUTCOMES.items()},
              "bench_tasks": {k: {"outcome": o, "codes": list(c), "horizon_days": h, "exclude_prior": e}

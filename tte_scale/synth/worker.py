@@ -79,8 +79,8 @@ def _images(rec: SubjectRecord, cfg: SynthConfig, out: Path, chunk: int) -> list
                                when=_as_datetime(rec.scan_days[s]), identity=identity,
                                sex="M" if rec.male else "F", seed=cfg.seed, rng=rng)
         rows.append({"scan_id": scan_id, "subject_id": rec.subject_id,
-                     "prediction_day": float(rec.scan_days[s]), "image_path": str(path.resolve()),
-                     "nifti_path": str(nifti.resolve()), "shape": list(geom.shape),
+                     "prediction_day": float(rec.scan_days[s]), "image_path": path.relative_to(out).as_posix(),
+                     "nifti_path": nifti.relative_to(out).as_posix(), "shape": list(geom.shape),
                      "spacing_mm": list(geom.spacing), "orientation": geom.orientation(),
                      "feet_first": geom.feet_first, "noise_hu": geom.noise_hu,
                      "patient_origin_ras": [float(v) for v in pat.origin], "body_scale": scale})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # loader_helpers
 
-from shard_fixture import write_shards  # noqa: E402
+from support.shards import write_shards  # noqa: E402
 
 
 @pytest.fixture(scope="session")

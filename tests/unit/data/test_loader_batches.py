@@ -77,7 +77,7 @@ def test_too_small_split_and_bad_inputs(shards, tmp_path):
 
 
 def test_splits_and_failed_rows(tmp_path):
-    from shard_fixture import write_shards
+    from support.shards import write_shards
 
     splits = ["train"] * 6 + ["tuning"] * 4
     info = write_shards(tmp_path / "s", n=10, splits=splits, failed_rows=(2, 7), samples_per_shard=3)
@@ -86,3 +86,19 @@ def test_splits_and_failed_rows(tmp_path):
     zids, zb, _ = run_epoch(str(tmp_path / "s"), format="zarr", split="train", batch_size=1, num_workers=0)
     assert sorted(zids) == sorted(info["scan_ids"][i] for i in (0, 1, 3, 4, 5))
     assert_batches_true(zb, info)
+
+
+def test_shared_slots_are_not_overwritten_before_they_are_copied(shards):
+    """One prefetched batch per worker (two slots each) and a consumer slower than the workers:
+    every batch must still hold its own samples, and a second epoch reuses the slots."""
+    import time
+
+    cfg = LoaderConfig(batch_size=1, num_workers=2, prefetch_factor=1, seed=6)
+    loader = build_loader(shards["root"], cfg)
+    for _ in range(2):
+        batches = []
+        for b in loader:
+            time.sleep(0.02)
+            batches.append(b)
+        assert len(batches) == 12
+        assert_batches_true(batches, shards)

@@ -33,15 +33,15 @@ def _check(root, info, fmt="wds", workers=0, **kw):
     return ids, loader.stats()
 
 
-@pytest.mark.parametrize("suffix", ["volume.bin", "tte_time.npy"])
-def test_flipped_data_byte(shards_copy, caplog, suffix):
+@pytest.mark.parametrize("suffix,check", [("volume.bin", "crc32c"), ("tte_time.npy", "sha256")])
+def test_flipped_data_byte(shards_copy, caplog, suffix, check):
     victim = shards_copy["scan_ids"][5]
     path, (off, size) = _member(shards_copy["root"], 1, victim, suffix)
     _flip(path, off + size // 2)
     with caplog.at_level(logging.WARNING, logger="tte_scale.data"):
         ids, stats = _check(shards_copy["root"], shards_copy, workers=2)
     assert victim not in ids and stats["replaced_corrupt"] == 1 and stats["replaced_missing"] == 0
-    assert victim in caplog.text and "shard-000001.tar" in caplog.text and "sha256" in caplog.text
+    assert victim in caplog.text and "shard-000001.tar" in caplog.text and check in caplog.text
 
 
 def test_corrupt_tar_header_resyncs(shards_copy, caplog):
@@ -107,3 +107,48 @@ def test_zarr_flipped_label_byte(shards_copy):
     ids, stats = _check(shards_copy["root"], shards_copy, fmt="zarr")
     assert stats["replaced_corrupt"] == 5
     assert not set(shards_copy["scan_ids"][5:10]) & set(ids)
+
+
+def _tamper_manifest_sha256(root, row):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(root) / "manifest" / "samples.parquet"
+    table = pq.read_table(path)
+    digests = table["volume_sha256"].to_pylist()
+    digests[row] = "0" * 64
+    pq.write_table(table.set_column(table.schema.get_field_index("volume_sha256"), "volume_sha256",
+                                    pa.array(digests, pa.string())), path)
+
+
+def test_volume_sha256_checked_without_crc_or_on_request(tmp_path, caplog):
+    from support.shards import write_shards
+
+    old = tmp_path / "old"  # a manifest without volume_crc32c: the decoded volume is hashed
+    info = write_shards(old, n=12, crc32c=False)
+    _tamper_manifest_sha256(old, 3)
+    with caplog.at_level(logging.WARNING, logger="tte_scale.data"):
+        ids, stats = _check(str(old), info)
+    assert info["scan_ids"][3] not in ids and stats["replaced_corrupt"] == 1 and "volume sha256" in caplog.text
+
+    new = tmp_path / "new"  # with the CRC the sha256 is skipped unless verify_volume_sha256 asks for it
+    info = write_shards(new, n=12)
+    _tamper_manifest_sha256(new, 3)
+    ids, stats = _check(str(new), info)
+    assert info["scan_ids"][3] in ids and stats["replaced_corrupt"] == 0
+    for fmt in ("wds", "zarr"):
+        ids, stats = _check(str(new), info, fmt=fmt, verify_volume_sha256=True)
+        assert info["scan_ids"][3] not in ids and stats["replaced_corrupt"] == 1
+
+
+def test_zarr_volume_hash_needed_only_without_chunk_crc32c():
+    import zarr
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    from tte_scale.data.readers import _has_chunk_crc32c
+
+    g = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    kw = {"shape": (4, 2, 2, 2), "chunks": (1, 2, 2, 2), "dtype": "int16"}
+    assert _has_chunk_crc32c(g.create_array("a", shards=(2, 2, 2, 2), compressors=[ZstdCodec(), Crc32cCodec()], **kw))
+    assert _has_chunk_crc32c(g.create_array("b", compressors=[ZstdCodec(), Crc32cCodec()], **kw))
+    assert not _has_chunk_crc32c(g.create_array("c", shards=(2, 2, 2, 2), compressors=[ZstdCodec()], **kw))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tte_scale.data.order import epoch_order, rank_step_positions, steps_remaining, worker_steps
+from tte_scale.data.order import advance, epoch_order, rank_step_positions, steps_remaining
 
 SIZES = [4, 4, 3, 5, 4]
 
@@ -44,7 +44,20 @@ def test_ranks_partition_the_global_positions(world, batch, consumed):
     np.testing.assert_array_equal(flat, np.arange(consumed, consumed + steps * batch * world))
 
 
-def test_workers_round_robin_covers_every_step_once():
-    for n_workers in (1, 2, 3, 5):
-        steps = sorted(s for w in range(n_workers) for s in worker_steps(7, w, n_workers))
-        assert steps == list(range(7))
+@pytest.mark.parametrize("n,batch,world,epoch,consumed", [(20, 4, 1, 0, 0), (20, 3, 2, 2, 6), (13, 2, 3, 0, 12),
+                                                       (12, 2, 3, 1, 12), (7, 7, 1, 0, 0)])
+def test_advance_walks_the_epochs_step_by_step(n, batch, world, epoch, consumed):
+    """advance(t) equals t single steps, each within its epoch while a global batch fits, then the
+    next epoch from 0; so worker w of m serving t = w, w+m, ... covers the stream once, in order."""
+    g = batch * world
+    cur = (epoch, consumed) if consumed + g <= n else (epoch + 1, 0)
+    assert advance(n, epoch, consumed, 0, batch, world) == cur  # canonical form
+    for t in range(1, 3 * (n // g) + 2):
+        e, c = cur
+        cur = (e, c + g) if c + 2 * g <= n else (e + 1, 0)
+        assert advance(n, epoch, consumed, t, batch, world) == cur, t
+        assert cur[1] + g <= n
+    with pytest.raises(ValueError, match="steps"):
+        advance(n, epoch, consumed, -1, batch, world)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        advance(3, 0, 0, 1, 2, 2)

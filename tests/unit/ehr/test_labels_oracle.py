@@ -55,7 +55,7 @@ def assert_equal_to_oracle(ref, got, d):
     assert dict(zip(exc["scan_id"], exc["reason"])) == ref["excluded"]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
     n_subjects=st.integers(1, 20),
@@ -66,12 +66,14 @@ def assert_equal_to_oracle(ref, got, d):
     num_tasks=st.integers(1, 12),
     min_count=st.integers(1, 3),
     tiny_blocks=st.booleans(),
+    bin_sample_events=st.sampled_from([0, 3, 10, 2_000_000]),  # small: the bins' subject sample
 )
-def test_labels_equal_oracle(seed, n_subjects, n_codes, n_files, ranking, ontology, num_tasks, min_count, tiny_blocks):
+def test_labels_equal_oracle(seed, n_subjects, n_codes, n_files, ranking, ontology, num_tasks, min_count, tiny_blocks, bin_sample_events):
     with tempfile.TemporaryDirectory(prefix="ehr_oracle_") as tmp:
         ref, got, d = run_both(
             Path(tmp), seed, n_subjects=n_subjects, n_codes=n_codes, n_files=n_files, ranking=ranking, ontology=ontology,
-            num_tasks=num_tasks, min_count=min_count, block_cells=1024 if tiny_blocks else 16_000_000,
+            num_tasks=num_tasks, min_count=min_count, block_cells=8 if tiny_blocks else 16_000_000,
+            bin_sample_events=bin_sample_events,
         )
         assert_equal_to_oracle(ref, got, d)
 

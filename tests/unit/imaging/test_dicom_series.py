@@ -143,3 +143,21 @@ def test_scan_paths(tmp_path):
     (tmp_path / "x.png").write_bytes(b"png")
     with pytest.raises(ScanReadError, match="unsupported_path"):
         read_scan(tmp_path / "x.png", "CT", CFG)
+
+
+def test_deid_whitelist_keeps_three_sanitised_fields_only():
+    from pydicom.dataset import Dataset
+
+    from tte_scale.imaging import SCANNER_WHITELIST, scanner_fields
+
+    ds = Dataset()
+    ds.PatientName = "ZZPHI^NAME"
+    ds.Manufacturer = "ACME\u00c4 <b>{scanner}</b> " + "x" * 40  # markup, non-ASCII and length stripped
+    ds.KVP = "120"
+    ds.SliceThickness = "1e9"  # absurd value: dropped, not passed on
+    out = scanner_fields(ds)
+    assert set(out) == set(SCANNER_WHITELIST) == {"manufacturer", "kvp", "slice_thickness_mm"}
+    assert out["kvp"] == 120.0 and out["slice_thickness_mm"] is None
+    assert out["manufacturer"].startswith("ACME bscanner") and len(out["manufacturer"]) <= 32
+    assert all(c.isalnum() or c in " ._-" for c in out["manufacturer"])
+    assert scanner_fields(Dataset()) == {"manufacturer": None, "kvp": None, "slice_thickness_mm": None}

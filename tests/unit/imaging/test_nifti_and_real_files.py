@@ -74,7 +74,8 @@ def _one_file_series(tmp_path, name):
     return folder
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "693_J2KI.dcm"])  # uncompressed and JPEG 2000 CT
+# uncompressed, JPEG 2000 and JPEG 2000 lossless CT (the last with a pixel-representation mismatch pydicom fixes)
+@pytest.mark.parametrize("name", ["CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"])
 def test_pydicom_real_ct_is_read(tmp_path, name):
     import pydicom
 
@@ -86,6 +87,29 @@ def test_pydicom_real_ct_is_read(tmp_path, name):
     # first-slice origin and in-plane axes come straight from the header (LPS -> RAS)
     np.testing.assert_allclose(raw.affine_ras[:3, 3], np.array([-1, -1, 1]) * np.array(ds.ImagePositionPatient, float))
     assert set(raw.scanner) == {"manufacturer", "kvp", "slice_thickness_mm"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_RLE.dcm",  # RLE Lossless: pydicom's own decoder
+        "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless: Pillow or pylibjpeg-openjpeg
+        "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless: pylibjpeg-libjpeg (a dependency)
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+    ],
+)
+def test_compressed_transfer_syntaxes_decode_to_the_same_volume(tmp_path, name):
+    """pydicom ships one image in several transfer syntaxes: each must read to the same HU and
+    geometry as the uncompressed file (not CT, so the modality check is off here)."""
+    import pydicom
+
+    cfg = ImagingConfig(min_slices=1, require_ct=False)
+    assert pydicom.dcmread(get_testdata_file(name)).file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.1"
+    ref = read_dicom_series(_one_file_series(tmp_path, "MR_small.dcm"), cfg)
+    raw = read_dicom_series(_one_file_series(tmp_path, name), cfg)
+    np.testing.assert_array_equal(raw.hu_IJK, ref.hu_IJK)
+    np.testing.assert_allclose(raw.affine_ras, ref.affine_ras)
 
 
 def test_pydicom_real_ct_single_slice_rejected_by_default(tmp_path):

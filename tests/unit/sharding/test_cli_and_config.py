@@ -40,3 +40,27 @@ def test_config_validation_and_samples_per_shard():
 
 def cfg_ratio() -> float:
     return load_config(ShardConfig, "configs/shard/default.yaml").assumed_compression_ratio
+
+
+def test_cli_progress_bar_and_summary(tmp_path, capsys):
+    """The bar counts volumes with a volumes/s rate; the summary gives in, out, failed and the
+    compression ratio (figures from the manifest)."""
+    import json
+    import re
+
+    from cohort_fixture import SHARD_SET, make_cohort
+
+    scans, labels = make_cohort(tmp_path, n_subjects=3)
+    argv = ["--scans", str(scans), "--labels", str(labels), "--out", str(tmp_path / "out"), "--workers", "0"]
+    for s in SHARD_SET:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"shard: 100%.* 5/5 \[.*vol/s\]", err), err
+    counts = json.loads((tmp_path / "out" / "manifest" / "build.json").read_text())["counts"]
+    assert counts["ok"] == 4 and counts["failed"] == 1
+    m = re.search(r"in (\d+) scans \((\d+) not labelled, skipped\), out (\d+), failed (\d+), compression ([\d.]+)x", out)
+    assert m, out
+    assert [int(g) for g in m.groups()[:4]] == [6, 1, 4, 1]
+    assert float(m.group(5)) == pytest.approx(counts["compression_ratio"], abs=0.01) and float(m.group(5)) > 1
+    assert "failed scan(s) with reasons in" in err

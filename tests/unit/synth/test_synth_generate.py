@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -64,7 +65,10 @@ def test_scans_table_and_truth(cohorts):
                                       ("modality", pa.string())])
     assert set(scans["modality"].to_pylist()) == {"CT"} and scans.num_rows == summary.scans
     assert len(set(scans["scan_id"].to_pylist())) == scans.num_rows
-    img = nib.load(scans["image_path"][0].as_py())
+    # paths relative to the table's folder, so a cohort folder can be moved whole
+    paths = scans["image_path"].to_pylist()
+    assert all(not Path(p).is_absolute() and p.startswith("images/") for p in paths)
+    img = nib.load(out / paths[0])
     assert img.get_data_dtype() == np.int16
     data = _data(out)
     for sid, pt in zip(scans["subject_id"].to_pylist()[:5], scans["prediction_time"].to_pylist()[:5]):
@@ -75,6 +79,8 @@ def test_scans_table_and_truth(cohorts):
     assert np.isfinite(bench["log_hazard"].to_numpy()).all()
     truth_scans = pq.read_table(out / "truth" / "scans.parquet")
     assert truth_scans["scan_id"].to_pylist() == scans["scan_id"].to_pylist()
+    assert all((out / "truth" / p).resolve() == (out / q).resolve()
+               for p, q in zip(truth_scans["nifti_path"].to_pylist(), paths))
     assert "emphysema" in truth_scans.column_names and (out / "truth" / "model.json").is_file()
     assert summary.codes > 50 and summary.events == data.num_rows
 
@@ -88,9 +94,9 @@ def test_same_output_whatever_the_worker_count(cohorts):
     for name in ("metadata/codes.parquet", "metadata/subject_splits.parquet", "truth/bench.parquet"):
         assert pq.read_table(w1 / name).equals(pq.read_table(w2 / name))
     a, b = pq.read_table(w1 / "scans.parquet"), pq.read_table(w2 / "scans.parquet")
-    assert a.drop_columns(["image_path"]).equals(b.drop_columns(["image_path"]))
-    for p1, p2 in zip(a["image_path"].to_pylist(), b["image_path"].to_pylist()):
-        i1, i2 = nib.load(p1), nib.load(p2)
+    assert a.equals(b)  # image paths too: they are relative to each cohort's folder
+    for p in a["image_path"].to_pylist():
+        i1, i2 = nib.load(w1 / p), nib.load(w2 / p)
         assert np.array_equal(np.asarray(i1.dataobj), np.asarray(i2.dataobj))
         assert np.array_equal(i1.affine, i2.affine)
     assert s1.event_rates == s2.event_rates

@@ -1,7 +1,8 @@
 """A small writer of the shards folder exactly as docs/formats.md ("Shards folder") specifies.
 
-Used by the loader tests and benchmarks/bench_loader.py so they do not depend on the sharding
-stage. Volumes are synthetic int16 HU phantoms (air outside an ellipsoid body, noisy tissue,
+Used by the loader tests, the trainer's multi-process tests and benchmarks/bench_loader.py so
+they do not depend on the sharding stage (tests/unit/data/test_loader_real_shards.py covers
+the loader on what `sharding/` itself writes). Volumes are synthetic int16 HU phantoms (air outside an ellipsoid body, noisy tissue,
 darker lungs) so that they compress like CT rather than like constants or pure noise.
 """
 
@@ -13,6 +14,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,8 +65,11 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_shards(out: str | Path, *, n: int = 12, shape=(8, 12, 10), splits=None, K: int = 6, T: int = 3,
                  samples_per_shard: int = 4, zarr_shard_rows: int = 4, codec=None, failed_rows=(),
-                 volumes=None, scan_ids=None, seed: int = 0) -> dict:
-    """Write wds/, zarr/ and manifest/ for `n` scans; returns {"scan_ids", "splits", "volumes", "labels"}."""
+                 volumes=None, scan_ids=None, seed: int = 0, crc32c: bool = True) -> dict:
+    """Write wds/, zarr/ and manifest/ for `n` scans; returns {"scan_ids", "splits", "volumes", "labels"}.
+
+    `crc32c=False` leaves out the manifest's `volume_crc32c` column, as manifests written before it had.
+    """
     import numcodecs
     import zarr
     from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -98,7 +103,7 @@ def write_shards(out: str | Path, *, n: int = 12, shape=(8, 12, 10), splits=None
 
     # WebDataset: each shard holds one split's samples in row order.
     samples = {c: [] for c in ("row", "scan_id", "subject_id", "split", "status", "reason", "wds_shard", "wds_index",
-                               "volume_bytes", "volume_sha256", "labels_sha256", "shape")}
+                               "volume_bytes", "volume_crc32c", "volume_sha256", "labels_sha256", "shape")}
     shard_rows = {c: [] for c in ("format", "shard", "path", "split", "samples", "bytes", "sha256")}
     shard_no = 0
     for split in dict.fromkeys(splits):
@@ -123,6 +128,7 @@ def write_shards(out: str | Path, *, n: int = 12, shape=(8, 12, 10), splits=None
                     samples["status"].append("ok"); samples["reason"].append(None)
                     samples["wds_shard"].append(shard_no); samples["wds_index"].append(i)
                     samples["volume_bytes"].append(len(enc))
+                    samples["volume_crc32c"].append(google_crc32c.value(bytes(enc)))
                     samples["volume_sha256"].append(hashlib.sha256(np.ascontiguousarray(volumes[r]).tobytes()).hexdigest())
                     samples["labels_sha256"].append(hashlib.sha256(b"".join(lab)).hexdigest())
                     samples["shape"].append(list(shape))
@@ -133,15 +139,18 @@ def write_shards(out: str | Path, *, n: int = 12, shape=(8, 12, 10), splits=None
             shard_no += 1
     for r in sorted(failed):
         for c, v in zip(samples, (r, scan_ids[r], r, splits[r], "failed", "unreadable_dicom", None, None, 0, None,
-                                  None, None)):
+                                  None, None, None)):
             samples[c].append(v)
 
     (out / "manifest").mkdir(exist_ok=True)
     schema = pa.schema([("row", pa.int64()), ("scan_id", pa.string()), ("subject_id", pa.int64()),
                         ("split", pa.string()), ("status", pa.string()), ("reason", pa.string()),
                         ("wds_shard", pa.int32()), ("wds_index", pa.int32()), ("volume_bytes", pa.int64()),
-                        ("volume_sha256", pa.string()), ("labels_sha256", pa.string()),
+                        ("volume_crc32c", pa.int64()), ("volume_sha256", pa.string()), ("labels_sha256", pa.string()),
                         ("shape", pa.list_(pa.int32()))])
+    if not crc32c:
+        schema = schema.remove(schema.get_field_index("volume_crc32c"))
+        del samples["volume_crc32c"]
     pq.write_table(pa.table(samples, schema=schema), out / "manifest" / "samples.parquet")
     shard_rows["format"].append("zarr"); shard_rows["shard"].append(0); shard_rows["path"].append("zarr")
     shard_rows["split"].append("all"); shard_rows["samples"].append(n - len(failed))

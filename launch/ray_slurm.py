@@ -1,0 +1,115 @@
+"""Ray on SLURM for preprocessing: a Ray head on the allocation's first node, workers on the
+others, then the sharding job (`tte-scale shard ... --ray-address HEAD:PORT`) against it.
+
+One SLURM task per node. Task 0 starts ``ray start --head --block``, waits until every node
+has joined, runs the sharding command, writes ``<folder>/<jobid>_ray_done`` and stops its
+Ray node; the other tasks run ``ray start --address ... --block`` and leave when that file
+appears. ``ray start --block`` stops the processes it started on SIGTERM, so ending it
+cleans the node without a machine-wide ``ray stop`` (which would also end other users'
+Ray instances on a shared node). A sharding re-run resumes (complete shards are kept), so a
+failed or timed-out job is simply resubmitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launch.rendezvous import expand_nodelist, port_for
+
+log = logging.getLogger("launch.ray")
+
+
+@dataclass
+class RayShardJob:
+    """The pickled callable run once per node."""
+
+    shard_args: list[str]
+    """Arguments of `tte-scale shard` (without --ray-address / --workers)."""
+    join_timeout_s: float = 300.0
+    """How long the head waits for all nodes to join."""
+
+    def __call__(self) -> int:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        job_id = os.environ["SLURM_JOB_ID"]
+        hosts = expand_nodelist(os.environ["SLURM_JOB_NODELIST"])
+        head_ip = socket.gethostbyname(hosts[0])
+        address = f"{head_ip}:{port_for(job_id, int(os.environ.get('SLURM_RESTART_COUNT', '0') or 0))}"
+        done = Path(os.environ["SUBMITIT_FOLDER"]) / f"{job_id}_ray_done"
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
+        rank = int(os.environ["SLURM_PROCID"])
+        ray_cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", f"--num-cpus={cpus}",
+                   "--disable-usage-stats"]
+        if rank == 0:
+            done.unlink(missing_ok=True)
+            host, port = address.split(":")
+            ray_cmd += ["--head", f"--node-ip-address={host}", f"--port={port}", "--include-dashboard=false",
+                        f"--temp-dir=/tmp/ray_tte_{job_id}"]
+        else:
+            ray_cmd += [f"--address={address}"]
+        node = subprocess.Popen(ray_cmd)
+        try:
+            if rank == 0:
+                _wait_for_nodes(address, len(hosts), self.join_timeout_s, node)
+                cmd = [sys.executable, "-m", "tte_scale.cli", "shard", *self.shard_args, "--ray-address", address,
+                       "--no-progress"]
+                log.info("running: %s", shlex.join(cmd))
+                code = subprocess.call(cmd)
+                done.write_text(str(code))
+                if code:
+                    raise RuntimeError(f"sharding exited with status {code}; see this log")
+                return code
+            while not done.exists() and node.poll() is None:
+                time.sleep(2)
+            return 0
+        finally:
+            node.terminate()
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
+
+
+def _wait_for_nodes(address: str, expected: int, timeout: float, head: subprocess.Popen) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if head.poll() is not None:
+            raise RuntimeError(f"the Ray head exited with status {head.returncode} before the job started")
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            break
+        except (ConnectionError, RuntimeError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    try:
+        while (alive := sum(n["Alive"] for n in ray.nodes())) < expected:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {alive} of {expected} Ray nodes joined within {timeout:.0f} s")
+            time.sleep(2)
+        log.info("Ray cluster at %s: %d nodes, %s CPUs", address, alive, ray.cluster_resources().get("CPU"))
+    finally:
+        ray.shutdown()
+
+
+def sbatch_parameters(nodes: int, cpus_per_node: int, time_min: int, job_name: str = "tte-shard",
+                      partition: str | None = None, account: str | None = None, qos: str | None = None,
+                      constraint: str | None = None, mem: str | None = None, setup: list[str] | None = None) -> dict:
+    params = {"job_name": job_name, "nodes": nodes, "ntasks_per_node": 1, "cpus_per_task": cpus_per_node,
+              "time": time_min, "setup": list(setup or []) + ["export RAY_USAGE_STATS_ENABLED=0"]}
+    for key, value in (("partition", partition), ("account", account), ("qos", qos), ("constraint", constraint),
+                       ("mem", mem)):
+        if value is not None:
+            params[key] = value
+    return params
