@@ -1,5 +1,6 @@
 """The whole pipeline through `tte-scale demo` on a tiny cohort: every stage runs for real
-(synth -> labels -> shard with local Ray -> DeepSpeed on the CPU -> eval + report)."""
+(synth -> labels -> shard with local Ray -> DeepSpeed on the CPU, TTE and the supervised
+baseline -> eval + report)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ def test_demo_end_to_end_and_resume(tmp_path, cli_cmd):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = (out / "eval" / "report.md").read_text()
-    assert "oracle" in report and "random_init" in report and "tte" in report
+    assert "oracle" in report and "random_init" in report and "tte" in report and "supervised" in report
+    assert "Paired differences" in report
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert {d["model"] for d in summary["tte_minus"]} >= {"random_init", "supervised", "oracle"}
+    sup = json.loads((out / "pretrain_supervised" / "encoder" / "config.json").read_text())
+    assert sup["pretraining"]["objective"] == "supervised"
+    assert sup["preprocessing"]["hu_window"] == [-1000.0, 1000.0]
     results = json.loads((out / "eval" / "results.json").read_text())
     assert results  # written by the report
     assert (out / "pretrain" / "encoder" / "model.safetensors").is_file()
@@ -37,7 +44,7 @@ def test_demo_end_to_end_and_resume(tmp_path, cli_cmd):
     # A second run finds every stage up to date and redoes nothing.
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("up to date, skipped") == 5
+    assert res.stdout.count("up to date, skipped") == 6
 
 
 def test_demo_bad_config_names_the_key(tmp_path, cli_cmd):

@@ -25,7 +25,9 @@ Run every stage on the embedded synthetic cohort (sizes in configs/demo.yaml):
   labels -> OUT/labels    (task vocabulary, bins, TTE arrays, benchmark labels)
   shard  -> OUT/shards    (WebDataset + Zarr via local Ray)
   train  -> OUT/pretrain  (DeepSpeed ZeRO on the CPU, exported encoder)
-  eval   -> OUT/eval      (probes vs random init vs the oracle; report.md + figures)
+  supervised -> OUT/pretrain_supervised (the baseline: same encoder and budget, trained on
+            the benchmark labels only, `--set objective=supervised`)
+  eval   -> OUT/eval      (probes: tte vs supervised vs random init vs the oracle; report.md)
 
 Each stage is the same `tte-scale <stage>` command a user runs by hand (printed before it
 runs). Resumable: a stage whose command is unchanged and that finished before is skipped;
@@ -59,6 +61,8 @@ class DemoConfig:
     """Benchmark task set."""
     bootstrap: int = 300
     """Bootstrap resamples for the evaluation CIs."""
+    supervised: bool = True
+    """Also pretrain the supervised baseline (same config, ``objective=supervised``) and compare."""
 
     def __post_init__(self) -> None:
         check(self.subjects >= 20, "subjects", f"needs >= 20 so every split has scans, got {self.subjects}")
@@ -72,16 +76,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
     add_config_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="redo every stage even if its outputs exist")
-    parser.add_argument("--until", choices=["synth", "labels", "shard", "train", "eval"],
+    parser.add_argument("--until", choices=["synth", "labels", "shard", "train", "supervised", "eval"],
                         help="stop after this stage")
 
 
 def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
     """(name, arguments of `tte-scale`, the output whose existence marks the stage done)."""
-    cohort, labels, shards, pre, ev = (out / n for n in ("cohort", "labels", "shards", "pretrain", "eval"))
-    train_sets = [f"out_dir={pre}", f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"seed={cfg.seed}",
-                  *cfg.pretrain_overrides]
-    return [
+    cohort, labels, shards, pre, sup, ev = (out / n for n in ("cohort", "labels", "shards", "pretrain",
+                                                               "pretrain_supervised", "eval"))
+    common = [f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"seed={cfg.seed}", *cfg.pretrain_overrides]
+    train_sets = [f"out_dir={pre}", *common]
+    sup_sets = [f"out_dir={sup}", *common, "objective=supervised"]
+    baselines = ["--baseline", "random"]
+    curves = ["--loss-curve", f"tte={pre / 'metrics.jsonl'}"]
+    if cfg.supervised:
+        baselines += ["--baseline", f"supervised={sup / 'encoder'}"]
+        curves += ["--loss-curve", f"supervised={sup / 'metrics.jsonl'}"]
+    stages = [
         ("synth", ["synth", "--out", str(cohort), "--subjects", str(cfg.subjects), "--seed", str(cfg.seed),
                    "--workers", str(cfg.workers), "--overwrite"], cohort / "scans.parquet"),
         ("labels", ["labels", "--meds", str(cohort), "--scans", str(cohort / "scans.parquet"), "--out", str(labels),
@@ -92,11 +103,15 @@ def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
          shards / "manifest" / "build.json"),
         ("train", ["train", "--config", cfg.pretrain_config, *[a for s in train_sets for a in ("--set", s)]],
          pre / "encoder" / "config.json"),
-        ("eval", ["eval", "--checkpoint", str(pre / "encoder"), "--shards", str(shards), "--labels", str(labels),
-                  "--out", str(ev), "--tasks", cfg.task_set, "--baseline", "random", "--truth", str(cohort / "truth"),
-                  "--loss-curve", f"tte={pre / 'metrics.jsonl'}", "--bootstrap", str(cfg.bootstrap),
-                  "--seed", str(cfg.seed)], ev / "summary.json"),
     ]
+    if cfg.supervised:
+        stages.append(("supervised", ["train", "--config", cfg.pretrain_config,
+                                      *[a for s in sup_sets for a in ("--set", s)]], sup / "encoder" / "config.json"))
+    stages.append(("eval", ["eval", "--checkpoint", str(pre / "encoder"), "--shards", str(shards), "--labels",
+                            str(labels), "--out", str(ev), "--tasks", cfg.task_set, *baselines, "--truth",
+                            str(cohort / "truth"), *curves, "--bootstrap", str(cfg.bootstrap), "--seed", str(cfg.seed)],
+                   ev / "summary.json"))
+    return stages
 
 
 def _digest(argv: list[str], files: list[str]) -> str:
@@ -114,21 +129,27 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     (out / STAMPS).mkdir(parents=True, exist_ok=True)
     # A single-process "cluster" for DeepSpeed on the CPU; a user's own launcher overrides these.
+    # One intra-op thread per process unless the user says otherwise: every stage already runs
+    # `workers` processes or small tensors, and on shared cores extra OpenMP threads spin
+    # waiting for each other (a 275x96 probe fit ran 20x slower with 2 threads on busy cores).
     env = dict(os.environ, DS_ACCELERATOR=os.environ.get("DS_ACCELERATOR", "cpu"),
-               RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+               RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     changed = args.fresh
     t_all = time.time()
     stages = _stages(cfg, out)
     for i, (name, argv, done_marker) in enumerate(stages, 1):
         stamp = out / STAMPS / f"{name}.json"
-        digest = _digest(argv, [cfg.shard_config, cfg.pretrain_config, cfg.task_set])
+        # Only the config files a stage reads: a new pretraining config must not redo the cohort.
+        files = {"labels": [cfg.task_set], "shard": [cfg.shard_config], "train": [cfg.pretrain_config],
+                 "supervised": [cfg.pretrain_config], "eval": [cfg.task_set]}.get(name, [])
+        digest = _digest(argv, files)
         old = json.loads(stamp.read_text()) if stamp.is_file() else {}
         if not changed and old.get("digest") == digest and done_marker.exists():
             print(f"[{i}/{len(stages)}] {name}: up to date, skipped ({done_marker})", flush=True)
         else:
             changed = True  # every later stage depends on this one's outputs
-            if name == "train":
-                _clear_checkpoints(out / "pretrain")
+            if name in ("train", "supervised"):
+                _clear_checkpoints(out / ("pretrain" if name == "train" else "pretrain_supervised"))
             print(f"[{i}/{len(stages)}] {name}: tte-scale {shlex.join(argv)}", flush=True)
             t0 = time.time()
             rc = subprocess.call([sys.executable, "-m", "tte_scale.cli", *argv], env=env)
@@ -139,8 +160,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(stages)}] {name}: done in {time.time() - t0:.0f} s", flush=True)
         if args.until == name:
             break
+    summary = out / "eval" / "summary.json"
+    if summary.is_file() and args.until in (None, "eval"):
+        print(_headline(json.loads(summary.read_text())))
     print(f"demo finished in {time.time() - t_all:.0f} s; report: {out / 'eval' / 'report.md'}")
     return 0
+
+
+def _headline(summary: dict) -> str:
+    """Mean held-out AUROC / C-index over the tasks per model, 95% CIs (from eval's summary.json)."""
+    lines = ["", "mean over the benchmark tasks (held_out, 95% bootstrap CI):"]
+    for key, (v, lo, hi) in summary.get("mean_over_tasks", {}).items():
+        if v is not None:
+            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+            lines.append(f"  {key:<32} {v:.3f}{ci}")
+    for d in summary.get("tte_minus", []):
+        ci = f" [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["ci_low"] is not None else ""
+        lines.append(f"  tte - {d['model']:<14} {d['probe']}/{d['metric']:<10} {d['diff']:+.3f}{ci}")
+    return "\n".join(lines)
 
 
 def _clear_checkpoints(pretrain: Path) -> None:

@@ -13,11 +13,15 @@ subject-level bootstrap CIs (logistic probe: AUROC/AUPRC at the horizon; Cox-PH 
 piecewise-exponential probes: Harrell's and Antolini's C-index, integrated Brier score).
 
   tte-scale eval --checkpoint runs/demo/pretrain/encoder --shards runs/demo/shards \\
-      --labels runs/demo/labels --out runs/demo/eval --baseline random --truth runs/demo/cohort/truth
+      --labels runs/demo/labels --out runs/demo/eval --baseline random \\
+      --baseline supervised=runs/demo/pretrain_supervised/encoder --truth runs/demo/cohort/truth
 
 Compared side by side: the checkpoint ("tte"), `--baseline random` (the same architecture,
-randomly initialized, same seed) and, for the synthetic cohort, the oracle (`--truth`: true
-log-hazards used directly as risk scores). Writes report.md, results.json and PNG figures.
+randomly initialized, same seed), `--baseline NAME=PATH` (another exported encoder, e.g. the
+supervised-pretraining baseline of `tte-scale train --set objective=supervised`) and, for the
+synthetic cohort, the oracle (`--truth`: true log-hazards used directly as risk scores).
+Volumes are normalized with the HU window stored in each export's config.json (the one its
+training used). Writes report.md, results.json and PNG figures.
 """
 
 DEFAULT_TASKS = "configs/tasks/inspect.yaml"
@@ -32,18 +36,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
     parser.add_argument("--tasks", default=DEFAULT_TASKS, metavar="YAML",
                         help=f"benchmark task set (default {DEFAULT_TASKS}); only its task names are used here")
-    parser.add_argument("--baseline", action="append", default=[], choices=["random"],
-                        help="add a baseline encoder (repeatable): random = same architecture, random init")
+    parser.add_argument("--baseline", action="append", default=[], type=_baseline, metavar="random|NAME=PATH",
+                        help="add a baseline encoder (repeatable): random = same architecture, random init; "
+                             "NAME=PATH = another exported encoder, e.g. supervised=runs/x/encoder")
     parser.add_argument("--truth", metavar="DIR", help="synthetic cohort truth/ folder: adds the oracle")
     parser.add_argument("--loss-curve", action="append", default=[], metavar="NAME=JSONL",
                         help="training telemetry (JSONL with step, loss) to plot, e.g. tte=runs/x/metrics.jsonl")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the CIs (default 500)")
     parser.add_argument("--batch-size", type=int, default=8, help="volumes per embedding batch (default 8)")
-    parser.add_argument("--hu-window", type=float, nargs=2, default=(-1000.0, 1000.0), metavar=("MIN", "MAX"),
-                        help="HU window mapped to [0, 1]; must match training (default -1000 1000)")
+    parser.add_argument("--hu-window", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help="HU window mapped to [0, 1] for exports that do not store theirs (default -1000 "
+                             "1000); an export that stores a different one is an error")
     parser.add_argument("--device", default="cpu", help="torch device for the embeddings (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline and bootstrap")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+RESERVED = ("tte", "random_init", "oracle")
+DEFAULT_HU_WINDOW = (-1000.0, 1000.0)
+
+
+def _baseline(text: str) -> tuple[str, str | None]:
+    """``random`` -> ("random_init", None); ``NAME=PATH`` -> (NAME, PATH)."""
+    if text == "random":
+        return "random_init", None
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'random' or NAME=PATH (an exported encoder)")
+    if name in RESERVED:
+        raise argparse.ArgumentTypeError(f"{text!r}: the name {name!r} is reserved ({', '.join(RESERVED)})")
+    return name, path
+
+
+def _hu_window(path: Path, flag) -> tuple[float, float]:
+    """The export's stored HU window; ``--hu-window`` only fills in for exports without one."""
+    from tte_scale.errors import InputError
+    from tte_scale.models import read_export_config
+
+    stored = read_export_config(path).get("preprocessing", {}).get("hu_window")
+    if stored is None:
+        return tuple(flag) if flag is not None else DEFAULT_HU_WINDOW
+    if flag is not None and tuple(flag) != tuple(stored):
+        raise InputError(f"--hu-window {flag[0]:g} {flag[1]:g} differs from the window {stored[0]:g} {stored[1]:g} "
+                         f"stored in {path}/config.json (the one its training used); drop --hu-window")
+    return tuple(stored)
 
 
 def _align(table, scan_ids):
@@ -94,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tte_scale.errors import InputError
     from tte_scale.eval import (EvalConfig, bench_tables_from_long, compare_models, evaluate_embeddings,
-                                evaluate_risk_scores, format_table, read_loss_curve, write_report)
+                                evaluate_risk_scores, format_differences, format_table, paired_differences,
+                                read_loss_curve, write_report)
+    from tte_scale.eval.report import HEADLINE
     from tte_scale.eval.embed import embed_shards, file_digest
     from tte_scale.models import load_pretrained
 
@@ -113,17 +151,28 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(bootstrap=args.bootstrap, seed=args.seed, horizons_days=horizons)
     splits = tuple(cfg.splits)
 
-    encoder = load_pretrained(args.checkpoint)
-    ckpt = Path(args.checkpoint)
-    weights = sorted(ckpt.glob("*.safetensors")) if ckpt.is_dir() else [ckpt]
-    encoders = {"tte": (encoder, "tte-" + file_digest(*weights))}
-    if "random" in args.baseline:
-        torch.manual_seed(args.seed)
-        encoders["random_init"] = (type(encoder)(encoder.cfg), f"random-{args.seed}")
+    names = [name for name, _ in args.baseline]
+    if len(set(names)) != len(names):
+        raise InputError(f"--baseline: names repeat: {names}")
+
+    def exported(name: str, path: str):
+        ckpt = Path(path)
+        weights = sorted(ckpt.glob("*.safetensors")) if ckpt.is_dir() else [ckpt]
+        window = _hu_window(ckpt, args.hu_window)
+        return load_pretrained(ckpt), f"{name}-" + file_digest(*weights), window
+
+    encoders = {"tte": exported("tte", args.checkpoint)}
+    for name, path in args.baseline:
+        if path is None:  # same architecture and normalization as the checkpoint, random weights
+            torch.manual_seed(args.seed)
+            tte_model, _, window = encoders["tte"]
+            encoders[name] = (type(tte_model)(tte_model.cfg), f"random-{args.seed}", window)
+        else:
+            encoders[name] = exported(name, path)
 
     results, ids = {}, None
-    for name, (model, key) in encoders.items():
-        emb = embed_shards(model, shards, splits, batch_size=args.batch_size, hu_window=tuple(args.hu_window),
+    for name, (model, key, window) in encoders.items():
+        emb = embed_shards(model, shards, splits, batch_size=args.batch_size, hu_window=window,
                            device=args.device, cache_dir=out / "embeddings", cache_key=key,
                            progress=not args.no_progress)
         aligned = {s: _align(tables[s], emb.scan_id[s]) for s in splits}
@@ -142,9 +191,16 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--loss-curve {item!r}: expected NAME=PATH")
         curves[name] = read_loss_curve(path)
     report = write_report(out, results, curves)
-    table = format_table(compare_models(results))
-    (out / "summary.json").write_text(json.dumps({"report": str(report), "models": list(results)}, indent=1))
+    rows = compare_models(results)
+    table = format_table(rows)
+    diffs = paired_differences(results, "tte", HEADLINE)
+    headline = {f"{r['model']}/{r['probe']}/{r['metric']}": [r["value"], r["ci_low"], r["ci_high"]]
+                for r in rows if r["task"] == "mean" and (r["probe"], r["metric"]) in HEADLINE + [("oracle", "auroc"), ("oracle", "c_index")]}
+    (out / "summary.json").write_text(json.dumps({"report": str(report), "models": list(results),
+                                                  "mean_over_tasks": headline, "tte_minus": diffs}, indent=1))
     print(table)
+    if diffs:
+        print("\n" + format_differences(diffs))
     print(f"\nreport: {report}")
     return 0
 

@@ -9,7 +9,7 @@ Entry points::
 Heavy dependencies (matplotlib) are imported inside the report functions only.
 """
 
-from tte_scale.eval.compare import compare_models, format_table
+from tte_scale.eval.compare import compare_models, format_differences, format_table, paired_differences
 from tte_scale.eval.concordance import HarrellCIndex, antolini_cindex, harrell_cindex, harrell_counts
 from tte_scale.eval.config import EvalConfig
 from tte_scale.eval.protocol import EvalResult, evaluate_embeddings, evaluate_risk_scores
@@ -29,11 +29,13 @@ __all__ = [
     "compare_models",
     "evaluate_embeddings",
     "evaluate_risk_scores",
+    "format_differences",
     "format_table",
     "harrell_cindex",
     "harrell_counts",
     "integrated_brier_score",
     "kaplan_meier",
+    "paired_differences",
     "read_loss_curve",
     "write_report",
 ]

@@ -5,34 +5,108 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
+from tte_scale.eval import bootstrap as bs
 from tte_scale.eval.protocol import EvalResult
 
-__all__ = ["compare_models", "format_table", "HIGHER_IS_BETTER"]
+__all__ = ["compare_models", "format_table", "format_differences", "paired_differences", "HIGHER_IS_BETTER"]
 
 HIGHER_IS_BETTER = {"auroc": True, "auprc": True, "c_index": True, "c_index_td": True, "ibs": False}
 
 
-def compare_models(results: dict[str, EvalResult]) -> list[dict[str, Any]]:
+def _mean_replicates(res: EvalResult, probe: str, metric: str, tasks: list[str]) -> np.ndarray | None:
+    """Per bootstrap replicate, the mean over ``tasks`` ([B]); None unless every task has replicates."""
+    reps = [res.replicates.get((t, probe, metric)) for t in tasks]
+    if not tasks or any(r is None for r in reps) or len({r.shape for r in reps}) != 1:
+        return None
+    with np.errstate(invalid="ignore"):
+        return np.stack(reps).mean(0)  # a replicate where any task is undefined stays NaN
+
+
+def _mean_groups(res: EvalResult) -> dict[tuple[str, str], list[str]]:
+    """(probe, metric) -> the tasks that have a value."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in res.rows:
+        tasks = groups.setdefault((r["probe"], r["metric"]), [])
+        if r["value"] is not None:
+            tasks.append(r["task"])
+    return groups
+
+
+def compare_models(results: dict[str, EvalResult], ci_level: float = 0.95) -> list[dict[str, Any]]:
     """All rows of all models with a ``model`` column, plus per (model, probe, metric) a row
-    with ``task == "mean"``: the plain mean over the tasks that have a value (``n`` counts
-    those tasks; no CI, the tasks' intervals are not independent)."""
+    with ``task == "mean"``: the mean over the tasks that have a value (``n`` counts those
+    tasks). Its CI is the percentile interval of the per-replicate task means: every task is
+    bootstrapped with the same subject resamples, so the replicate means carry the tasks'
+    correlation (no independence assumed)."""
     out: list[dict[str, Any]] = []
     for model, res in results.items():
-        rows = [{"model": model, **r} for r in res.rows]
-        out += rows
-        groups: dict[tuple[str, str], list[float]] = {}
-        for r in rows:
-            vals = groups.setdefault((r["probe"], r["metric"]), [])
-            if r["value"] is not None:
-                vals.append(r["value"])
-        for (probe, metric), vals in groups.items():
+        out += [{"model": model, **r} for r in res.rows]
+        values = {(r["task"], r["probe"], r["metric"]): r["value"] for r in res.rows}
+        for (probe, metric), tasks in _mean_groups(res).items():
+            vals = [values[(t, probe, metric)] for t in tasks]
+            reps = _mean_replicates(res, probe, metric, tasks)
+            lo, hi, nb = bs.percentile_ci(reps, ci_level) if reps is not None else (None, None, 0)
             out.append({
                 "model": model, "task": "mean", "probe": probe, "metric": metric,
-                "value": sum(vals) / len(vals) if vals else None, "ci_low": None, "ci_high": None,
-                "n": len(vals), "n_positive": None, "n_boot": 0, "l2": None,
+                "value": sum(vals) / len(vals) if vals else None, "ci_low": lo, "ci_high": hi,
+                "n": len(vals), "n_positive": None, "n_boot": nb, "l2": None,
                 "note": "" if vals else "no task has a value",
             })
     return out
+
+
+def paired_differences(results: dict[str, EvalResult], reference: str, probe_metrics: list[tuple[str, str]],
+                       ci_level: float = 0.95) -> list[dict[str, Any]]:
+    """Mean over tasks of ``reference`` minus each other model's, with a paired bootstrap CI.
+
+    Both means are taken over the tasks where both models have a value, replicate by
+    replicate (the same subject resamples), so the interval is that of the difference itself,
+    narrower than comparing two separate CIs. ``p_le_0``: the fraction of finite replicates
+    where the difference is <= 0 (for a higher-is-better metric, how often the reference did
+    not win). The oracle has its own probe name, so it is compared on ``probe_metrics`` with
+    its probe replaced by "oracle".
+    """
+    out = []
+    ref = results[reference]
+    for model, res in results.items():
+        if model == reference:
+            continue
+        for probe, metric in probe_metrics:
+            other_probe = "oracle" if any(r["probe"] == "oracle" for r in res.rows) else probe
+            a = {r["task"]: r["value"] for r in ref.rows if r["probe"] == probe and r["metric"] == metric}
+            b = {r["task"]: r["value"] for r in res.rows if r["probe"] == other_probe and r["metric"] == metric}
+            tasks = [t for t in a if a[t] is not None and b.get(t) is not None]
+            if not tasks:
+                continue
+            diff = sum(a[t] - b[t] for t in tasks) / len(tasks)
+            ra = _mean_replicates(ref, probe, metric, tasks)
+            rb = _mean_replicates(res, other_probe, metric, tasks)
+            lo = hi = p = None
+            nb = 0
+            if ra is not None and rb is not None and ra.shape == rb.shape:
+                d = ra - rb
+                lo, hi, nb = bs.percentile_ci(d, ci_level)
+                fin = d[np.isfinite(d)]
+                p = float((fin <= 0).mean()) if fin.size else None
+            out.append({"reference": reference, "model": model, "probe": probe, "metric": metric,
+                        "tasks": len(tasks), "diff": diff, "ci_low": lo, "ci_high": hi, "n_boot": nb, "p_le_0": p})
+    return out
+
+
+def format_differences(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of ``paired_differences`` rows."""
+    if not rows:
+        return ""
+    ref = rows[0]["reference"]
+    lines = [f"| {ref} minus | probe | metric | difference of task means [95% paired CI] | P(diff <= 0) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ci = f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r["ci_low"] is not None else ""
+        p = f"{r['p_le_0']:.3f}" if r["p_le_0"] is not None else "-"
+        lines.append(f"| {r['model']} | {r['probe']} | {r['metric']} | {r['diff']:+.3f}{ci} | {p} |")
+    return "\n".join(lines)
 
 
 def _cell(r: dict | None) -> str:

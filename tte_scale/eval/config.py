@@ -41,6 +41,11 @@ class EvalConfig:
     computed on a fixed random subset of subjects of about this size (noted in the table)."""
     splits: list[str] = field(default_factory=lambda: ["train", "tuning", "held_out"])
     """Names of the fit, selection and report splits, in that order."""
+    num_threads: int = 1
+    """torch intra-op threads while probes are fit and bootstrapped (restored after). The
+    problems are small (N x D with D ~ 10^2), so extra threads mostly wait for each other: on
+    2 shared, busy cores the demo's probes took 318 s with 2 threads and 14 s with 1. 0 keeps
+    torch's setting."""
 
     def __post_init__(self) -> None:
         check(len(self.l2_grid) > 0 and all(v >= 0 for v in self.l2_grid), "l2_grid", "needs one or more values >= 0")
@@ -56,3 +61,4 @@ class EvalConfig:
         check(self.ibs_num_times >= 2, "ibs_num_times", "must be >= 2")
         check(self.td_cindex_max_rows >= 2, "td_cindex_max_rows", "must be >= 2")
         check(len(self.splits) == 3 and len(set(self.splits)) == 3, "splits", "needs three distinct names")
+        check(self.num_threads >= 0, "num_threads", "must be >= 0")

@@ -12,6 +12,7 @@ Legend: N rows, D features, T tasks, B bootstrap replicates, G grid times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -48,6 +49,17 @@ class EvalResult:
     config: dict[str, Any] = field(default_factory=dict)
     km: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     """task -> {"risk", "time", "event"} on held-out rows (Cox probe, or the given risks)."""
+    replicates: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    """(task, probe, metric) -> float [B] bootstrap replicate values (NaN where undefined). The
+    replicates of every task and model of one evaluation use the same subject resamples (same
+    held-out table and seed), so task means and model differences get CIs from them
+    (``compare.mean_rows``, ``compare.paired_differences``). Not kept by ``to_json``."""
+
+    def __post_init__(self) -> None:
+        for r in self.rows:  # metric blocks hand the replicates over inside their row
+            reps = r.pop("_replicates", None)
+            if reps is not None:
+                self.replicates[(r["task"], r["probe"], r["metric"])] = reps
 
     def value(self, task: str, metric: str, probe: str | None = None) -> float | None:
         for r in self.rows:
@@ -75,22 +87,37 @@ class EvalResult:
 
 
 # ----------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch intra-op threads set to ``n`` (0 = unchanged) for the block."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _finite(x) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
 
 
-def _row(task, probe, metric, value=None, ci=(None, None, 0), n=0, n_pos=0, l2=None, note="") -> dict:
-    return dict(zip(ROW_FIELDS, (task, probe, metric, _finite(value) if value is not None else None,
-                                 ci[0], ci[1], int(n), int(n_pos), ci[2], l2, note)))
+def _row(task, probe, metric, value=None, ci=(None, None, 0, None), n=0, n_pos=0, l2=None, note="") -> dict:
+    row = dict(zip(ROW_FIELDS, (task, probe, metric, _finite(value) if value is not None else None,
+                                ci[0], ci[1], int(n), int(n_pos), ci[2], l2, note)))
+    if ci[3] is not None:
+        row["_replicates"] = ci[3]
+    return row
 
 
 def _boot(fn, w_BN: torch.Tensor | None, level: float):
-    """Percentile CI of ``fn(weights)`` over the replicates, in memory-bounded chunks."""
+    """(low, high, finite replicates, replicate values) of ``fn(weights)``, in memory-bounded chunks."""
     if w_BN is None or w_BN.shape[0] == 0:
-        return (None, None, 0)
-    vals = [fn(w_BN[sl]) for sl in bs.chunks(w_BN.shape[0], w_BN.shape[1])]
-    return bs.percentile_ci(torch.cat(vals).numpy(), level)
+        return (None, None, 0, None)
+    vals = torch.cat([fn(w_BN[sl]) for sl in bs.chunks(w_BN.shape[0], w_BN.shape[1])]).numpy().astype(np.float64)
+    return (*bs.percentile_ci(vals, level), vals)
 
 
 def _check_emb(emb: dict, tables: dict, splits: list[str]) -> dict[str, torch.Tensor]:
@@ -216,6 +243,11 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], tables: dict[str, BenchTable
     ``emb[split]`` is float [N, D], row-aligned with ``tables[split]``.
     """
     cfg = cfg or EvalConfig()
+    with _threads(cfg.num_threads):
+        return _evaluate_embeddings(emb, tables, tasks, cfg, name, progress)
+
+
+def _evaluate_embeddings(emb, tables, tasks, cfg: EvalConfig, name: str, progress: bool) -> EvalResult:
     tr, tu, ho = cfg.splits
     x = _check_emb(emb, tables, [tr, tu, ho])
     std = Standardizer.fit(x[tr])

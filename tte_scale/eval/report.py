@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from tte_scale.errors import InputError
-from tte_scale.eval.compare import compare_models, format_table
+from tte_scale.eval.compare import compare_models, format_differences, format_table, paired_differences
+
+HEADLINE = [("logistic", "auroc"), ("cox", "c_index")]
+"""(probe, metric) pairs of the headline: the paper's AUROC and Harrell's C-index."""
 from tte_scale.eval.protocol import EvalResult
 from tte_scale.eval.survival import kaplan_meier
 
@@ -159,6 +162,12 @@ def write_report(out_dir: str | Path, results: dict[str, EvalResult],
     pq.write_table(pa.Table.from_pylist(table), out / "results.parquet")
     md = [f"# {title}", "", "Held-out metrics, 95% subject-level bootstrap intervals in brackets "
           "(↑ higher is better, ↓ lower is better). Probes fit on train, l2 chosen on tuning.", "", text, ""]
+    reference = "tte" if "tte" in results else models[0]
+    diffs = format_differences(paired_differences(results, reference, HEADLINE)) if len(models) > 1 else ""
+    if diffs:
+        md += ["## Paired differences of the task means", "",
+               f"{reference}'s mean over the tasks minus each other model's, on the same bootstrap resamples "
+               "of held-out subjects (a CI above 0 means the difference is not resampling noise).", "", diffs, ""]
     notes = [f"- {r['model']} / {r['task']} / {r['probe']} / {r['metric']}: {r['note']}" for r in table if r.get("note")]
     if notes:
         md += ["## Notes", "", *notes, ""]

@@ -2,17 +2,21 @@
 
 * ``create_model("vit3d_base", img_size=(160, 224, 224))``, ``list_models()``, ``model_info``.
 * ``TTEHead`` / ``TTEModel``: the survival head; the loss runs in the head's forward (ZeRO-3).
+* ``SupervisedHead`` / ``SupervisedModel``: the supervised-pretraining baseline (benchmark labels).
 * ``save_pretrained`` / ``load_pretrained``: safetensors + JSON, no DeepSpeed needed.
 * Input volumes are normalized by ``tte_scale.data.hu_to_float`` (the one HU window of the pipeline).
 """
 
 from tte_scale.kernels.reference import empirical_log_hazard
-from tte_scale.models.io import load_pretrained, save_pretrained
+from tte_scale.models.io import load_pretrained, read_export_config, save_pretrained
 from tte_scale.models.registry import create_model, get_config, list_models, model_info, register_model, vit_flops, vit_params
+from tte_scale.models.supervised_head import SupervisedHead, SupervisedModel
 from tte_scale.models.tte_head import TTEHead, TTEModel
 from tte_scale.models.vit3d import ViTConfig, VisionTransformer3D, sincos_pos_embed_3d
 
 __all__ = [
+    "SupervisedHead",
+    "SupervisedModel",
     "TTEHead",
     "TTEModel",
     "ViTConfig",
@@ -23,6 +27,7 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "model_info",
+    "read_export_config",
     "register_model",
     "save_pretrained",
     "sincos_pos_embed_3d",

@@ -1,8 +1,13 @@
 """Export and load an encoder without DeepSpeed: ``model.safetensors`` + ``config.json``.
 
 ``config.json``: ``{"format_version": 1, "architecture": "VisionTransformer3D",
-"model_name": <registry name or null>, "config": {ViTConfig fields}}``. Loading needs only
-torch and safetensors, so probes and other projects can use a pretrained encoder directly.
+"model_name": <registry name or null>, "config": {ViTConfig fields}, "preprocessing":
+{"normalizer": "tte_scale.data.hu_to_float", "hu_window": [min, max]}, "pretraining": {...}}``.
+``preprocessing`` is how the training volumes were turned into floats: a user of the encoder
+must feed it volumes normalized the same way (``read_export_config(path)["preprocessing"]``).
+Both it and ``pretraining`` (objective, steps: provenance) are optional, so exports written
+before they existed still load. Loading needs only torch and safetensors, so probes and other
+projects can use a pretrained encoder directly.
 """
 
 from __future__ import annotations
@@ -17,18 +22,25 @@ from tte_scale.config import ConfigError, from_dict
 from tte_scale.errors import InputError
 from tte_scale.models.vit3d import ViTConfig, VisionTransformer3D
 
-__all__ = ["save_pretrained", "load_pretrained", "EXPORT_FORMAT_VERSION"]
+__all__ = ["save_pretrained", "load_pretrained", "read_export_config", "EXPORT_FORMAT_VERSION"]
 
 EXPORT_FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
+NORMALIZER = "tte_scale.data.hu_to_float"
 CONFIG = "config.json"
 
 
-def save_pretrained(model: VisionTransformer3D, path: str | Path, model_name: str | None = None) -> Path:
+def save_pretrained(model: VisionTransformer3D, path: str | Path, model_name: str | None = None, *,
+                    hu_window: tuple[float, float] | None = None, pretraining: dict | None = None) -> Path:
     """Write ``path/model.safetensors`` and ``path/config.json`` (weights first, config last,
-    each through a temporary file, so a folder with a config always has complete weights)."""
+    each through a temporary file, so a folder with a config always has complete weights).
+
+    ``hu_window``: the (min, max) HU that ``hu_to_float`` mapped to [0, 1] in training;
+    ``pretraining``: JSON-able provenance (objective, steps, ...)."""
     if not isinstance(model, VisionTransformer3D):
         raise TypeError(f"save_pretrained expects a VisionTransformer3D, got {type(model).__name__}")
+    if hu_window is not None:
+        hu_window = _check_window(hu_window, "hu_window")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -41,22 +53,36 @@ def save_pretrained(model: VisionTransformer3D, path: str | Path, model_name: st
         "model_name": model_name,
         "config": model.cfg.to_json(),
     }
+    if hu_window is not None:
+        meta["preprocessing"] = {"normalizer": NORMALIZER, "hu_window": list(hu_window)}
+    if pretraining is not None:
+        meta["pretraining"] = pretraining
     tmp = path / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     tmp.replace(path / CONFIG)
     return path
 
 
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", **overrides) -> VisionTransformer3D:
-    """Build the encoder from ``path/config.json`` and load ``path/model.safetensors``.
+def _check_window(window, where: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: expected [min, max] HU, got {window!r}") from None
+    if not lo < hi:
+        raise InputError(f"{where}: min must be < max, got {window!r}")
+    return lo, hi
 
-    ``overrides`` change run-time fields (e.g. ``grad_checkpointing=True``, ``drop_path_rate``).
+
+def read_export_config(path: str | Path) -> dict:
+    """``config.json`` of an export folder (or of a ``.safetensors`` file's folder), checked.
+
+    ``["preprocessing"]["hu_window"]`` is a (min, max) tuple when the export stores it; the key
+    is absent for exports written before the window was stored.
     """
     path = Path(path)
-    cfg_file, w_file = path / CONFIG, path / WEIGHTS
-    for f in (cfg_file, w_file):
-        if not f.is_file():
-            raise InputError(f"{f}: not found (expected an encoder exported with save_pretrained)")
+    cfg_file = (path.parent if path.suffix == ".safetensors" else path) / CONFIG
+    if not cfg_file.is_file():
+        raise InputError(f"{cfg_file}: not found (expected an encoder exported with save_pretrained)")
     try:
         meta = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
@@ -66,6 +92,28 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", 
             f"{cfg_file}: unsupported export (format_version={meta.get('format_version')!r}, "
             f"architecture={meta.get('architecture')!r}); this version reads format 1 VisionTransformer3D"
         )
+    pre = meta.get("preprocessing")
+    if pre is not None:
+        if pre.get("normalizer") != NORMALIZER:
+            raise InputError(f"{cfg_file}: preprocessing.normalizer {pre.get('normalizer')!r}; this version "
+                             f"knows {NORMALIZER!r} only")
+        pre["hu_window"] = _check_window(pre.get("hu_window"), f"{cfg_file}: preprocessing.hu_window")
+    return meta
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", **overrides) -> VisionTransformer3D:
+    """Build the encoder from ``path/config.json`` and load ``path/model.safetensors``.
+
+    ``overrides`` change run-time fields (e.g. ``grad_checkpointing=True``, ``drop_path_rate``).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        path = path.parent
+    cfg_file, w_file = path / CONFIG, path / WEIGHTS
+    for f in (cfg_file, w_file):
+        if not f.is_file():
+            raise InputError(f"{f}: not found (expected an encoder exported with save_pretrained)")
+    meta = read_export_config(path)
     try:
         cfg = from_dict(ViTConfig, {**meta["config"], **overrides})
     except ConfigError as exc:

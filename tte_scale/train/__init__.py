@@ -14,11 +14,11 @@ from tte_scale.train.signals import EXIT_REQUEUE
 __all__ = ["EXIT_REQUEUE", "PretrainConfig", "resolve_batch", "train", "estimate_memory"]
 
 
-def train(cfg: PretrainConfig, parts=None) -> int:
+def train(cfg: PretrainConfig, parts=None, stop=None) -> int:
     """See :func:`tte_scale.train.loop.train`."""
     from tte_scale.train.loop import train as _train
 
-    return _train(cfg, parts)
+    return _train(cfg, parts, stop)
 
 
 def estimate_memory(cfg: PretrainConfig) -> dict:

@@ -77,9 +77,14 @@ class DataSection:
     """Samples held in the streaming shuffle buffer."""
     augmentation: bool = False
     """Random flips/crops/intensity jitter on the train split."""
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    """HU mapped to [0, 1] by ``tte_scale.data.hu_to_float``; stored in the exported encoder's
+    config.json so that evaluation and other users normalize volumes the same way."""
 
     def __post_init__(self) -> None:
         check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        check(len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1], "data.hu_window",
+              f"expected [min, max] with min < max, got {list(self.hu_window)}")
         check(self.shuffle_window >= 1, "data.shuffle_window", "must be >= 1")
 
 
@@ -207,6 +212,14 @@ class PretrainConfig:
     """Run folder: checkpoints/, metrics.jsonl, tb/, encoder.safetensors."""
     max_steps: int = 1000
     """Optimizer steps to train."""
+    objective: Literal["tte", "supervised"] = "tte"
+    """What the encoder learns: ``tte`` = the MOTOR piecewise-exponential loss over the K
+    pretraining tasks of the labels folder; ``supervised`` = the paper's baseline, binary
+    cross-entropy on the benchmark tasks' horizon labels only (nulls masked)."""
+    cpu_threads: int = 0
+    """torch intra-op threads per rank when training on the CPU; 0 keeps torch's default. Small
+    models run faster with 1: their ops are too short to split, and on shared cores extra
+    threads spin waiting for each other (see configs/pretrain/demo.yaml)."""
     seed: int = 0
     """Seed for model init, data order and dropout (ranks derive their own)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -234,6 +247,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         check(self.max_steps >= 1, "max_steps", "must be >= 1")
+        check(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
 
 
 def resolve_batch(cfg: PretrainConfig, world_size: int) -> int:

@@ -1,11 +1,12 @@
-"""Periodic evaluation during pretraining: validation TTE loss and a benchmark C-index.
+"""Periodic evaluation during pretraining: validation loss and a benchmark C-index.
 
 Legend: B batch, E features, J bins, K tasks, T benchmark tasks, N evaluated samples.
 
-The risk score is deliberately simple (the eval stage runs the full probe protocol later):
-the head's mean predicted log-hazard over all bins and pretraining tasks, i.e. "how much
-is predicted to happen to this patient". Harrell's C-index of that score is computed for
-every benchmark task against its (time, event) on the evaluation split.
+The risk score is deliberately simple (the eval stage runs the full probe protocol later).
+TTE objective: the head's mean predicted log-hazard over all bins and pretraining tasks, i.e.
+"how much is predicted to happen to this patient", the same score for every benchmark task.
+Supervised objective: each benchmark task's own logit. Harrell's C-index of the score is
+computed for every benchmark task against its (time, event) on the evaluation split.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from tte_scale.train.parts import model_inputs
 
 
 def harrell_c(risk_N: np.ndarray, time_N: np.ndarray, event_N: np.ndarray) -> float:
@@ -55,6 +58,7 @@ def evaluate(
     max_batches: int,
     zero_stage: int,
     bench_tasks: list[str] | None = None,
+    objective: str = "tte",
 ) -> dict[str, float]:
     """Mean validation loss over ranks and per-task C-index (all ranks call; rank 0 reports)."""
     model = engine.module
@@ -67,20 +71,23 @@ def evaluate(
             if i >= max_batches:
                 break
             batch = prepare(raw)
-            loss = engine(batch["volume"], batch["tte_time"], batch["tte_event"], bin_starts_J)
+            loss = engine(*model_inputs(objective, batch, bin_starts_J))
             loss_sum += float(loss) * len(batch["scan_id"])
             count += len(batch["scan_id"])
             h_BE = model.encoder(batch["volume"])  # through __call__: ZeRO-3 hooks gather the encoder
             with _head_params(model.head, zero_stage):
-                logh_BJK = model.head.log_hazard(h_BE)
-            risks.append(logh_BJK.mean(dim=(1, 2)).float().cpu().numpy())
+                if objective == "supervised":
+                    risk_BT = model.head.logits(h_BE)
+                else:
+                    risk_BT = model.head.log_hazard(h_BE).mean(dim=(1, 2))[:, None]
+            risks.append(risk_BT.float().cpu().numpy())
             times.append(batch["bench_time"].float().cpu().numpy())
             events.append(batch["bench_event"].bool().cpu().numpy())
     finally:
         model.train(was_training)
     totals = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=bin_starts_J.device)
     gathered: list[Any] = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
-    local = (np.concatenate(risks) if risks else np.zeros(0),
+    local = (np.concatenate(risks) if risks else np.zeros((0, 1)),
              np.concatenate(times) if times else np.zeros((0, 0)),
              np.concatenate(events) if events else np.zeros((0, 0), bool))
     if dist.is_initialized():
@@ -92,12 +99,12 @@ def evaluate(
     out = {"val_loss": float(totals[0] / totals[1]) if totals[1] else math.nan, "val_samples": int(totals[1])}
     parts = [g for g in gathered if g[0].size]
     if parts:
-        risk_N = np.concatenate([g[0] for g in parts])
+        risk_NT = np.concatenate([g[0] for g in parts])
         time_NT = np.concatenate([g[1] for g in parts])
         event_NT = np.concatenate([g[2] for g in parts])
         names = bench_tasks or [f"task{t}" for t in range(time_NT.shape[1])]
         for t, name in enumerate(names[: time_NT.shape[1]]):
-            out[f"cindex/{name}"] = harrell_c(risk_N, time_NT[:, t], event_NT[:, t])
+            out[f"cindex/{name}"] = harrell_c(risk_NT[:, min(t, risk_NT.shape[1] - 1)], time_NT[:, t], event_NT[:, t])
         finite = [v for k, v in out.items() if k.startswith("cindex/") and not math.isnan(v)]
         out["cindex_mean"] = float(np.mean(finite)) if finite else math.nan
     return out

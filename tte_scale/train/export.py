@@ -4,7 +4,9 @@ ZeRO stages 1-3 store fp32 master weights partitioned over ranks; DeepSpeed's
 ``zero_to_fp32`` utilities merge them into one full state dict. Stage 0 checkpoints hold the
 whole module in ``mp_rank_00_model_states.pt``. Either way the ``encoder.*`` tensors are
 written with ``tte_scale.models.save_pretrained`` (``model.safetensors`` + ``config.json``),
-which ``tte_scale.models.load_pretrained(path)`` reads without DeepSpeed.
+which ``tte_scale.models.load_pretrained(path)`` reads without DeepSpeed. The config also
+stores the run's HU window (``data.hu_window``), so evaluation normalizes volumes exactly as
+training did, and the objective that produced the weights.
 """
 
 from __future__ import annotations
@@ -41,4 +43,6 @@ def export_encoder(cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Pat
     if missing or unexpected:
         raise TteScaleError(f"{checkpoint_dir / tag}: encoder weights do not match model {cfg.model.name!r} "
                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    return save_pretrained(encoder, out, model_name=cfg.model.name)
+    pretraining = {"objective": cfg.objective, "checkpoint": tag, "max_steps": cfg.max_steps, "seed": cfg.seed}
+    return save_pretrained(encoder, out, model_name=cfg.model.name, hu_window=tuple(cfg.data.hu_window),
+                           pretraining=pretraining)

@@ -1,4 +1,7 @@
-"""The pretraining loop: fetch batch -> forward -> fused TTE loss -> backward -> step.
+"""The pretraining loop: fetch batch -> forward -> loss -> backward -> step.
+
+The loss is the objective's (``cfg.objective``): the fused TTE loss, or the supervised
+baseline's masked BCE on the benchmark labels; ``parts.model_inputs`` picks the batch fields.
 
 Legend: B micro-batch per rank, K tasks, J time bins.
 
@@ -27,7 +30,7 @@ from tte_scale.train.config import PretrainConfig, resolve_batch
 from tte_scale.train.dist import DistEnv, dist_env, init_distributed
 from tte_scale.train.evaluate import evaluate
 from tte_scale.train.guards import GuardedAdamW, NonFiniteGuard
-from tte_scale.train.parts import RunParts, build_parts, check_model_config
+from tte_scale.train.parts import RunParts, build_parts, check_model_config, model_inputs
 from tte_scale.train.rng import capture_rng, restore_rng, seed_everything
 from tte_scale.train.signals import EXIT_REQUEUE, StopFlag, signals_blocked
 
@@ -56,12 +59,19 @@ class Run:
     extra: dict = field(default_factory=dict)
 
 
-def train(cfg: PretrainConfig, parts: RunParts | None = None) -> int:
-    """Train until ``cfg.max_steps``; returns 0, or :data:`EXIT_REQUEUE` after a preemption signal."""
+def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | None = None) -> int:
+    """Train until ``cfg.max_steps``; returns 0, or :data:`EXIT_REQUEUE` after a preemption signal.
+
+    ``stop``: an already installed flag (a launcher installs it before the slow imports and
+    setup, so a signal that arrives then is not lost, and reads ``stop.signum`` afterwards);
+    the caller then uninstalls it. By default the loop installs its own.
+    """
     env = dist_env()
     micro = resolve_batch(cfg, env.world_size)  # config errors before any work
     check_model_config(cfg)
     device = _pick_device(cfg, env)
+    if device.type == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
     init_distributed(device.type)
     ckpts = CheckpointManager(cfg.out_dir / "checkpoints", cfg.checkpoint.keep_last)
     resume = ckpts.require_resume_point() if cfg.checkpoint.resume else None
@@ -74,7 +84,8 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None) -> int:
     else:
         seed_everything(cfg.seed + 1 + env.rank)  # per-rank dropout / drop-path streams
 
-    stop = StopFlag().install()
+    own_stop = stop is None
+    stop = StopFlag().install() if own_stop else stop
     batches = _stream(parts.train_loader)
     bar = _progress(run)
     first_step = run.step
@@ -104,8 +115,10 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None) -> int:
             _export(run)
         return 0
     finally:
-        stop.uninstall()
+        if own_stop:
+            stop.uninstall()
         batches.close()
+        parts.train_loader.close()  # its workers outlive epochs; stop them with the run
         bar.close()
         run.writer.close()
 
@@ -124,7 +137,7 @@ def train_step(run: Run, batches: Iterator[dict]) -> dict[str, float]:
                              f"{cfg.optim.global_batch_size} samples")
         batch = _prepare(run, raw)
         data_s += time.perf_counter() - t0
-        loss = engine(batch["volume"], batch["tte_time"], batch["tte_event"], run.parts.bin_starts)
+        loss = engine(*model_inputs(cfg.objective, batch, run.parts.bin_starts))
         if run.step + 1 in cfg.guards.inject_nonfinite_steps:
             loss = loss * float("nan")
         bad = bad or _any_rank(not torch.isfinite(loss).item(), run.device)
@@ -175,7 +188,8 @@ def _build_run(cfg, env, device, parts, ckpts, resume: Found | None) -> Run:
     run = Run(cfg=cfg, env=env, device=device, parts=parts, engine=engine, optimizer=optimizer, ckpts=ckpts,
               guard=NonFiniteGuard(cfg.guards.max_consecutive_nonfinite), aug_gen=gen,
               writer=telemetry.MetricsWriter(cfg.out_dir, enabled=env.is_main, tensorboard=cfg.telemetry.tensorboard))
-    run.extra["augment"] = AugmentConfig(enabled=cfg.data.augmentation)
+    lo, hi = cfg.data.hu_window
+    run.extra["augment"] = AugmentConfig(enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi)
     run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
     run.extra["peak"] = telemetry.peak_tflops(telemetry.device_name(device), cfg.telemetry.peak_tflops)
     if parts.eval_loader is not None:
@@ -185,9 +199,12 @@ def _build_run(cfg, env, device, parts, ckpts, resume: Found | None) -> Run:
 
 def _prepare(run: Run, raw: dict, augment: bool = True) -> dict:
     """Move a loader batch to the device: int16 HU -> float volume (augmented when enabled)."""
-    from tte_scale.data import AugmentConfig, augment_batch, to_device
+    import dataclasses
 
-    aug = run.extra["augment"] if augment else AugmentConfig(enabled=False)
+    from tte_scale.data import augment_batch, to_device
+
+    aug = run.extra["augment"]
+    aug = aug if augment else dataclasses.replace(aug, enabled=False)  # same HU window
     batch = augment_batch(to_device(raw, run.device), aug, run.aug_gen)
     batch["volume"] = batch["volume"].to(run.extra["dtype"])
     batch["tte_time"] = batch["tte_time"].float()
@@ -196,13 +213,16 @@ def _prepare(run: Run, raw: dict, augment: bool = True) -> dict:
 
 
 def _stream(loader, limit: int | None = None) -> Iterator[dict]:
-    """Batches across epochs (or ``limit`` of one pass), fetched with preemption signals blocked."""
+    """Batches across epochs (or ``limit`` of one pass), fetched with preemption signals blocked.
+
+    The loader keeps its workers from one epoch to the next, so a new pass here costs nothing.
+    """
     served, empty_passes = 0, 0
     while limit is None or served < limit:
         it, empty = iter(loader), True
         try:
             while limit is None or served < limit:
-                with signals_blocked():  # DataLoader workers forked here inherit the mask
+                with signals_blocked():  # DataLoader workers started here inherit the mask
                     try:
                         batch = next(it)
                     except StopIteration:
@@ -347,9 +367,10 @@ def _eval(run: Run) -> None:
     try:
         metrics = evaluate(run.engine, batches, lambda b: _prepare(run, b, augment=False), run.parts.bin_starts,
                            max_batches=run.cfg.eval.max_batches, zero_stage=run.cfg.zero.stage,
-                           bench_tasks=run.parts.bench_tasks)
+                           bench_tasks=run.parts.bench_tasks, objective=run.cfg.objective)
     finally:
         batches.close()
+        loader.close()  # the next evaluation restarts at eval_start anyway: no idle workers until then
     if run.env.is_main:
         run.writer.write({"kind": "eval", "step": run.step, **metrics})
 

@@ -1,6 +1,11 @@
 """Build what a run trains on from its config: model (+ prefit bias), loaders, bin edges.
 
-Legend: N label rows, K tasks, J time bins.
+Legend: N label rows, K tasks, J time bins, T benchmark tasks.
+
+``cfg.objective`` picks the model: ``tte`` = encoder + ``TTEHead`` over the labels folder's K
+tasks, ``supervised`` = encoder + ``SupervisedHead`` over its T benchmark tasks (the paper's
+baseline, same encoder and budget). ``model_inputs`` is the one place that knows which batch
+fields each objective's ``forward`` takes.
 
 Everything here runs identically on every rank before ``deepspeed.initialize``: the model is
 built from the same seed everywhere (ZeRO-3 partitions each rank's own copy), and the bias
@@ -30,7 +35,7 @@ class RunParts:
     """The model and data of a run (``train`` builds them; tests may pass their own)."""
 
     model: torch.nn.Module
-    """A ``TTEModel``: ``forward(volume, tte_time, tte_event, bin_starts) -> loss``."""
+    """A ``TTEModel`` or ``SupervisedModel``: ``forward(*model_inputs(...)) -> loss``."""
     train_loader: Any
     """Resumable batch iterator of the train split (``TTELoader``)."""
     eval_loader: Any | None
@@ -104,13 +109,45 @@ def train_label_sample(labels_dir: Path, split: str, max_rows: int) -> tuple[np.
     return time_NK, event_NK
 
 
+def train_bench_labels(labels_dir: Path, split: str, tasks: list[str]) -> np.ndarray:
+    """int8 [N, T] horizon labels of ``split`` from bench.parquet (-1 = null), columns in ``tasks`` order."""
+    import pyarrow.parquet as pq
+
+    path = Path(labels_dir) / "bench.parquet"
+    if not path.is_file():
+        raise InputError(f"{path}: not found (the supervised objective needs the benchmark labels)")
+    t = pq.read_table(path, columns=["scan_id", "split", "task", "label"]).to_pydict()
+    col = {name: i for i, name in enumerate(tasks)}
+    rows: dict[str, int] = {}
+    cells = []
+    for scan, sp, task, label in zip(t["scan_id"], t["split"], t["task"], t["label"]):
+        if sp == split and task in col:
+            cells.append((rows.setdefault(scan, len(rows)), col[task], -1 if label is None else int(label)))
+    if not rows:
+        raise InputError(f"{path}: no benchmark labels in split {split!r}")
+    out = np.full((len(rows), len(tasks)), -1, np.int8)
+    for r, c, v in cells:
+        out[r, c] = v
+    return out
+
+
 def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.Module:
-    """Encoder + TTE head (on CPU; DeepSpeed moves it)."""
-    from tte_scale.models import TTEHead, TTEModel, create_model
+    """Encoder + the objective's head (on CPU; DeepSpeed moves it). ``num_tasks`` is K for
+    ``tte`` and the number of benchmark tasks T for ``supervised`` (``num_bins`` unused)."""
+    from tte_scale.models import SupervisedHead, SupervisedModel, TTEHead, TTEModel, create_model
 
     encoder = create_model(cfg.model.name, **encoder_overrides(cfg))
+    if cfg.objective == "supervised":
+        return SupervisedModel(encoder, SupervisedHead(encoder.num_features, num_tasks))
     head = TTEHead(encoder.num_features, num_bins=num_bins, num_tasks=num_tasks, rank=cfg.head.rank)
     return TTEModel(encoder, head)
+
+
+def model_inputs(objective: str, batch: dict, bin_starts_J: torch.Tensor) -> tuple:
+    """The positional arguments of the model's ``forward`` for one prepared batch."""
+    if objective == "supervised":
+        return batch["volume"], batch["bench_label"]
+    return batch["volume"], batch["tte_time"], batch["tte_event"], bin_starts_J
 
 
 def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: int) -> RunParts:
@@ -128,11 +165,20 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
                                 rank, world_size)
     eval_loader = build_loader(str(d.shards_dir), LoaderConfig(split=d.eval_split, shuffle=False, **common),
                                rank, world_size)
-    time_NK, event_NK = train_label_sample(d.labels_dir, d.train_split, cfg.head.bias_prefit_max_rows)
-    model = build_model(cfg, num_tasks=time_NK.shape[1], num_bins=bin_starts.size)
-    if cfg.head.bias_prefit:
-        model.head.init_bias_from_labels(torch.from_numpy(time_NK), torch.from_numpy(event_NK),
-                                         torch.from_numpy(bin_starts), floor=cfg.head.bias_floor)
+    if cfg.objective == "supervised":
+        if not bench_tasks:
+            raise InputError(f"{Path(d.labels_dir) / 'bins.json'}: lists no bench_tasks; the supervised "
+                             "objective trains on the benchmark labels (run `tte-scale labels --bench-tasks`)")
+        model = build_model(cfg, num_tasks=len(bench_tasks), num_bins=bin_starts.size)
+        if cfg.head.bias_prefit:
+            model.head.init_bias_from_labels(torch.from_numpy(train_bench_labels(d.labels_dir, d.train_split,
+                                                                                 bench_tasks)))
+    else:
+        time_NK, event_NK = train_label_sample(d.labels_dir, d.train_split, cfg.head.bias_prefit_max_rows)
+        model = build_model(cfg, num_tasks=time_NK.shape[1], num_bins=bin_starts.size)
+        if cfg.head.bias_prefit:
+            model.head.init_bias_from_labels(torch.from_numpy(time_NK), torch.from_numpy(event_NK),
+                                             torch.from_numpy(bin_starts), floor=cfg.head.bias_floor)
     info = check_model_config(cfg)
     return RunParts(model=model, train_loader=train_loader, eval_loader=eval_loader,
                     bin_starts=torch.from_numpy(bin_starts), tokens_per_sample=int(info["tokens"]),
