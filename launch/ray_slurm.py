@@ -35,10 +35,18 @@ class RayShardJob:
     """Arguments of `tte-scale shard` (without --ray-address / --workers)."""
     join_timeout_s: float = 300.0
     """How long the head waits for all nodes to join."""
+    token_file: str = ""
+    """Ray auth token shared by every node and the driver (0600 file written at submission)."""
 
     def __call__(self) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.token_file:
+            # Ray 2.5x turns token auth on for `ray start --head` when ~/.ray/auth_token exists, but
+            # never for an explicit address (driver, `ray start --address`): the driver is then refused
+            # (InvalidAuthToken) and retries forever. One explicit per-job token keeps them in step.
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ["RAY_AUTH_TOKEN_PATH"] = self.token_file
         job_id = os.environ["SLURM_JOB_ID"]
         hosts = expand_nodelist(os.environ["SLURM_JOB_NODELIST"])
         head_ip = socket.gethostbyname(hosts[0])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import shlex
 import sys
 from pathlib import Path
@@ -201,7 +203,13 @@ def _ray_shard(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         raise LaunchError(f"cannot submit to SLURM here: {exc}") from None
     executor.update_parameters(**params)
-    job = executor.submit(RayShardJob(shard_args=shard_args))
+    folder.mkdir(parents=True, exist_ok=True)
+    token_file = folder / "ray_auth_token"
+    token_file.unlink(missing_ok=True)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    job = executor.submit(RayShardJob(shard_args=shard_args, token_file=str(token_file)))
     jobindex.record(job.job_id, folder, None, kind="ray-shard")
     print(f"submitted job {job.job_id}: Ray on {args.nodes} node(s) x {args.cpus_per_node} CPUs -> {out}")
     print(f"  logs:   {folder}/{job.job_id}_<node>_log.out|err")
