@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from launch.procs import stop_process
 from launch.rendezvous import expand_nodelist, port_for
 
 log = logging.getLogger("launch.ray")
@@ -79,12 +80,7 @@ class RayShardJob:
                 time.sleep(2)
             return 0
         finally:
-            node.terminate()
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+            stop_process(node, timeout=60)
 
 
 def _wait_for_nodes(address: str, expected: int, timeout: float, head: subprocess.Popen) -> None:

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from launch.procs import stop_process
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "srun", "sinfo")
 
@@ -169,12 +171,7 @@ class LocalSlurm:
             proc = self._procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=20)
 
     # -- helpers ------------------------------------------------------------------------------
 
