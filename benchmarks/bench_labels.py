@@ -12,6 +12,11 @@ outputs are checked to be identical (digests of vocabulary, time, event, bins, b
 One more run of ours without pinning shows the wall time when the background Zarr writer has a
 second core (only meaningful on an idle machine).
 
+Ours includes the per-process start-up of its compiled kernels (importing numba, loading the
+machine code from numba's cache: ~1 CPU-s here, paid once per run whatever the cohort size);
+a run on a tiny cohort (--tiny-events) measures that fixed cost, and one more tiny run with an
+empty numba cache measures the one-time compile of a fresh install (first run on a machine).
+
     .venv/bin/python benchmarks/bench_labels.py [--events 2000000] [--tasks 8192] [--machine NAME]
     .venv/bin/python benchmarks/bench_labels.py --events 20000000        # the full size (minutes)
 """
@@ -164,6 +169,9 @@ def worker(kind: str, root: Path, tasks: int) -> dict:
     """Runs in a child process: one implementation; prints a JSON line."""
     import pyarrow as pa
 
+    # A previous run's output is removed before the clock starts (the pandas baseline writes none).
+    shutil.rmtree(root / "out", ignore_errors=True)
+
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     from tte_scale.ehr.config import LabelsConfig, load_task_set
@@ -177,6 +185,13 @@ def worker(kind: str, root: Path, tasks: int) -> dict:
     _reset_peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
     phases = {}
+    if kind == "ours-tiny":  # the fixed cost of a run: imports, kernel loading, output folder
+        from tte_scale.ehr.build import build_labels
+
+        import_s = time.process_time() - c0
+        s = build_labels(root / "meds", root / "meds" / "scans.parquet", root / "out", cfg, bench, progress=False)
+        cpu = time.process_time() - c0
+        return {"kind": kind, "cpu_seconds": cpu, "seconds": time.perf_counter() - t0, "import_cpu_s": import_s, "events": s["events_read"]}
     if kind == "ours":
         from tte_scale.ehr.build import build_labels
 
@@ -204,11 +219,11 @@ def worker(kind: str, root: Path, tasks: int) -> dict:
             "digest": digest, "phases_s": phases, "tte_zarr_bytes": zarr_bytes, "floors_cpu_s": floors}
 
 
-def run_worker(kind: str, root: Path, tasks: int, core: int | None) -> dict:
+def run_worker(kind: str, root: Path, tasks: int, core: int | None, env_extra: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--dir", str(root), "--tasks", str(tasks)]
     if core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(core)] + cmd
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env_extra or {}))
     load = os.getloadavg()[0]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if out.returncode != 0:
@@ -216,6 +231,21 @@ def run_worker(kind: str, root: Path, tasks: int, core: int | None) -> dict:
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res.update(pinned_core=core, load_avg_before=round(load, 2))
     return res
+
+
+def _fixed_cost_lines(tiny, tiny_compile, events, med_cpu, best_cpu) -> list[str]:
+    if not tiny:
+        return []
+    fixed = statistics.median(r["cpu_seconds"] for r in tiny)
+    imp = statistics.median(r["import_cpu_s"] for r in tiny)
+    rate = (f" Without it, ours does {events / (med_cpu - fixed) / 1e6:.2f}M events/CPU-s (median run; best "
+            f"{events / (best_cpu - fixed) / 1e6:.2f}M): the rate a larger cohort approaches." if best_cpu > 2 * fixed else "")
+    return [f"Fixed cost of a run, measured on a {tiny[0]['events']:,}-event cohort (median of {len(tiny)}): {fixed:.2f} CPU s, of which "
+            f"{imp:.2f} importing the labels module (numba included); the rest is mostly loading the compiled kernels from numba's "
+            f"cache on the first call.{rate}",
+            f"First run on a machine (empty numba cache, same tiny cohort): {tiny_compile['cpu_seconds']:.1f} CPU s, i.e. "
+            f"{tiny_compile['cpu_seconds'] - fixed:.1f} CPU s compiling the kernels once (cached in `tte_scale/ehr/__pycache__`, or "
+            f"numba's user cache where that is read-only)."]
 
 
 def main(argv=None) -> int:
@@ -227,7 +257,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-subjects", type=int, default=1000, help="subjects per MEDS file")
     ap.add_argument("--repeats", type=int, default=3, help="pinned runs of ours (median and best are reported)")
     ap.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
-    ap.add_argument("--worker", choices=["ours", "pandas"], help=argparse.SUPPRESS)
+    ap.add_argument("--tiny-events", type=int, default=20_000, help="events of the cohort that measures the fixed cost of a run (0: skip)")
+    ap.add_argument("--worker", choices=["ours", "pandas", "ours-tiny"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     add_output_args(ap)
     args = ap.parse_args(argv)
@@ -242,6 +273,14 @@ def main(argv=None) -> int:
         info = generate(tmp / "meds", args.events, args.codes, args.per_subject, args.shard_subjects)
         info["generate_seconds"] = time.perf_counter() - t0
         shard_mb = max(f.stat().st_size for f in (tmp / "meds" / "data").glob("*.parquet")) / 2**20
+        tiny = tiny_compile = None
+        if args.tiny_events:
+            generate(tmp / "tiny" / "meds", args.tiny_events, min(args.codes, 2000), args.per_subject, args.shard_subjects, seed=1)
+            # An empty numba cache: what the first run on a machine adds (compiling the kernels).
+            tiny_compile = run_worker("ours-tiny", tmp / "tiny", args.tasks, core, {"NUMBA_CACHE_DIR": str(tmp / "numba_cache")})
+            # Then the machine's own cache: the first run fills it if it is cold (not reported),
+            # the next ones measure the fixed cost of a run on a machine that ran the tool before.
+            tiny = [run_worker("ours-tiny", tmp / "tiny", args.tasks, core) for _ in range(4)][1:]
         ours = [run_worker("ours", tmp, args.tasks, core) for _ in range(args.repeats)]
         pandas = None if args.no_pandas else run_worker("pandas", tmp, args.tasks, core)
         unpinned = run_worker("ours", tmp, args.tasks, None)
@@ -262,7 +301,7 @@ def main(argv=None) -> int:
                                            "events_per_cpu_s": events / med["cpu_seconds"], "events_per_s": events / med["seconds"],
                                            "peak_rss_mb": med["peak_rss_mb"], "runs": ours, "best_cpu_seconds": best["cpu_seconds"]})]
               + ([pandas] if pandas else []) + [dict(unpinned, kind="ours-unpinned")],
-              "speedup_vs_pandas": speedup}
+              "speedup_vs_pandas": speedup, "fixed_cost_tiny_runs": tiny, "first_run_compile_tiny": tiny_compile}
     rows = []
     for r in ours:
         rows.append(["ours (pinned)", f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{r['events_per_cpu_s'] / 1e6:.2f}M",
@@ -292,6 +331,7 @@ def main(argv=None) -> int:
               f"parquet columns once {fl['parquet_decode']:.2f}, encoding the label arrays with tte.zarr's codecs "
               f"{fl['label_encode']:.2f}; together {(fl['parquet_decode'] + fl['label_encode']) / best['cpu_seconds']:.0%} of our best run "
               f"(5M events/s would leave {events / 5e6 - fl['parquet_decode'] - fl['label_encode']:.2f} CPU s for everything else).",
+              *_fixed_cost_lines(tiny, tiny_compile, events, med["cpu_seconds"], best["cpu_seconds"]),
               f"Output: {cells:,} label cells ({cells / info['events']:.1f} per event), {cells * 5 / 1e6:,.0f} MB raw "
               f"(float32 time + bool event), {best['tte_zarr_bytes'] / 1e6:,.0f} MB in tte.zarr.",
               "", "The machine is shared with other jobs (load average in the table): CPU seconds inflate under load, "

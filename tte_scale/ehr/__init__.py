@@ -2,6 +2,7 @@
 
 * ``meds``: streaming MEDS reader (one subject shard at a time) and input validation.
 * ``core``: pure numpy kernels (first occurrence after each prediction time, bins, ranking).
+* ``kernels``: the per-event steps compiled with numba (what ``build`` runs; ``core`` is their reference).
 * ``vocab``: code registry and ontology closure.
 * ``build``: ``tte-scale labels`` (``build_labels``): one scan of the MEDS files, then the label pass.
 * ``store``: the labels folder format and ``load_labels`` (docs/formats.md).

@@ -2,11 +2,12 @@
 
 Pass 1 (scan, per shard): end of record per subject, exclusions, the benchmark labels (they do
 not depend on the vocabulary), for each code the number of *train* rows after which it occurs
-(with ontology closure), and a spill of the shard's future events (row, code id, time: 16 bytes
-each) to the partial output folder. The K best codes become tasks.
+(with ontology closure), and a spill of the shard's future events grouped by subject (row, code
+id, time: 16 bytes each) to the partial output folder. The K best codes become tasks.
 Pass 2 (labels, per shard): the spilled events of the task codes -> dense ``[rows, K]`` labels,
 in row blocks that bound the memory, staged into whole ``tte.zarr`` chunks; the train event-time
 histogram that fixes the bins. Parquet is decoded once; pass 2 reads a few flat arrays back.
+The per-event work is in the compiled ``kernels`` (``core`` holds the numpy reference).
 Everything goes to ``OUT.partial`` and is renamed at the end, so a killed run never leaves a
 half-valid labels folder.
 
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tte_scale.config import to_dict
-from tte_scale.ehr import core
+from tte_scale.ehr import core, kernels
 from tte_scale.ehr.config import LabelsConfig, TaskSet
 from tte_scale.ehr.meds import Scans, ShardEvents, open_meds, read_parents, read_scans, read_shard, read_splits
 from tte_scale.ehr.store import (
@@ -62,6 +63,8 @@ class _ShardPlan:
     """object [R] split names."""
     spill: Path | None = None
     """Prefix of the spilled future events (``.r``/``.gid``/``.t``), when the shard has rows."""
+    fut_off: np.ndarray | None = None
+    """int64 [S + 1]: subject s's spilled events are ``fut_off[s]:fut_off[s + 1]``."""
     offset: int = 0
 
 
@@ -80,18 +83,26 @@ def _progress(items, desc: str, enabled: bool):
     return tqdm(items, desc=desc, unit="file", disable=not enabled, dynamic_ncols=True)
 
 
-def _sub_rows(rows: core.RowIndex, b0: int, b1: int) -> core.RowIndex:
-    subj = rows.subj_R[b0:b1]
-    return core.RowIndex(subj - subj[0], int(subj[-1] - subj[0] + 1)) if len(subj) else core.RowIndex(subj, 0)
-
-
 def _spill_write(prefix: Path, **arrays: np.ndarray) -> None:
     for name, dtype in _SPILL:
         arrays[name].astype(dtype, copy=False).tofile(f"{prefix}.{name}")
 
 
-def _spill_read(prefix: Path) -> dict[str, np.ndarray]:
-    return {name: np.fromfile(f"{prefix}.{name}", dtype) for name, dtype in _SPILL}
+def _spill_read(prefix: Path, bufs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The spilled arrays, read into ``bufs`` (grown as needed, kept across shards: fresh
+    memory costs page faults) and returned as views of the right length."""
+    out = {}
+    for name, dtype in _SPILL:
+        path = Path(f"{prefix}.{name}")
+        n = path.stat().st_size // np.dtype(dtype).itemsize
+        if len(bufs.get(name, ())) < n:
+            bufs[name] = np.empty(n + n // 4, dtype)
+        with open(path, "rb") as f:
+            got = f.readinto(memoryview(bufs[name][:n]).cast("B"))
+        if got != n * np.dtype(dtype).itemsize:
+            raise RuntimeError(f"internal error: {path}: read {got} of {n * np.dtype(dtype).itemsize} bytes")
+        out[name] = bufs[name][:n]
+    return out
 
 
 def _code_csr(codes: list[str], columns_of) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +126,7 @@ def _bench_csr(codes: list[str], tasks: TaskSet):
 def _plan_shard(path: Path, ev: ShardEvents, scans: Scans, splits: dict, excluded: list) -> _ShardPlan:
     """The shard's labelled rows (row order) and its excluded scans."""
     S = len(ev.subject_ids)
-    eor_S = np.full(S, core.INT64_MIN, np.int64)
-    np.maximum.at(eor_S, ev.subj_E, np.where(ev.timed_E, ev.time_E, core.INT64_MIN))
+    eor_S = kernels.end_of_record(ev.subj_E, ev.time_E, ev.timed_E, S)
     # Scans are sorted by subject: each shard subject's scans are one contiguous range.
     lo = np.searchsorted(scans.subject_id, ev.subject_ids, "left")
     cnt = np.searchsorted(scans.subject_id, ev.subject_ids, "right") - lo
@@ -134,40 +144,27 @@ def _plan_shard(path: Path, ev: ShardEvents, scans: Scans, splits: dict, exclude
     return _ShardPlan(path, S, sel[ok], subj[ok], eor[ok], split[ok] == "train", split[ok])
 
 
-def _bench_rows(ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, pred_R, fut: core.Future, code_F, scans: Scans, tasks: TaskSet) -> pa.Table:
+def _bench_rows(ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, pred_R, scans: Scans, tasks: TaskSet) -> pa.Table:
     """Benchmark labels of the shard's rows: exact code sets, all timed events for "first after",
     static rows as prior."""
-    T = len(tasks.tasks)
     boff, btgt = _bench_csr(ev.codes, tasks)
-    bsrc, bk = core.map_codes(code_F, boff, btgt)
-    first_RT = core.first_after(fut.row[bsrc], bk, fut.time[bsrc], rows, T)
-    asrc, ak = core.map_codes(ev.code_E, boff, btgt)
-    ever_ST = np.full((plan.num_subjects, T), core.INT64_MAX, np.int64)
-    t_any = np.where(ev.timed_E[asrc], ev.time_E[asrc], core.INT64_MIN)
-    np.minimum.at(ever_ST.reshape(-1), ev.subj_E[asrc] * T + ak, t_any)
+    first_RT, ever_ST = kernels.bench_first(ev.subj_E, ev.time_E, ev.timed_E, ev.code_E, boff, btgt, len(tasks.tasks), rows.start_S, rows.end_S - rows.start_S, pred_R)
     horizon = [t.horizon_days for t in tasks.tasks]
     excl_prior = [t.exclude_prior for t in tasks.tasks]
     lab, days, bev, bexc = core.bench_labels(first_RT, ever_ST[plan.subj_R], pred_R, plan.eor_R, horizon, excl_prior)
     return bench_table(scans.scan_id[plan.scan_idx], scans.subject_id[plan.scan_idx], plan.split_R, tasks.names, lab, days, bev, bexc)
 
 
-def _train_counts(ev: ShardEvents, plan: _ShardPlan, fut: core.Future, code_F, gid_C, registry: CodeRegistry, ontology: Ontology, block_cells: int) -> None:
+def _train_counts(ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, off_S, row_F, code_F, gid_C, registry: CodeRegistry, ontology: Ontology) -> None:
     """Add to ``registry.counts`` the number of train rows after which each code occurs.
     Runs on train subjects' events only: tuning/held_out events cannot influence the vocabulary."""
     train_S = np.zeros(plan.num_subjects, bool)
     train_S[plan.subj_R[plan.train_R]] = True
     if not train_S.any():
         return
-    tsub_S = np.where(train_S, np.cumsum(train_S) - 1, -1).astype(np.int32)  # compact index of the train subjects
-    ts_F = tsub_S[fut.subj]
-    keep = np.flatnonzero(ts_F >= 0)
     offsets, targets, cols_gid = registry.csr(ev.codes, ontology, gid_C)
-    if not ontology.has_ancestors(ev.codes):  # column = code (``registry.csr``): nothing to map
-        col = code_F[keep]
-    else:
-        src, col = core.map_codes(code_F[keep], offsets, targets)
-        keep = keep[src]
-    counts = core.count_rows_after(ts_F[keep], fut.level[keep], col, int(train_S.sum()), len(cols_gid), block_cells)
+    identity = not ontology.has_ancestors(ev.codes)  # column = code (``registry.csr``)
+    counts = kernels.count_rows_after(off_S, row_F, code_F, rows.start_S, train_S, offsets, targets, identity, len(cols_gid))
     registry.counts[cols_gid] += counts
 
 
@@ -181,6 +178,7 @@ def _pass_scan(ds, scans: Scans, splits: dict, ontology: Ontology, tasks: TaskSe
     num_train_rows = 0
     spill_dir = tmp / "spill"
     spill_dir.mkdir()
+    work = np.zeros(0, np.int64)
     writer = pq.ParquetWriter(tmp / "bench.parquet", BENCH_SCHEMA)
     try:
         bar = _progress(ds.data_files, "labels 1/2 scan", progress)
@@ -196,13 +194,14 @@ def _pass_scan(ds, scans: Scans, splits: dict, ontology: Ontology, tasks: TaskSe
             if len(plan.scan_idx):
                 rows = core.RowIndex(plan.subj_R, plan.num_subjects)
                 pred_R = scans.pred_us[plan.scan_idx]
-                fut = core.future_events(ev.subj_E, ev.time_E, ev.timed_E, rows, pred_R)
-                code_F = ev.code_E[fut.pos]
+                if len(work) < 2 * (ev.num_events + 1):  # scratch kept across shards: fresh memory costs page faults
+                    work = np.empty(2 * (ev.num_events + 1), np.int64)
+                off_S, row_F, code_F, time_F = kernels.future_events(ev.subj_E, ev.time_E, ev.timed_E, ev.code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, work)
                 gid_C = registry.ids_of(ev.codes)
-                plan.spill = spill_dir / f"{i:06d}"
-                _spill_write(plan.spill, r=fut.row, gid=gid_C[code_F], t=fut.time)
-                _train_counts(ev, plan, fut, code_F, gid_C, registry, ontology, cfg.block_cells)
-                writer.write_table(_bench_rows(ev, plan, rows, pred_R, fut, code_F, scans, tasks))
+                plan.spill, plan.fut_off = spill_dir / f"{i:06d}", off_S
+                _spill_write(plan.spill, r=row_F, gid=gid_C[code_F], t=time_F)
+                _train_counts(ev, plan, rows, off_S, row_F, code_F, gid_C, registry, ontology)
+                writer.write_table(_bench_rows(ev, plan, rows, pred_R, scans, tasks))
             bar.set_postfix(events=stats.events)
     finally:
         writer.close()
@@ -239,9 +238,19 @@ def _pass_labels(plans, scans, vocab_gid, registry, ontology, cfg, tmp: Path, pr
     The bins' histogram takes the train rows of the subjects in ``subject_sample(bin_stride)``."""
     K = len(vocab_gid)
     N = sum(len(p.scan_idx) for p in plans)
-    block_rows = max(1, cfg.block_cells // K)
+    # Blocks of at most a chunk: the writer stages a chunk plus a block, twice (double buffer).
+    block_cells = min(cfg.block_cells, cfg.chunk_rows * K)
+    block_rows = max(1, block_cells // K)
     out = TteWriter(tmp / "tte.zarr", N, K, cfg.chunk_rows, block_rows)
+    work = np.zeros(0, np.int64)
+    spill_bufs: dict[str, np.ndarray] = {}
     toff, ttgt = _task_csr(registry, vocab_gid, ontology)
+    # At most one task per code (no ontology): a plain lookup table instead of the CSR.
+    deg = np.diff(toff)
+    task_of = np.zeros(0, np.int32)
+    if deg.max(initial=0) <= 1:
+        task_of = np.full(len(deg), -1, np.int32)
+        task_of[deg == 1] = ttgt[toff[:-1][deg == 1]]
     hist = np.zeros(24 * 366, np.int64)
     events_K = np.zeros(K, np.int64)
     train_events_K = np.zeros(K, np.int64)
@@ -249,27 +258,27 @@ def _pass_labels(plans, scans, vocab_gid, registry, ontology, cfg, tmp: Path, pr
         for plan in _progress(plans, "labels 2/2 labels", progress):
             if len(plan.scan_idx) == 0:
                 continue
-            sp = _spill_read(plan.spill)
+            sp = _spill_read(plan.spill, spill_bufs)
             for name, _ in _SPILL:
                 Path(f"{plan.spill}.{name}").unlink()
-            src, k = core.map_codes(sp["gid"], toff, ttgt)
-            r_k, t_k = sp["r"][src], sp["t"][src]
-            del sp, src
             rows = core.RowIndex(plan.subj_R, plan.num_subjects)
+            first_R = rows.start_S[rows.subj_R]
             pred_R = scans.pred_us[plan.scan_idx]
             hist_R = plan.train_R & core.subject_sample(scans.subject_id[plan.scan_idx], bin_stride)
-            bounds = core.row_blocks(rows, K, cfg.block_cells)
-            parts = core.partition(np.searchsorted([b[0] for b in bounds], r_k, side="right") - 1, len(bounds)) if len(bounds) > 1 else [slice(None)]
-            for (b0, b1), sel in zip(bounds, parts):
+            # The hour histogram must reach the longest censoring time among the rows it takes.
+            if hist_R.any():
+                need = int(core.hours_of_days(((plan.eor_R - pred_R)[hist_R] / core.US_PER_DAY).astype(np.float32)).max()) + 1
+                if need > len(hist):
+                    hist = np.concatenate([hist, np.zeros(need - len(hist), np.int64)])
+            for b0, b1 in core.row_blocks(rows, K, block_cells, align=out.chunk_rows, offset=plan.offset):
+                # Blocks end at subject boundaries and the spill is grouped by subject.
+                e0, e1 = plan.fut_off[plan.subj_R[b0]], plan.fut_off[plan.subj_R[b1 - 1] + 1]
                 time_RK, event_RK = out.reserve(b1 - b0)
-                core.fill_labels(r_k[sel] - b0, k[sel], t_k[sel], _sub_rows(rows, b0, b1), pred_R[b0:b1], plan.eor_R[b0:b1], time_RK, event_RK)
-                tr = plan.train_R[b0:b1]
-                n_all = core.column_counts(event_RK)
-                events_K += n_all
-                train_events_K += n_all - core.column_counts(event_RK[~tr]) if not tr.all() else n_all
-                h = np.flatnonzero(hist_R[b0:b1])
-                if len(h):
-                    hist = core.hour_histogram_add(hist, core.hours_of_days(time_RK[h][event_RK[h]]))
+                args = (e0, e1, sp["r"], sp["gid"], sp["t"], task_of, toff, ttgt, b0, first_R, pred_R, plan.eor_R, plan.train_R, hist_R, time_RK, event_RK, events_K, train_events_K, hist)
+                need = kernels.fill_labels(*args, work)
+                if need:  # grow the scratch (kept across blocks and shards: fresh memory costs page faults)
+                    work = np.empty(need + need // 2, np.int64)
+                    kernels.fill_labels(*args, work)
                 out.commit(b1 - b0)
         out.close()
     except BaseException:

@@ -1,5 +1,8 @@
 """Pure numpy kernels of the labels stage: no I/O, no per-event Python loop.
 
+``build`` runs the compiled versions of the per-event steps (``kernels``); these numpy ones are
+their reference in the tests, and the bins, ranking and benchmark-label steps used as they are.
+
 Legend: E events, R labelled rows (scans) of a block, C columns (codes or tasks),
 S subjects. Rows are sorted by (subject, prediction time); a subject's rows are contiguous.
 
@@ -289,14 +292,22 @@ def column_counts(event_RC: np.ndarray) -> np.ndarray:
     return out
 
 
-def row_blocks(rows: RowIndex, num_cols: int, block_cells: int) -> list[tuple[int, int]]:
-    """Split rows into [b0, b1) blocks at subject boundaries with about ``block_cells`` cells."""
+def row_blocks(rows: RowIndex, num_cols: int, block_cells: int, align: int = 0, offset: int = 0) -> list[tuple[int, int]]:
+    """Split rows into [b0, b1) blocks at subject boundaries with about ``block_cells`` cells.
+
+    ``align`` > 0: a block also ends at the first subject boundary at or after the next
+    multiple of ``align`` in array rows (row b is array row ``offset + b``), so that a block
+    completes a chunk of ``align`` rows and leaves only a few rows of the next one behind."""
     per = max(1, block_cells // max(1, num_cols))
     n = len(rows.subj_R)
     bounds, b0 = [], 0
     while b0 < n:
         b1 = min(n, b0 + per)
-        if b1 < n:  # move the cut to a subject boundary (never splits a subject; may grow)
+        if align > 0:
+            b1 = min(b1, (offset + b0) // align * align + align - offset)
+            if b1 < n:
+                b1 = int(rows.end_S[rows.subj_R[b1 - 1]])
+        elif b1 < n:  # move the cut to a subject boundary (never splits a subject; may grow)
             s = rows.subj_R[b1 - 1]
             b1 = max(b1, int(rows.end_S[s])) if rows.start_S[s] == b0 else int(rows.start_S[s])
         bounds.append((b0, b1))

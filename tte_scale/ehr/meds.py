@@ -111,13 +111,13 @@ class ShardEvents:
     subject_ids: np.ndarray
     """int64 [S], sorted unique subjects of the file."""
     subj_E: np.ndarray
-    """int64 [E], index into ``subject_ids``."""
+    """int32 [E], index into ``subject_ids``."""
     time_E: np.ndarray
     """int64 [E], microseconds; meaningless where ``timed_E`` is False."""
     timed_E: np.ndarray
     """bool [E], False for static rows (null time)."""
     code_E: np.ndarray
-    """int64 [E], index into ``codes``."""
+    """int32 [E], index into ``codes``."""
     codes: list[str]
     """The file's distinct codes."""
 
@@ -127,27 +127,27 @@ class ShardEvents:
 
 
 def _subject_index(sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique subject ids, int64 [E] index into them)."""
+    """(sorted unique subject ids, int32 [E] index into them)."""
     if len(sid) and (sid[1:] >= sid[:-1]).all():
         # MEDS shards are usually sorted by subject: runs, no hashing.
         starts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
         uniq = sid[np.concatenate([[0], starts])]
         lengths = np.diff(np.concatenate([[0], starts, [len(sid)]]))
-        return uniq, np.repeat(np.arange(len(uniq), dtype=np.int64), lengths)
+        return uniq, np.repeat(np.arange(len(uniq), dtype=np.int32), lengths)
     lo, hi = (int(sid.min()), int(sid.max())) if len(sid) else (0, -1)
     if hi - lo <= 4 * len(sid) + 1024:
         # Dense integer ids (the usual case): a lookup table instead of hashing.
-        off = sid - lo
-        present = np.zeros(hi - lo + 1, np.int64)
-        present[off] = 1
-        uniq = np.flatnonzero(present) + lo
-        return uniq, (np.cumsum(present) - 1)[off]
+        from tte_scale.ehr.kernels import dense_subject_index
+
+        sid = sid.view()
+        sid.flags.writeable = False  # one argument type for the compiled kernel (see ``_frozen``)
+        return dense_subject_index(sid, lo, hi)
     enc = pc.dictionary_encode(pa.array(sid))
     uniq = enc.dictionary.to_numpy()
     order = np.argsort(uniq, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    return uniq[order], rank[enc.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
+    return uniq[order], rank[enc.indices.to_numpy(zero_copy_only=False)].astype(np.int32)
 
 
 def read_shard(path: Path) -> ShardEvents:
@@ -177,15 +177,26 @@ def read_shard(path: Path) -> ShardEvents:
     time_E, timed_E = _timestamps_us(path, "time", tab.column("time"))
     code_col = tab.column("code")
     if len(code_col) == 0:
-        return ShardEvents(path, uniq.astype(np.int64), subj_E, time_E, timed_E, np.zeros(0, np.int64), [])
+        return _frozen(ShardEvents(path, uniq.astype(np.int64), subj_E, time_E, timed_E, np.zeros(0, np.int32), []))
     if not pa.types.is_dictionary(code_col.type):
         code_col = pc.dictionary_encode(code_col)
     code_col = pa.chunked_array(code_col.chunks if isinstance(code_col, pa.ChunkedArray) else [code_col])
     if code_col.num_chunks > 1:
         code_col = pa.table({"c": code_col}).unify_dictionaries().column("c")
     codes = code_col.chunk(0).dictionary.cast(pa.string()).to_pylist()
-    code_E = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in code_col.chunks]).astype(np.int64)
-    return ShardEvents(path, uniq.astype(np.int64), subj_E, time_E, timed_E, code_E, codes)
+    code_E = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in code_col.chunks]).astype(np.int32, copy=False)
+    return _frozen(ShardEvents(path, uniq.astype(np.int64), subj_E, time_E, timed_E, code_E, codes))
+
+
+def _frozen(ev: ShardEvents) -> ShardEvents:
+    """Read-only views of the event arrays. Arrow hands out read-only or writable arrays
+    depending on the file (chunks, nulls); the compiled kernels are specialised (and cached)
+    per argument type, writability included, so one fixed type avoids a surprise compile."""
+    for name in ("subj_E", "time_E", "timed_E", "code_E"):
+        view = getattr(ev, name).view()
+        view.flags.writeable = False
+        setattr(ev, name, view)
+    return ev
 
 
 def read_splits(ds: MedsDataset) -> dict[int, str]:

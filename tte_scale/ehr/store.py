@@ -51,14 +51,17 @@ def write_vocab(path: Path, codes: list[str], counts: np.ndarray, scores: np.nda
     pq.write_table(tab, path)
 
 
-def open_tte_arrays(path: Path, num_rows: int, num_tasks: int, chunk_rows: int):
-    """Create ``tte.zarr`` (Zarr v3) with ``time`` float32 and ``event`` bool [N, K].
+#: Codecs of ``tte.zarr`` (chosen by measurement, benchmarks/results/labels.md; both plain Zarr v3
+#: codecs that any reader decodes): ``time`` zstd at the fast level -3 (~7x: a row is mostly one
+#: censoring time; level 1 gains a third in size for 1.6x the encode CPU; Blosc-lz4 with byte
+#: shuffle is no faster and 2x larger), ``event`` Blosc bit-shuffle + lz4 (~13x at 2.7x the speed
+#: of plain zstd: only one bit of each bool byte carries information; bit-shuffling gathers them).
+TIME_ZSTD_LEVEL = -3
+EVENT_BLOSC = dict(cname="lz4", clevel=5)
 
-    Codecs (chosen by measurement, benchmarks/results/labels.md; both are plain Zarr v3 codecs
-    that any reader decodes): ``time`` with zstd at the fast level -3 (~7x: a row is mostly one
-    censoring time; level 1 gains a third in size for 1.6x the encode CPU), ``event`` with
-    Blosc bit-shuffle + lz4 (~13x at 2.7x the speed of plain zstd: only one bit of each bool
-    byte carries information, and bit-shuffling gathers those bits)."""
+
+def open_tte_arrays(path: Path, num_rows: int, num_tasks: int, chunk_rows: int):
+    """Create ``tte.zarr`` (Zarr v3) with ``time`` float32 and ``event`` bool [N, K]."""
     import zarr
     from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -66,10 +69,35 @@ def open_tte_arrays(path: Path, num_rows: int, num_tasks: int, chunk_rows: int):
     chunks = (max(1, min(chunk_rows, num_rows)), max(1, num_tasks))
     # Every chunk is written (no fill-value chunks): skips Zarr's all-equal scan of each chunk.
     kw = dict(shape=(num_rows, num_tasks), chunks=chunks, config={"write_empty_chunks": True})
-    time = group.create_array("time", dtype="float32", fill_value=float("nan"), compressors=[ZstdCodec(level=-3)], **kw)
-    event = group.create_array("event", dtype="bool", fill_value=False, compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)], **kw)
+    time = group.create_array("time", dtype="float32", fill_value=float("nan"), compressors=[ZstdCodec(level=TIME_ZSTD_LEVEL)], **kw)
+    event = group.create_array("event", dtype="bool", fill_value=False, compressors=[BloscCodec(shuffle="bitshuffle", typesize=1, **EVENT_BLOSC)], **kw)
     group.attrs.update({"format_version": FORMAT_VERSION, "num_tasks": num_tasks})
     return time, event
+
+
+class _ChunkFiles:
+    """Writes whole chunks of the two arrays as files, encoded with numcodecs directly.
+
+    The same bytes Zarr writes (bytes codec little-endian, then the compressor; the chunk key from
+    the array's own metadata; tests/unit/ehr/test_store.py compares them), without Zarr's async
+    pipeline per chunk (a thread hop per codec: 0.1-0.3 of ~1.3 CPU s of writing the 20M-event
+    benchmark's arrays, benchmarks/results/labels.md). Only for
+    little-endian hosts and whole chunks; the caller leaves the rest to Zarr."""
+
+    def __init__(self, root: Path, time, event):
+        import sys
+
+        import numcodecs
+
+        self.ok = sys.byteorder == "little"
+        self.arrays = [(root / "time", time, numcodecs.Zstd(level=TIME_ZSTD_LEVEL, checksum=False)),
+                       (root / "event", event, numcodecs.Blosc(shuffle=numcodecs.Blosc.BITSHUFFLE, blocksize=0, **EVENT_BLOSC))]
+
+    def write(self, index: int, *blocks: np.ndarray) -> None:
+        for (folder, arr, codec), block in zip(self.arrays, blocks):
+            path = folder / arr.metadata.encode_chunk_key((index, 0))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(codec.encode(np.ascontiguousarray(block)))
 
 
 class TteWriter:
@@ -87,6 +115,7 @@ class TteWriter:
         from concurrent.futures import ThreadPoolExecutor
 
         self.time, self.event = open_tte_arrays(path, num_rows, num_tasks, chunk_rows)
+        self.files = _ChunkFiles(Path(path), self.time, self.event)
         self.num_rows, self.num_tasks = num_rows, num_tasks
         self.chunk_rows = int(self.time.chunks[0])
         self.capacity = self.chunk_rows + block_rows
@@ -146,12 +175,16 @@ class TteWriter:
         self.written += n
 
     def _write(self, time_BK: np.ndarray, event_BK: np.ndarray, start: int) -> None:
-        # One call per chunk: Zarr then encodes our buffer as is; a call spanning several
-        # chunks makes it copy each chunk into a fresh fill-value array first.
+        # Whole chunks (``start`` is always at a chunk boundary) go straight to files; the
+        # array's last, short chunk through Zarr, which pads it to the chunk shape. One Zarr
+        # call per chunk: a call spanning several makes it copy each into a fresh array first.
         for a in range(0, len(time_BK), self.chunk_rows):
             b = min(len(time_BK), a + self.chunk_rows)
-            self.time[start + a : start + b] = time_BK[a:b]
-            self.event[start + a : start + b] = event_BK[a:b]
+            if b - a == self.chunk_rows and self.files.ok:
+                self.files.write((start + a) // self.chunk_rows, time_BK[a:b], event_BK[a:b])
+            else:
+                self.time[start + a : start + b] = time_BK[a:b]
+                self.event[start + a : start + b] = event_BK[a:b]
 
     def close(self) -> None:
         """Write the last (short) chunk and wait for all writes; every row must be committed."""
@@ -172,21 +205,21 @@ class TteWriter:
 
 
 def bench_table(scan_id, subject_id, split, task_names, label_RT, time_RT, event_RT, excluded_RT) -> pa.Table:
-    """Long-format bench rows: rows in row order, then task order (formats.md)."""
+    """Long-format bench rows: rows in row order, then task order (formats.md). String columns
+    are gathers (``take``) from the R row values and T task names, not Python lists of R * T."""
     R, T = label_RT.shape
-    rep = lambda a: np.repeat(np.asarray(a, dtype=object if np.asarray(a).dtype == object else None), T)  # noqa: E731
+    per_row = np.repeat(np.arange(R), T)
     lab = label_RT.reshape(-1)
-    exc = np.asarray(BENCH_EXCLUDED, dtype=object)[excluded_RT.reshape(-1)]
     return pa.table(
         {
-            "scan_id": pa.array(rep(scan_id).tolist(), pa.string()),
-            "subject_id": pa.array(rep(subject_id), pa.int64()),
-            "split": pa.array(rep(split).tolist(), pa.string()),
-            "task": pa.array(np.tile(np.asarray(task_names, dtype=object), R).tolist(), pa.string()),
+            "scan_id": pa.array(list(scan_id), pa.string()).take(per_row),
+            "subject_id": pa.array(np.repeat(np.asarray(subject_id, np.int64), T), pa.int64()),
+            "split": pa.array(list(split), pa.string()).take(per_row),
+            "task": pa.array(list(task_names), pa.string()).take(np.tile(np.arange(T), R)),
             "label": pa.array(lab == 1, pa.bool_(), mask=lab < 0),
             "time": pa.array(time_RT.reshape(-1), pa.float32()),
             "event": pa.array(event_RT.reshape(-1), pa.bool_()),
-            "excluded": pa.array(exc.tolist(), pa.string()),
+            "excluded": pa.array(list(BENCH_EXCLUDED), pa.string()).take(excluded_RT.reshape(-1).astype(np.int64)),
         },
         schema=BENCH_SCHEMA,
     )

@@ -121,6 +121,22 @@ def test_row_blocks_never_split_a_subject():
             assert b0 == 0 or subj[b0] != subj[b0 - 1]
 
 
+@pytest.mark.parametrize("offset", [0, 3, 7])
+def test_row_blocks_aligned_to_chunks(offset):
+    subj = np.repeat(np.arange(12), np.random.default_rng(offset).integers(1, 4, 12))
+    rows = core.RowIndex(subj, 12)
+    for cells, align in ((100, 4), (3, 5), (2, 1)):
+        bounds = core.row_blocks(rows, 1, cells, align=align, offset=offset)
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(subj)
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        for b0, b1 in bounds:
+            assert b1 > b0 and (b1 == len(subj) or subj[b1] != subj[b1 - 1])
+            # Ends at the first subject boundary at or after the nearer of the cell budget and
+            # the next chunk boundary: never earlier, never more than one subject later.
+            target = min(b0 + cells, (offset + b0) // align * align + align - offset, len(subj))
+            assert b1 >= target and (b1 == target or subj[b1 - 1] == subj[target - 1])
+
+
 def test_expand_csr():
     offsets, targets = np.array([0, 2, 2, 3]), np.array([5, 6, 7])
     src, tgt = core.expand_csr(np.array([0, 1, 2, 0]), offsets, targets)

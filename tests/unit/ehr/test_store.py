@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tte_scale.ehr.store import TteWriter
+from tte_scale.ehr.store import TteWriter, open_tte_arrays
 
 
 @pytest.mark.parametrize("background", [False, True])
@@ -29,6 +29,26 @@ def test_writer_blocks_to_chunks(tmp_path, background, chunk_rows, block_rows):
     assert g["time"].chunks == (min(chunk_rows, N), K)
     np.testing.assert_array_equal(g["time"][:], time_NK)
     np.testing.assert_array_equal(g["event"][:], event_NK)
+
+
+def test_chunk_files_are_the_bytes_zarr_writes(tmp_path):
+    """The writer's direct chunk files (numcodecs, no Zarr pipeline) equal Zarr's own."""
+    rng = np.random.default_rng(0)
+    N, K, chunk_rows = 10, 16, 4
+    time_NK = np.repeat(rng.random((N, 1)), K, axis=1).astype(np.float32)
+    time_NK[rng.random((N, K)) < 0.2] = 0.5
+    event_NK = rng.random((N, K)) < 0.2
+    w = TteWriter(tmp_path / "ours.zarr", N, K, chunk_rows, 3, background=False)
+    t, e = w.reserve(N)
+    t[:], e[:] = time_NK, event_NK
+    w.commit(N)
+    w.close()
+    ref_t, ref_e = open_tte_arrays(tmp_path / "zarr.zarr", N, K, chunk_rows)
+    ref_t[:], ref_e[:] = time_NK, event_NK
+    for name in ("time", "event"):
+        for i in range(-(-N // chunk_rows)):
+            key = f"{name}/c/{i}/0"
+            assert (tmp_path / "ours.zarr" / key).read_bytes() == (tmp_path / "zarr.zarr" / key).read_bytes(), key
 
 
 def test_writer_refuses_too_many_rows_and_unfinished(tmp_path):
