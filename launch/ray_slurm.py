@@ -8,12 +8,17 @@ appears. ``ray start --block`` stops the processes it started on SIGTERM, so end
 cleans the node without a machine-wide ``ray stop`` (which would also end other users'
 Ray instances on a shared node). A sharding re-run resumes (complete shards are kept), so a
 failed or timed-out job is simply resubmitted.
+
+Each submission gets its own Ray auth token file (:func:`new_token_file`, a random name in the
+submitit folder, 0600), named in the job's config; task 0 removes it when the job ends, so
+concurrent submissions to one folder never share, overwrite or delete each other's token.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shlex
 import socket
 import subprocess
@@ -37,7 +42,8 @@ class RayShardJob:
     join_timeout_s: float = 300.0
     """How long the head waits for all nodes to join."""
     token_file: str = ""
-    """Ray auth token shared by every node and the driver (0600 file written at submission)."""
+    """This job's Ray auth token, shared by every node and the driver (:func:`new_token_file`);
+    task 0 removes it when the job ends."""
 
     def __call__(self) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -46,6 +52,9 @@ class RayShardJob:
             # Ray 2.5x turns token auth on for `ray start --head` when ~/.ray/auth_token exists, but
             # never for an explicit address (driver, `ray start --address`): the driver is then refused
             # (InvalidAuthToken) and retries forever. One explicit per-job token keeps them in step.
+            if not Path(self.token_file).is_file():
+                raise RuntimeError(f"Ray auth token {self.token_file} is gone (removed when this job ended "
+                                   "once already?): submit again with `tte-scale launch ray-shard`")
             os.environ["RAY_AUTH_MODE"] = "token"
             os.environ["RAY_AUTH_TOKEN_PATH"] = self.token_file
         job_id = os.environ["SLURM_JOB_ID"]
@@ -65,6 +74,7 @@ class RayShardJob:
         else:
             ray_cmd += [f"--address={address}"]
         node = subprocess.Popen(ray_cmd)
+        requeued = False
         try:
             if rank == 0:
                 _wait_for_nodes(address, len(hosts), self.join_timeout_s, node)
@@ -79,8 +89,48 @@ class RayShardJob:
             while not done.exists() and node.poll() is None:
                 time.sleep(2)
             return 0
+        except SystemExit:
+            # submitit's handler of a preemption signal requeues the job, then exits: the
+            # requeued run starts with this same config and needs the token file
+            requeued = True
+            raise
         finally:
             stop_process(node, timeout=60)
+            if rank == 0 and not requeued:
+                self.remove_token()
+
+    def remove_token(self) -> None:
+        """Delete this job's token file (its own path only: other jobs' files are never touched)."""
+        if self.token_file:
+            Path(self.token_file).unlink(missing_ok=True)
+
+
+TOKEN_PREFIX = "ray_auth_token-"
+
+
+def new_token_file(folder: Path) -> Path:
+    """Create a fresh Ray auth token file for one submission and return its path.
+
+    The name has a random part and the file is created with O_EXCL, so two submissions to the
+    same folder, even at the same moment, get two files; mode 0600, as it is a credential.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = folder / f"{TOKEN_PREFIX}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask (a strict one could drop the owner's read bit)
+        os.write(fd, secrets.token_hex(32).encode())
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return path
 
 
 def _wait_for_nodes(address: str, expected: int, timeout: float, head: subprocess.Popen) -> None:

@@ -177,7 +177,7 @@ def _scan_row(row: dict, *, imaging, codec, keep_volume) -> dict:
     item = PlanItem(
         row=int(row["row"]), scan_id=str(row["scan_id"]), subject_id=int(row["subject_id"]), split=str(row["split"]),
         image_path=str(row["image_path"]), modality=None if row["modality"] is None else str(row["modality"]),
-        wds_shard=int(row["wds_shard"]), zarr_shard=int(row["zarr_shard"]),
+        wds_shard=int(row["wds_shard"]), zarr_shard=int(row["zarr_shard"]), scans_table=str(row["scans_table"]),
     )
     meta, data, vol = _scan_task(item, imaging, codec, keep_volume)
     return {"row": int(item.row), "meta": json.dumps(meta), "data": data,

@@ -31,6 +31,7 @@ def _fingerprint(cfg: ShardConfig, labels, plan) -> dict:
 
     h = hashlib.sha256(json.dumps(output_config(cfg), sort_keys=True).encode())
     h.update(labels.fingerprint.encode())
+    # image_path as the scans table writes it: moving the cohort folder must not change the plan
     for it in plan.items:
         h.update(f"{it.row}\0{it.scan_id}\0{it.image_path}\0{it.modality}\n".encode())
     return {"fingerprint": h.hexdigest()}

@@ -27,9 +27,17 @@ class PlanItem:
     subject_id: int
     split: str
     image_path: str
+    """As written in the scans table (relative to it, or the user's absolute path): this is what
+    the build fingerprint hashes and failure records name, so moving a cohort changes neither."""
     modality: str | None
     wds_shard: int
     zarr_shard: int
+    scans_table: str
+    """Absolute path of the scans table, used only to open the file (:attr:`image_file`)."""
+
+    @property
+    def image_file(self) -> Path:
+        return resolve_image_path(self.image_path, self.scans_table)
 
 
 @dataclass(slots=True)
@@ -62,7 +70,8 @@ def read_scans(path: str | Path) -> dict[str, list]:
     for i, p in enumerate(table["image_path"]):
         if not p:
             raise InputError(f"scans table {path}: row {i} (scan_id {table['scan_id'][i]!r}) has no image_path")
-    table["image_path"] = [str(resolve_image_path(p, path)) for p in table["image_path"]]
+    # paths stay as written; each scan resolves its own when it is opened (PlanItem.image_file)
+    table["scans_table"] = [str(path.resolve())] * len(table["scan_id"])
     table.setdefault("modality", [None] * len(table["scan_id"]))
     return table
 
@@ -84,10 +93,10 @@ def make_plan(scans: dict[str, list], labels, samples_per_wds_shard: int, zarr_r
             raise InputError(
                 f"labels rows.parquet row {row}: subject {subj} is in splits {subject_split[subj]!r} and {split!r}"
             )
-        items.append((row, sid, subj, split, scans["image_path"][i], scans["modality"][i]))
+        items.append((row, sid, subj, split, scans["image_path"][i], scans["modality"][i], scans["scans_table"][i]))
 
     rows_by_split = defaultdict(list)
-    for row, _, _, split, _, _ in items:
+    for row, _, _, split, *_ in items:
         rows_by_split[split].append(row)
     splits = [s for s in SPLIT_ORDER if s in rows_by_split] + sorted(set(rows_by_split) - set(SPLIT_ORDER))
     wds_shards, wds_split, wds_of = [], [], {}
@@ -104,9 +113,9 @@ def make_plan(scans: dict[str, list], labels, samples_per_wds_shard: int, zarr_r
     plan_items = [
         PlanItem(
             row=row, scan_id=sid, subject_id=subj, split=split, image_path=path,
-            modality=mod, wds_shard=wds_of[row], zarr_shard=row // zarr_rows_per_shard,
+            modality=mod, wds_shard=wds_of[row], zarr_shard=row // zarr_rows_per_shard, scans_table=table,
         )
-        for row, sid, subj, split, path, mod in items
+        for row, sid, subj, split, path, mod, table in items
     ]
     labelled = set(labels.scan_id)
     not_labelled = [sid for sid in scans["scan_id"] if sid not in labelled]

@@ -75,7 +75,7 @@ def relabel(out, labels_dir, progress: bool = True) -> dict:
     # the plan is rebuilt from the manifest, so the manifest keeps its shard assignment
     items = [
         PlanItem(row=r, scan_id=s, subject_id=sub, split=sp, image_path="", modality=None,
-                 wds_shard=ws if ws is not None else -1, zarr_shard=r // cfg.zarr_volumes_per_shard)
+                 wds_shard=ws if ws is not None else -1, zarr_shard=r // cfg.zarr_volumes_per_shard, scans_table="")
         for r, s, sub, sp, ws in zip(samples["row"], samples["scan_id"], samples["subject_id"], samples["split"], samples["wds_shard"])
     ]
     plan = _plan_from_records(out, items, cfg, build)

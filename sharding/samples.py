@@ -1,13 +1,17 @@
 """One scan -> one sample: read, canonicalize, encode. The body of a scan task.
 
 Never raises: a failure is a result with ``status="failed"`` and a reason code, so the rest of
-the job proceeds. Error details name the file and the exception *type*, never header values.
+the job proceeds. Error details name the file and the exception *type*, never header values;
+the file by its ``image_path`` as written in the scans table, so a record does not depend on
+where the cohort folder lies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import google_crc32c
@@ -21,11 +25,12 @@ from tte_scale.imaging import CANONICAL_ORIENTATION, ImagingConfig, ScanReadErro
 def process_scan(item: PlanItem, imaging: ImagingConfig, codec: dict[str, Any], keep_volume: bool):
     """Return (meta, encoded volume bytes or None, int16 volume or None)."""
     meta: dict[str, Any] = {"row": item.row, "scan_id": item.scan_id, "status": "ok", "reason": None, "detail": None}
+    file = item.image_file
     try:
-        raw = read_scan(item.image_path, item.modality, imaging)
+        raw = read_scan(file, item.modality, imaging)
         vol_DHW, _ = canonicalize(raw, imaging)
     except ScanReadError as exc:
-        meta.update(status="failed", reason=exc.reason, detail=exc.detail)
+        meta.update(status="failed", reason=exc.reason, detail=as_written(exc.detail, file, item.image_path))
         return meta, None, None
     except Exception as exc:  # a bug or a broken file type: quarantine this scan only
         meta.update(status="failed", reason="worker_error", detail=f"{item.image_path}: {type(exc).__name__}")
@@ -42,6 +47,18 @@ def process_scan(item: PlanItem, imaging: ImagingConfig, codec: dict[str, Any], 
         input_spacing_mm=[round(s, 4) for s in raw.spacing_mm],
     )
     return meta, data, (vol_DHW if keep_volume else None)
+
+
+def as_written(detail: str, file: Path, image_path: str) -> str:
+    """``detail`` with the opened path ``file`` (or a file under it, in a DICOM folder) named by
+    the scans table's ``image_path`` instead: the readers only see the absolute path."""
+    opened = str(file)
+    if detail == opened:
+        return image_path
+    if detail.startswith((opened + ":", opened + os.sep)):
+        # Path() drops a trailing separator from `file`; drop it from image_path too
+        return (image_path.rstrip("/" + os.sep) or image_path) + detail[len(opened):]
+    return detail
 
 
 def header_json(item: PlanItem, meta: dict, imaging: ImagingConfig, codec: dict) -> bytes:

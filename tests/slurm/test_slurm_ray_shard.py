@@ -63,6 +63,7 @@ def test_ray_shard_job_matches_local_shard(slurm_cluster, tmp_path):
         raise AssertionError(f"{exc}\n{logs()[-8000:]}") from None
     assert info["ExitCode"] == "0:0", logs()[-8000:]
     assert (folder / f"{job_id}_ray_done").read_text() == "0"
+    assert not list(folder.glob("ray_auth_token-*")), "the job must remove its own Ray auth token"
     assert "Ray cluster at" in logs() and "--ray-address" in logs()
 
     want, got = _tree(local), _tree(out)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import shlex
 import sys
 from pathlib import Path
@@ -167,7 +165,7 @@ def _local(args: argparse.Namespace) -> int:
 
 def _ray_shard(args: argparse.Namespace) -> int:
     from launch import jobindex
-    from launch.ray_slurm import RayShardJob, sbatch_parameters
+    from launch.ray_slurm import TOKEN_PREFIX, RayShardJob, new_token_file, sbatch_parameters
     from launch.slurm import LaunchError, parse_time, submitit_command
 
     shard_args = args.shard_args[1:] if args.shard_args[:1] == ["--"] else args.shard_args
@@ -195,6 +193,8 @@ def _ray_shard(args: argparse.Namespace) -> int:
                                   **params).rstrip())
         print(f"\n# task 0: ray start --head on the first node, then: tte-scale shard {shlex.join(shard_args)} "
               "--ray-address <head>:<port>\n# tasks 1..: ray start --address <head>:<port>")
+        print(f"# Ray auth token: a new 0600 file {folder}/{TOKEN_PREFIX}<random> per submission, "
+              "removed by task 0 when the job ends")
         return 0
     import submitit
 
@@ -203,13 +203,13 @@ def _ray_shard(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         raise LaunchError(f"cannot submit to SLURM here: {exc}") from None
     executor.update_parameters(**params)
-    folder.mkdir(parents=True, exist_ok=True)
-    token_file = folder / "ray_auth_token"
-    token_file.unlink(missing_ok=True)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32))
-    job = executor.submit(RayShardJob(shard_args=shard_args, token_file=str(token_file)))
+    token_file = new_token_file(folder)  # one per submission: the job removes it when it ends
+    job_fn = RayShardJob(shard_args=shard_args, token_file=str(token_file))
+    try:
+        job = executor.submit(job_fn)
+    except BaseException:
+        job_fn.remove_token()  # no job will run to remove it
+        raise
     jobindex.record(job.job_id, folder, None, kind="ray-shard")
     print(f"submitted job {job.job_id}: Ray on {args.nodes} node(s) x {args.cpus_per_node} CPUs -> {out}")
     print(f"  logs:   {folder}/{job.job_id}_<node>_log.out|err")

@@ -60,8 +60,11 @@ def write_labels(folder: Path, scan_ids, subject_ids, splits, K=6, seed=0) -> Pa
     return folder
 
 
-def make_cohort(root: Path, n_subjects=8, dicom_phi=False, broken=True, seed=0):
-    """Return (scans.parquet path, labels dir). Scan ids contain '.', '/' and '%' on purpose."""
+def make_cohort(root: Path, n_subjects=8, dicom_phi=False, broken=True, corrupt=False, seed=0):
+    """Return (scans.parquet path, labels dir). Scan ids contain '.', '/' and '%' on purpose.
+
+    ``broken`` adds a scan whose file does not exist, ``corrupt`` one whose file is not NIfTI.
+    """
     root = Path(root)
     (root / "img").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -86,6 +89,12 @@ def make_cohort(root: Path, n_subjects=8, dicom_phi=False, broken=True, seed=0):
         for k, v in (("subject_id", 101), ("scan_id", "missing-file"), ("image_path", "img/nope.nii.gz"), ("modality", "CT")):
             scans[k].append(v)
         scans["prediction_time"].append(np.datetime64("2020-03-01", "us"))
+    if corrupt:
+        (root / "img" / "corrupt.nii.gz").write_bytes(b"not a NIfTI file, not even gzip" * 8)
+        for k, v in (("subject_id", 100 + n_subjects - 1), ("scan_id", "corrupt"), ("image_path", "img/corrupt.nii.gz"),
+                     ("modality", "CT")):
+            scans[k].append(v)
+        scans["prediction_time"].append(np.datetime64("2020-03-02", "us"))
     # one scan in the table that the labeller excluded: it must not be sharded
     for k, v in (("subject_id", 102), ("scan_id", "not-labelled"), ("image_path", scans["image_path"][0]), ("modality", "CT")):
         scans[k].append(v)
