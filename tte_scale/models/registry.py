@@ -51,7 +51,14 @@ def create_model(name: str, **overrides) -> VisionTransformer3D:
 def vit_params(cfg: ViTConfig) -> int:
     """Exact parameter count of ``VisionTransformer3D(cfg)``, from the architecture alone."""
     E, hid = cfg.embed_dim, cfg.mlp_hidden
-    n = cfg.in_chans * math.prod(cfg.patch_size) * E + E  # patch projection
+    if cfg.stem == "conv":
+        n, c_in = 0, cfg.in_chans
+        for c in cfg.stem_widths:
+            n += c_in * c * 27 + 2 * c  # 3x3x3 conv without bias, GroupNorm affine
+            c_in = c
+        n += c_in * E + E  # 1x1x1 projection
+    else:
+        n = cfg.in_chans * math.prod(cfg.patch_size) * E + E  # patch projection
     n += E if cfg.pool == "cls" else 0
     n += math.prod(cfg.grid) * E if cfg.pos_embed == "learned" else 0
     dh = E // cfg.num_heads
@@ -69,7 +76,15 @@ def vit_flops(cfg: ViTConfig, img_size: tuple[int, int, int] | None = None, trai
     n_patch = math.prod(grid)
     N = n_patch + (1 if cfg.pool == "cls" else 0)
     E, hid = cfg.embed_dim, cfg.mlp_hidden
-    f = 2.0 * n_patch * cfg.in_chans * math.prod(cfg.patch_size) * E
+    if cfg.stem == "conv":  # convolutions are matmuls too: 2 * output voxels * c_out * c_in * 27
+        f, c_in, vox = 0.0, cfg.in_chans, list(img)
+        for stride, c in zip(cfg.stem_strides, cfg.stem_widths):
+            vox = [-(-v // s) for v, s in zip(vox, stride)]
+            f += 2.0 * math.prod(vox) * c * c_in * 27
+            c_in = c
+        f += 2.0 * n_patch * c_in * E
+    else:
+        f = 2.0 * n_patch * cfg.in_chans * math.prod(cfg.patch_size) * E
     per_block = 2.0 * N * E * 3 * E + 2.0 * N * N * E * 2 + 2.0 * N * E * E + 2.0 * N * E * hid * 2
     f += cfg.depth * per_block
     return 3.0 * f if training else f

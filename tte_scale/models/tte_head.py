@@ -2,7 +2,8 @@
 
 Legend: B batch, E encoder feature width, J time bins, R head rank, K tasks.
 
-``TTEHead``: pooled features ``h_BE`` -> ``Linear(E, J*R)`` -> LayerNorm over each bin's R
+``TTEHead``: pooled features ``h_BE`` -> standardized across the batch (``FeatureNorm``, see
+tte_scale/models/feature_norm.py) -> ``Linear(E, J*R)`` -> LayerNorm over each bin's R
 vector -> ``z_BJR`` -> log-hazard ``logh_BJK = z_BJR @ W_KR^T + bias_JK``. Training never builds
 ``logh_BJK``: the head's ``forward`` computes the loss with ``fused_survival_loss`` (chunked
 over tasks, Triton on CUDA), see ``tte_scale/kernels``.
@@ -25,6 +26,7 @@ from torch import nn
 
 from tte_scale.errors import InputError
 from tte_scale.kernels import DEFAULT_HAZARD_FLOOR, empirical_log_hazard, fused_survival_loss
+from tte_scale.models.feature_norm import make_feature_norm
 
 __all__ = ["TTEHead", "TTEModel"]
 
@@ -40,6 +42,8 @@ class TTEHead(nn.Module):
         rank: int = 512,
         loss_backend: str = "auto",
         loss_chunk: int | None = None,
+        task_init_std: float | None = None,
+        feature_norm: str = "batch",
     ):
         super().__init__()
         for name, v in (("in_features", in_features), ("num_bins", num_bins), ("num_tasks", num_tasks), ("rank", rank)):
@@ -47,6 +51,10 @@ class TTEHead(nn.Module):
                 raise ValueError(f"TTEHead: {name} must be >= 1, got {v}")
         self.in_features, self.num_bins, self.num_tasks, self.rank = in_features, num_bins, num_tasks, rank
         self.loss_backend, self.loss_chunk = loss_backend, loss_chunk
+        if task_init_std is not None and task_init_std < 0:
+            raise ValueError(f"TTEHead: task_init_std must be >= 0, got {task_init_std}")
+        self.task_init_std = 0.1 / math.sqrt(rank) if task_init_std is None else task_init_std
+        self.feature_norm = make_feature_norm(feature_norm, in_features)
         self.proj = nn.Linear(in_features, num_bins * rank)
         self.norm = nn.LayerNorm(rank)
         # Direct parameters (not an nn.Linear) so ZeRO-3 gathers them for this module's forward.
@@ -60,7 +68,10 @@ class TTEHead(nn.Module):
         nn.init.zeros_(self.proj.bias)
         # z is unit-variance after the norm, so std 0.1/sqrt(R) gives logits of std ~0.1:
         # the prefit bias dominates the first steps instead of random task directions.
-        nn.init.trunc_normal_(self.task_weight, std=0.1 / math.sqrt(self.rank))
+        if self.task_init_std > 0:
+            nn.init.trunc_normal_(self.task_weight, std=self.task_init_std)
+        else:
+            nn.init.zeros_(self.task_weight)
         self.bias.fill_(math.log(DEFAULT_HAZARD_FLOOR))
 
     @torch.no_grad()
@@ -93,7 +104,7 @@ class TTEHead(nn.Module):
 
     def bin_vectors(self, h_BE: torch.Tensor) -> torch.Tensor:
         """``z_BJR``: per-bin normalized vectors."""
-        return self.norm(self.proj(h_BE).view(h_BE.shape[0], self.num_bins, self.rank))
+        return self.norm(self.proj(self.feature_norm(h_BE)).view(h_BE.shape[0], self.num_bins, self.rank))
 
     def log_hazard(self, h_BE: torch.Tensor) -> torch.Tensor:
         """Full ``[B, J, K]`` log-hazards in float32 (evaluation, small K)."""

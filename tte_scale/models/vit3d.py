@@ -3,7 +3,11 @@
 Legend: B batch, C input channels, D/H/W volume depth/height/width (voxels),
 G = (gd, gh, gw) patch grid, N tokens (+1 with a CLS token), E embed dim, Hh heads, Dh head dim.
 
-* Patches: a ``Conv3d`` with kernel = stride = ``patch_size`` (anisotropic allowed).
+* Patches: a ``Conv3d`` with kernel = stride = ``patch_size`` (anisotropic allowed), or with
+  ``stem="conv"`` a stack of 3x3x3 stride-2 convolutions down to the same token grid, then a
+  1x1x1 projection (Xiao et al. 2021, "Early convolutions help transformers see better"): the
+  convolutional bias lets the encoder learn from hundreds of scans where the plain patch
+  projection memorizes them (benchmarks/results/demo.md).
 * Positions: fixed 3D sin-cos (default; any grid) or learned for ``img_size`` and trilinearly
   interpolated for other grids.
 * Blocks: ``x + drop_path(attn(norm(x)))``, ``x + drop_path(mlp(norm(x)))``; attention through
@@ -76,10 +80,16 @@ class ViTConfig:
     """Fixed 3D sin-cos (any grid) or learned (interpolated for other grids)."""
     grad_checkpointing: bool = False
     """Recompute each block's activations in backward (less memory, ~1/3 more compute)."""
+    stem: Literal["patch", "conv"] = "patch"
+    """Token embedding: one strided convolution per patch (ViT) or a convolutional stem."""
+    stem_channels: tuple[int, ...] = ()
+    """Widths of the conv stem's stages (one per stride-2 stage, log2 of the largest patch side);
+    empty = halving from embed_dim backwards, e.g. (12, 24, 48, 96) for 16-voxel patches at E=96."""
 
     def __post_init__(self):
         self.img_size = _triple(self.img_size)
         self.patch_size = _triple(self.patch_size)
+        self.stem_channels = tuple(int(c) for c in self.stem_channels)
         check(all(p > 0 for p in self.patch_size), "patch_size", f"must be positive, got {self.patch_size}")
         check(
             all(i % p == 0 for i, p in zip(self.img_size, self.patch_size)),
@@ -94,10 +104,32 @@ class ViTConfig:
         check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
         check(self.pool in ("cls", "mean"), "pool", f"must be 'cls' or 'mean', got {self.pool!r}")
         check(self.pos_embed in ("sincos", "learned"), "pos_embed", f"must be 'sincos' or 'learned', got {self.pos_embed!r}")
+        check(self.stem in ("patch", "conv"), "stem", f"must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv":
+            check(all(p & (p - 1) == 0 for p in self.patch_size), "patch_size",
+                  f"a conv stem downsamples by 2 per stage, so patch sides must be powers of 2, got {self.patch_size}")
+            n = len(self.stem_strides)
+            check(n >= 1, "patch_size", "a conv stem needs a patch side of at least 2")
+            check(len(self.stem_channels) in (0, n), "stem_channels",
+                  f"needs {n} widths (one per stride-2 stage for patch {self.patch_size}), got {len(self.stem_channels)}")
+            check(all(c >= 1 for c in self.stem_channels), "stem_channels", f"must be positive, got {self.stem_channels}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
         return tuple(i // p for i, p in zip(self.img_size, self.patch_size))  # type: ignore[return-value]
+
+    @property
+    def stem_strides(self) -> list[tuple[int, int, int]]:
+        """Per conv-stem stage, the stride along (D, H, W): 2 until that side's patch is covered."""
+        n = max(self.patch_size).bit_length() - 1
+        return [tuple(2 if p >> i > 1 else 1 for p in self.patch_size) for i in range(n)]  # type: ignore[misc]
+
+    @property
+    def stem_widths(self) -> tuple[int, ...]:
+        if self.stem_channels:
+            return self.stem_channels
+        n = len(self.stem_strides)
+        return tuple(max(self.embed_dim >> (n - 1 - i), 8) for i in range(n))
 
     @property
     def mlp_hidden(self) -> int:
@@ -185,6 +217,32 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def _groups(channels: int) -> int:
+    return math.gcd(channels, 8)
+
+
+class ConvStem(nn.Module):
+    """3x3x3 convolutions, each GroupNorm + GELU, stride 2 where the patch needs it, then 1x1x1.
+
+    GroupNorm rather than Xiao et al.'s BatchNorm: a sample's tokens must not depend on the rest
+    of its (tiny, per-rank) batch, and eval must see the same function as training.
+    """
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = cfg.in_chans
+        for stride, c in zip(cfg.stem_strides, cfg.stem_widths):
+            layers += [nn.Conv3d(c_in, c, kernel_size=3, stride=stride, padding=1, bias=False),
+                       nn.GroupNorm(_groups(c), c), nn.GELU(approximate="tanh")]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv3d(c_in, cfg.embed_dim, kernel_size=1)
+
+    def forward(self, x):
+        return self.proj(self.convs(x))
+
+
 class VisionTransformer3D(nn.Module):
     """3D ViT encoder; ``forward(x_BCDHW) -> [B, embed_dim]`` pooled features."""
 
@@ -196,7 +254,10 @@ class VisionTransformer3D(nn.Module):
         self.cfg = cfg
         self.num_features = self.embed_dim = cfg.embed_dim
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.stem == "conv":
+            self.patch_embed: nn.Module = ConvStem(cfg)
+        else:
+            self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.pool == "cls" else None
         if cfg.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(cfg.grid), cfg.embed_dim))
@@ -212,11 +273,22 @@ class VisionTransformer3D(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """timm/MAE init: trunc-normal(0.02) linears and tokens, Xavier patch projection."""
-        if self.patch_embed.weight.device.type == "meta":
+        if self.norm.weight.device.type == "meta":
             return  # shape-only model (parameter counting); nothing to fill
-        w = self.patch_embed.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.bias)
+        if isinstance(self.patch_embed, ConvStem):
+            for m in self.patch_embed.modules():
+                if isinstance(m, nn.Conv3d):  # He init for the GELU convs, as in ResNets
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.GroupNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            proj = self.patch_embed.proj
+        else:
+            proj = self.patch_embed
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         if self.pos_embed is not None:

@@ -34,6 +34,11 @@ class ModelSection:
     """Transformer blocks; null keeps the registry default."""
     num_heads: int | None = None
     """Attention heads; null keeps the registry default."""
+    stem: str | None = None
+    """Token embedding: 'patch' (one strided conv per patch) or 'conv' (a convolutional stem, for
+    small cohorts); null keeps the registry default ('patch')."""
+    stem_channels: list[int] | None = None
+    """Widths of the conv stem's stride-2 stages; null derives them from embed_dim."""
 
     def __post_init__(self) -> None:
         check(all(s > 0 for s in self.img_size), "model.img_size", f"must be positive, got {self.img_size}")
@@ -46,6 +51,12 @@ class HeadSection:
     """Dimension r of the per-bin vectors and task embeddings."""
     bias_prefit: bool = True
     """Start the per-(bin, task) bias at the log empirical hazard of the train split."""
+    feature_norm: str = "batch"
+    """Standardize pooled features across the batch before the head ('batch') or not ('none');
+    applies to the TTE and the supervised head. Without it a small cohort's features collapse
+    (tte_scale/models/feature_norm.py)."""
+    task_init_std: float | None = None
+    """Init std of the task embedding W_KR; null = 0.1/sqrt(rank), 0 = zeros."""
     bias_floor: float = 1e-6
     """Smallest hazard used in the prefit (avoids log 0 for tasks without events)."""
     num_tasks: int = 8192
@@ -56,6 +67,8 @@ class HeadSection:
     def __post_init__(self) -> None:
         check(self.rank > 0, "head.rank", "must be positive")
         check(self.bias_floor > 0, "head.bias_floor", "must be positive")
+        check(self.feature_norm in ("batch", "none"), "head.feature_norm", f"must be 'batch' or 'none', got {self.feature_norm!r}")
+        check(self.task_init_std is None or self.task_init_std >= 0, "head.task_init_std", "must be >= 0 or null")
         check(self.bias_prefit_max_rows > 0, "head.bias_prefit_max_rows", "must be positive")
 
 

@@ -55,7 +55,7 @@ def encoder_overrides(cfg: PretrainConfig) -> dict[str, Any]:
     m = cfg.model
     out: dict[str, Any] = {"img_size": m.img_size, "drop_path_rate": m.drop_path_rate,
                            "grad_checkpointing": m.grad_checkpointing}
-    for key in ("patch_size", "pool", "embed_dim", "depth", "num_heads"):
+    for key in ("patch_size", "pool", "embed_dim", "depth", "num_heads", "stem", "stem_channels"):
         if getattr(m, key) is not None:
             out[key] = getattr(m, key)
     return out
@@ -138,8 +138,10 @@ def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.
 
     encoder = create_model(cfg.model.name, **encoder_overrides(cfg))
     if cfg.objective == "supervised":
-        return SupervisedModel(encoder, SupervisedHead(encoder.num_features, num_tasks))
-    head = TTEHead(encoder.num_features, num_bins=num_bins, num_tasks=num_tasks, rank=cfg.head.rank)
+        return SupervisedModel(encoder, SupervisedHead(encoder.num_features, num_tasks,
+                                                         feature_norm=cfg.head.feature_norm))
+    head = TTEHead(encoder.num_features, num_bins=num_bins, num_tasks=num_tasks, rank=cfg.head.rank,
+                   task_init_std=cfg.head.task_init_std, feature_norm=cfg.head.feature_norm)
     return TTEModel(encoder, head)
 
 

@@ -144,3 +144,48 @@ def test_load_pretrained_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match="depht"):
         load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("patch", [(16, 16, 16), (8, 16, 16), (4, 16, 8)])
+def test_conv_stem_grid_params_and_flops(patch):
+    """The conv stem lands on the patch stem's token grid; params and FLOPs are exact."""
+    shape = (32, 48, 64)
+    conv = tiny(stem="conv", patch_size=patch, pool="mean").eval()
+    plain = tiny(patch_size=patch, pool="mean")
+    x = torch.randn(2, 1, *shape)
+    assert conv.forward_features(x).shape == plain.forward_features(x).shape
+    assert len(conv.cfg.stem_strides) == max(patch).bit_length() - 1
+    assert conv.cfg.stem_widths[-1] == 48 and list(conv.cfg.stem_widths) == sorted(conv.cfg.stem_widths)
+    assert sum(p.numel() for p in conv.parameters()) == vit_params(conv.cfg)
+    with FlopCounterMode(display=False) as fc:
+        conv(x[:1])
+    n = 1
+    for s, p in zip(shape, patch):
+        n *= s // p
+    attn = conv.cfg.depth * 2 * 2 * n * n * 48  # the CPU flash-attention op is not counted by torch
+    assert conv.flops_per_sample(training=False, img_size=shape) == fc.get_total_flops() + attn
+    # a sample's tokens do not depend on the rest of the batch (GroupNorm, not BatchNorm)
+    torch.testing.assert_close(conv(x)[1:], conv(x[1:]), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_stem_learns_and_checks_config():
+    m = tiny(stem="conv", stem_channels=(8, 16, 24, 32))
+    assert [c.out_channels for c in m.patch_embed.convs if isinstance(c, torch.nn.Conv3d)] == [8, 16, 24, 32]
+    out = m(torch.randn(2, 1, 32, 32, 32))
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    with pytest.raises(ConfigError, match="powers of 2"):
+        tiny(stem="conv", img_size=(24, 32, 32), patch_size=(12, 16, 16))
+    with pytest.raises(ConfigError, match="needs 4 widths"):
+        tiny(stem="conv", stem_channels=(8, 16))
+    with pytest.raises(ConfigError, match="stem"):
+        tiny(stem="resnet")
+
+
+def test_conv_stem_export_roundtrip(tmp_path):
+    m = tiny(stem="conv", pool="mean").eval()
+    save_pretrained(m, tmp_path / "enc", model_name="custom")
+    loaded = load_pretrained(tmp_path / "enc").eval()
+    assert loaded.cfg.stem == "conv"
+    x = torch.randn(1, 1, 32, 32, 32)
+    assert torch.equal(loaded(x), m(x))

@@ -22,17 +22,20 @@ SMALL = ["model.img_size=[8,16,16]", "model.patch_size=[4,8,8]", "model.embed_di
 
 
 def test_masked_bce_ignores_null_labels_in_value_and_gradient():
-    torch.manual_seed(0)
-    head = SupervisedHead(6, 3)
-    h = torch.randn(4, 6, requires_grad=True)
     label = torch.tensor([[1, 0, -1], [-1, -1, -1], [0, 1, 1], [-1, 0, -1]], dtype=torch.int8)
-    loss = head(h, label)
-    logit = head.logits(h)
     known = label >= 0
-    ref = F.binary_cross_entropy_with_logits(logit[known], label[known].float())
-    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
-    loss.backward()
-    assert torch.all(h.grad[1] == 0)  # a row with no known label gets no gradient
+    for feature_norm in ("batch", "none"):
+        torch.manual_seed(0)
+        head = SupervisedHead(6, 3, feature_norm=feature_norm)
+        h = torch.randn(4, 6, requires_grad=True)
+        loss = head(h, label)
+        logit = head.logits(h)
+        ref = F.binary_cross_entropy_with_logits(logit[known], label[known].float())
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+        loss.backward()
+    # Without batch statistics a row with no known label gets no gradient (with them it only
+    # shifts the batch's mean and spread, which is not reading its labels).
+    assert torch.all(h.grad[1] == 0)
 
 
 def test_batch_without_labels_gives_zero_loss_with_a_graph():
