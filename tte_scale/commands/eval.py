@@ -22,6 +22,10 @@ supervised-pretraining baseline of `tte-scale train --set objective=supervised`)
 synthetic cohort, the oracle (`--truth`: true log-hazards used directly as risk scores).
 Volumes are normalized with the HU window stored in each export's config.json (the one its
 training used). Writes report.md, results.json and PNG figures.
+
+Fine-tuning protocol: fine-tune with `tte-scale train --set objective=supervised --set
+model.init_encoder=<pretrained export>` (the encoder starts from the export), then pass the
+result as `--baseline finetuned=<its encoder>`: it is probed like every other encoder.
 """
 
 DEFAULT_TASKS = "configs/tasks/inspect.yaml"

@@ -34,6 +34,10 @@ class ModelSection:
     """Transformer blocks; null keeps the registry default."""
     num_heads: int | None = None
     """Attention heads; null keeps the registry default."""
+    init_encoder: str | None = None
+    """Fine-tuning: start the encoder from this export (a folder written by `tte-scale train`
+    or save_pretrained) instead of a random init; its architecture and HU window must match
+    this config (checked before training). Null: random init."""
     stem: str | None = None
     """Token embedding: 'patch' (one strided conv per patch) or 'conv' (a convolutional stem, for
     small cohorts); null keeps the registry default ('patch')."""

@@ -61,6 +61,40 @@ def encoder_overrides(cfg: PretrainConfig) -> dict[str, Any]:
     return out
 
 
+# Settings that may differ between a pretrained export and the run fine-tuning it: they change
+# how training runs, not which weights exist or what they compute in eval.
+_TRAINING_ONLY = ("grad_checkpointing", "drop_path_rate")
+
+
+@torch.no_grad()
+def init_encoder_from(encoder: torch.nn.Module, path: str | Path, hu_window: tuple[float, float]) -> None:
+    """Copy an exported encoder's weights into ``encoder`` (fine-tuning a pretrained model).
+
+    The export must be the same architecture (its config.json, apart from training-only
+    settings) and must have been trained on volumes normalized with the same HU window: the
+    weights are meaningless on differently scaled inputs. Raises InputError naming the export
+    and the first difference.
+    """
+    from tte_scale.models import load_pretrained, read_export_config
+
+    path = Path(path)
+    meta = read_export_config(path)  # InputError when config.json is missing or broken
+    src = load_pretrained(path)
+    want = {k: v for k, v in encoder.cfg.to_json().items() if k not in _TRAINING_ONLY}
+    have = {k: v for k, v in src.cfg.to_json().items() if k not in _TRAINING_ONLY}
+    diff = [k for k in want if want[k] != have.get(k)]
+    if diff:
+        k = diff[0]
+        raise InputError(f"model.init_encoder {path}: the export's {k} is {have.get(k)!r} but this run's model has "
+                         f"{want[k]!r} ({len(diff)} field(s) differ: {', '.join(diff)}); set the model section to "
+                         "the export's architecture")
+    window = (meta.get("preprocessing") or {}).get("hu_window")
+    if window is not None and tuple(float(v) for v in window) != tuple(float(v) for v in hu_window):
+        raise InputError(f"model.init_encoder {path}: trained on HU window {list(window)}, this run normalizes with "
+                         f"data.hu_window={list(hu_window)}; set data.hu_window to the export's window")
+    encoder.load_state_dict(src.state_dict())
+
+
 def check_model_config(cfg: PretrainConfig) -> dict:
     """Parameters, tokens and training FLOPs of the configured encoder, without building it.
 
@@ -181,6 +215,8 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
         if cfg.head.bias_prefit:
             model.head.init_bias_from_labels(torch.from_numpy(time_NK), torch.from_numpy(event_NK),
                                              torch.from_numpy(bin_starts), floor=cfg.head.bias_floor)
+    if cfg.model.init_encoder:
+        init_encoder_from(model.encoder, cfg.model.init_encoder, tuple(d.hu_window))
     info = check_model_config(cfg)
     return RunParts(model=model, train_loader=train_loader, eval_loader=eval_loader,
                     bin_starts=torch.from_numpy(bin_starts), tokens_per_sample=int(info["tokens"]),
