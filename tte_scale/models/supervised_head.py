@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from tte_scale.errors import InputError
 from tte_scale.models.feature_norm import make_feature_norm
+from tte_scale.models.with_head import EncoderWithHead
 
 __all__ = ["SupervisedHead", "SupervisedModel"]
 
@@ -69,18 +70,5 @@ class SupervisedHead(nn.Module):
         return 3.0 * f if training else f
 
 
-class SupervisedModel(nn.Module):
+class SupervisedModel(EncoderWithHead):
     """Encoder + supervised head; ``forward(volume_BCDHW, label_BT) -> loss``."""
-
-    def __init__(self, encoder: nn.Module, head: SupervisedHead):
-        super().__init__()
-        if getattr(encoder, "num_features", head.in_features) != head.in_features:
-            raise ValueError(f"encoder gives {encoder.num_features} features, head expects {head.in_features}")
-        self.encoder = encoder
-        self.head = head
-
-    def forward(self, volume_BCDHW: torch.Tensor, label_BT: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(volume_BCDHW), label_BT)
-
-    def flops_per_sample(self, training: bool = True, img_size=None) -> float:
-        return self.encoder.flops_per_sample(training=training, img_size=img_size) + self.head.flops_per_sample(training)

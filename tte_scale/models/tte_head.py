@@ -27,6 +27,7 @@ from torch import nn
 from tte_scale.errors import InputError
 from tte_scale.kernels import DEFAULT_HAZARD_FLOOR, empirical_log_hazard, fused_survival_loss
 from tte_scale.models.feature_norm import make_feature_norm
+from tte_scale.models.with_head import EncoderWithHead
 
 __all__ = ["TTEHead", "TTEModel"]
 
@@ -128,22 +129,5 @@ class TTEHead(nn.Module):
         return 3.0 * f if training else f
 
 
-class TTEModel(nn.Module):
+class TTEModel(EncoderWithHead):
     """Encoder + TTE head; ``forward(volume_BCDHW, time_BK, event_BK, bin_starts_J) -> loss``."""
-
-    def __init__(self, encoder: nn.Module, head: TTEHead):
-        super().__init__()
-        if getattr(encoder, "num_features", head.in_features) != head.in_features:
-            raise ValueError(f"encoder gives {encoder.num_features} features, head expects {head.in_features}")
-        self.encoder = encoder
-        self.head = head
-
-    def embed(self, volume_BCDHW: torch.Tensor) -> torch.Tensor:
-        """Pooled encoder features ``[B, E]``."""
-        return self.encoder(volume_BCDHW)
-
-    def forward(self, volume_BCDHW, time_BK, event_BK, bin_starts_J) -> torch.Tensor:
-        return self.head(self.encoder(volume_BCDHW), time_BK, event_BK, bin_starts_J)
-
-    def flops_per_sample(self, training: bool = True, img_size=None) -> float:
-        return self.encoder.flops_per_sample(training=training, img_size=img_size) + self.head.flops_per_sample(training)

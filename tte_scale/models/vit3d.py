@@ -217,10 +217,6 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-def _groups(channels: int) -> int:
-    return math.gcd(channels, 8)
-
-
 class ConvStem(nn.Module):
     """3x3x3 convolutions, each GroupNorm + GELU, stride 2 where the patch needs it, then 1x1x1.
 
@@ -234,7 +230,7 @@ class ConvStem(nn.Module):
         c_in = cfg.in_chans
         for stride, c in zip(cfg.stem_strides, cfg.stem_widths):
             layers += [nn.Conv3d(c_in, c, kernel_size=3, stride=stride, padding=1, bias=False),
-                       nn.GroupNorm(_groups(c), c), nn.GELU(approximate="tanh")]
+                       nn.GroupNorm(math.gcd(c, 8), c), nn.GELU(approximate="tanh")]
             c_in = c
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Conv3d(c_in, cfg.embed_dim, kernel_size=1)

@@ -89,7 +89,7 @@ def init_encoder_from(encoder: torch.nn.Module, path: str | Path, hu_window: tup
                          f"{want[k]!r} ({len(diff)} field(s) differ: {', '.join(diff)}); set the model section to "
                          "the export's architecture")
     window = (meta.get("preprocessing") or {}).get("hu_window")
-    if window is not None and tuple(float(v) for v in window) != tuple(float(v) for v in hu_window):
+    if window is not None and window != tuple(hu_window):  # read_export_config made it a float tuple
         raise InputError(f"model.init_encoder {path}: trained on HU window {list(window)}, this run normalizes with "
                          f"data.hu_window={list(hu_window)}; set data.hu_window to the export's window")
     encoder.load_state_dict(src.state_dict())

@@ -31,3 +31,21 @@ def cohort():
     for i, s in enumerate(SPLITS):
         emb[s], tables[s], truth[s] = make_split(i + 1)
     return emb, tables, truth
+
+
+
+@pytest.fixture(scope="session")
+def oracle_and_noisy(cohort):
+    """``f(bootstrap, noise_sd)`` -> two scored models for comparison tests: the true
+    log-hazards ("oracle") and a noisy copy of them ("noisy")."""
+    from tte_scale.eval import EvalConfig, evaluate_risk_scores
+
+    _, tables, truth = cohort
+
+    def score(bootstrap: int, noise_sd: float) -> dict:
+        cfg = EvalConfig(bootstrap=bootstrap)
+        noisy = truth["held_out"] + np.random.default_rng(0).normal(0, noise_sd, truth["held_out"].shape)
+        return {"oracle": evaluate_risk_scores(truth, tables, list(TASKS), cfg),
+                "noisy": evaluate_risk_scores(noisy, tables, list(TASKS), cfg, name="noisy")}
+
+    return score

@@ -7,22 +7,15 @@ import argparse
 import numpy as np
 import pytest
 
-from tte_scale.eval import EvalConfig, compare_models, evaluate_risk_scores, format_differences, paired_differences
+from tte_scale.eval import compare_models, format_differences, paired_differences
 from tte_scale.eval import bootstrap as bs
 
 TASKS = ["mortality_12m", "ph_12m"]
 
 
 @pytest.fixture(scope="module")
-def models(cohort):
-    _, tables, truth = cohort
-    cfg = EvalConfig(bootstrap=60)
-    rng = np.random.default_rng(0)
-    return {
-        "oracle": evaluate_risk_scores(truth, tables, TASKS, cfg),
-        "noisy": evaluate_risk_scores(truth["held_out"] + rng.normal(0, 3, truth["held_out"].shape), tables, TASKS,
-                                      cfg, name="noisy"),
-    }
+def models(oracle_and_noisy):
+    return oracle_and_noisy(bootstrap=60, noise_sd=3)
 
 
 def test_mean_row_ci_is_the_percentile_of_replicate_means(models):

@@ -13,21 +13,15 @@ import pyarrow as pa
 import pytest
 
 from tte_scale.errors import InputError
-from tte_scale.eval import (EvalConfig, bench_tables_from_long, compare_models, evaluate_risk_scores, format_table,
-                            read_loss_curve, write_report)
+from tte_scale.eval import bench_tables_from_long, compare_models, format_table, read_loss_curve, write_report
 from tte_scale.eval.report import risk_quartile_km
 
 TASKS = ["mortality_12m", "ph_12m"]
 
 
 @pytest.fixture(scope="module")
-def two_models(cohort):
-    _, tables, truth = cohort
-    cfg = EvalConfig(bootstrap=20)
-    rng = np.random.default_rng(0)
-    oracle = evaluate_risk_scores(truth, tables, TASKS, cfg)
-    noisy = evaluate_risk_scores(truth["held_out"] + rng.normal(0, 2, truth["held_out"].shape), tables, TASKS, cfg, name="noisy")
-    return {"oracle": oracle, "noisy": noisy}
+def two_models(oracle_and_noisy):
+    return oracle_and_noisy(bootstrap=20, noise_sd=2)
 
 
 def test_compare_models_adds_task_means(two_models):
