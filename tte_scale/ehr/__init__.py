@@ -1,8 +1,8 @@
 """MEDS -> time-to-event labels: task vocabulary, time bins, TTE and benchmark labels.
 
 * ``meds``: streaming MEDS reader (one subject shard at a time) and input validation.
-* ``core``: pure numpy kernels (first occurrence after each prediction time, bins, ranking).
-* ``kernels``: the per-event steps compiled with numba (what ``build`` runs; ``core`` is their reference).
+* ``core``: pure numpy steps around the kernels (row layout, bins, ranking, benchmark labels).
+* ``kernels``: the per-event steps compiled with numba (what ``build`` runs; their numpy reference is tests/unit/ehr/numpy_ref.py).
 * ``vocab``: code registry and ontology closure.
 * ``build``: ``tte-scale labels`` (``build_labels``): one scan of the MEDS files, then the label pass.
 * ``store``: the labels folder format and ``load_labels`` (docs/formats.md).

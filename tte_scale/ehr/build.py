@@ -7,7 +7,7 @@ id, time: 16 bytes each) to the partial output folder. The K best codes become t
 Pass 2 (labels, per shard): the spilled events of the task codes -> dense ``[rows, K]`` labels,
 in row blocks that bound the memory, staged into whole ``tte.zarr`` chunks; the train event-time
 histogram that fixes the bins. Parquet is decoded once; pass 2 reads a few flat arrays back.
-The per-event work is in the compiled ``kernels`` (``core`` holds the numpy reference).
+The per-event work is in the compiled ``kernels`` (their numpy reference is in tests/unit/ehr/numpy_ref.py).
 Everything goes to ``OUT.partial`` and is renamed at the end, so a killed run never leaves a
 half-valid labels folder.
 

@@ -1,7 +1,7 @@
 """Compiled (numba) kernels of the labels stage: each walks a shard's events once or twice.
 
-The numpy kernels in ``core`` say the same thing as array programs; they are the reference the
-tests hold these to (tests/unit/ehr/test_kernels.py). Numpy needs ~30 passes over the events
+The numpy versions in tests/unit/ehr/numpy_ref.py say the same thing as array programs; they
+are the reference the tests hold these to (tests/unit/ehr/test_kernels.py). Numpy needs ~30 passes over the events
 and one scatter over the dense ``[R, K]`` block per row level; here each job is one loop, the
 future events come out grouped by subject (so the label scatter stays inside one subject's few
 rows, which fit in cache), and the counts the vocabulary and the bins need are taken from the
@@ -13,7 +13,7 @@ while a kernel does.
 
 Legend: E events of a shard, S subjects of a shard, R rows (labelled scans), F future events
 (timed, strictly after the subject's first prediction time), C code columns, K tasks.
-Times are int64 microseconds; label times float32 days, exactly as ``core.fill_labels``.
+Times are int64 microseconds; label times float32 days, exactly as the numpy reference ``fill_labels`` (tests/unit/ehr/numpy_ref.py).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def future_events(subj_E, time_E, timed_E, code_E, start_S, size_S, pred_R, work
     """The events in the future of at least one row, grouped by subject (input order within).
 
     Returns ``off_S`` int64 [S + 1] (subject s's events are ``off_S[s]:off_S[s + 1]``), and per
-    event ``row_F`` int32 (``core.row_before``: the subject's last row with prediction time <
+    event ``row_F`` int32 (as the numpy reference ``row_before``: the subject's last row with prediction time <
     event time), ``code_F`` int32, ``time_F`` int64. Rows of a subject are sorted by
     prediction time; the row is a count over the subject's few rows (a binary search when it
     has many). The filter is a branch-free compaction (about half the events pass, at random: a
@@ -213,7 +213,7 @@ def fill_labels(e0, e1, row_F, gid_F, time_F, task_of, task_off, task_tgt, b0, f
     ``task_tgt[task_off[g]:task_off[g + 1]]`` (``task_of`` empty).
 
     Every cell starts at the row's censoring time, not an event; an event of task k in the
-    future of row i lowers cell (i, k) to its time. Exact like ``core.fill_labels``: float32 of
+    future of row i lowers cell (i, k) to its time. Exact like the numpy reference ``fill_labels``: float32 of
     the day count is monotone, and an event is never after the end of record, so the minimum
     over the converted times is the converted first time, and a cell is an event as soon as
     one event reaches it (even one at the censoring time itself: a death ending the record).

@@ -10,6 +10,8 @@ import pytest
 
 from tte_scale.ehr import core, kernels
 
+import numpy_ref as ref
+
 
 def random_shard(seed, S=9, E=400, max_rows=4, max_time=40, many_rows=False):
     rng = np.random.default_rng(seed)
@@ -54,7 +56,7 @@ def test_future_events_equals_numpy(seed, many_rows):
     rows = core.RowIndex(subj_R, S)
     code_E = np.random.default_rng(seed).integers(0, 7, len(subj_E)).astype(np.int32)
     off_S, row_F, code_F, time_F = kernels.future_events(subj_E, time_E, timed_E, code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E))
-    want = core.future_events(subj_E.astype(np.int64), time_E, timed_E, rows, pred_R)
+    want = ref.future_events(subj_E.astype(np.int64), time_E, timed_E, rows, pred_R)
     # Same events, grouped by subject, input order within a subject (a stable sort by subject).
     order = np.argsort(want.subj, kind="stable")
     np.testing.assert_array_equal(row_F, want.row[order])
@@ -83,10 +85,10 @@ def test_count_rows_after_equals_numpy(seed, ontology):
     num_cols = C + 4 if ontology else C
     got = kernels.count_rows_after(off_S, row_F, code_F, rows.start_S, count_S, offsets, targets, not ontology, num_cols)
     subj_F = np.repeat(np.arange(S), np.diff(off_S))
-    src, col = core.expand_csr(code_F.astype(np.int64), offsets, targets)
+    src, col = ref.expand_csr(code_F.astype(np.int64), offsets, targets)
     keep = count_S[subj_F[src]]
     level = rows.level_R[row_F[src]]
-    want = core.count_rows_after(subj_F[src][keep], level[keep], col[keep], S, num_cols, 10_000)
+    want = ref.count_rows_after(subj_F[src][keep], level[keep], col[keep], S, num_cols, 10_000)
     np.testing.assert_array_equal(got, want)
 
 
@@ -166,15 +168,15 @@ def test_fill_labels_equals_numpy(seed, multi):
     for block_cells, work in ((10_000, np.zeros(10_000, np.int64)), (7, np.zeros(0, np.int64))):
         time_RK, event_RK, events_K, train_K, hist = _fill_by_kernel(
             rows, subj_R, pred_R, eor_R, off_S, row_F, gid_F, time_F, task_of, toff, ttgt, K, train_R, hist_R, block_cells, work)
-        src, k = core.expand_csr(gid_F.astype(np.int64), toff, ttgt.astype(np.int64))
+        src, k = ref.expand_csr(gid_F.astype(np.int64), toff, ttgt.astype(np.int64))
         want_t = np.full_like(time_RK, np.nan)
         want_e = np.ones_like(event_RK)
-        core.fill_labels(row_F[src].astype(np.int64), k, time_F[src], rows, pred_R, eor_R, want_t, want_e)
+        ref.fill_labels(row_F[src].astype(np.int64), k, time_F[src], rows, pred_R, eor_R, want_t, want_e)
         np.testing.assert_array_equal(time_RK, want_t)
         np.testing.assert_array_equal(event_RK, want_e)
-        np.testing.assert_array_equal(events_K, core.column_counts(want_e))
-        np.testing.assert_array_equal(train_K, core.column_counts(want_e[train_R]))
-        want_hist = core.hour_histogram_add(np.zeros(0, np.int64), core.hours_of_days(want_t[hist_R][want_e[hist_R]]))
+        np.testing.assert_array_equal(events_K, ref.column_counts(want_e))
+        np.testing.assert_array_equal(train_K, ref.column_counts(want_e[train_R]))
+        want_hist = ref.hour_histogram_add(np.zeros(0, np.int64), core.hours_of_days(want_t[hist_R][want_e[hist_R]]))
         np.testing.assert_array_equal(np.trim_zeros(hist, "b"), np.trim_zeros(want_hist, "b"))
 
 
