@@ -26,7 +26,9 @@ demo: $(STAMP)
 
 # As root, the set-up step installs SLURM + munge (Debian) for the real-cluster tests in tests/slurm.
 test: $(STAMP)
-	@bash launch/testing/slurm_setup.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@bash tests/support/slurm_setup.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-demo:

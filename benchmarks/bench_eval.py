@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 import torch
-from common import add_output_args, machine_info, machine_name, md_table, write_results
+
+from tte_scale.benchmarks.common import add_output_args, machine_info, machine_name, md_table, write_results
 
 
 def best(fn, repeat):
@@ -30,8 +31,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-n", type=int, default=1_000_000, help="largest N for the C-index timing")
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing (the best is kept)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1: on a shared, busy machine more threads spin and slow down)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: on a shared, busy machine more threads spin and slow down)",
+    )
     add_output_args(ap)
     args = ap.parse_args(argv)
     machine = args.machine or machine_name()
@@ -43,11 +48,26 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads_before)  # the suite runs other stages in this process
     meta = {"machine": machine, "torch": torch.__version__, "threads": args.threads, **machine_info()}
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    md = [f"# Evaluation benchmarks ({machine}, torch {meta['torch']}, {args.threads} thread(s))", "",
-          f"Best of {args.repeat} runs per timing.", "",
-          *md_table(["what", "n", "ours (s)", "lifelines (s)", "sksurv (s)", "lifelines / ours"],
-                    [[r["what"], f"{r['n']:,}", fmt(r["ours_s"]), fmt(r.get("lifelines_s")), fmt(r.get("sksurv_s")),
-                      f"{r['lifelines_s'] / r['ours_s']:.1f}x" if r.get("lifelines_s") else "-"] for r in rows])]
+    md = [
+        f"# Evaluation benchmarks ({machine}, torch {meta['torch']}, {args.threads} thread(s))",
+        "",
+        f"Best of {args.repeat} runs per timing.",
+        "",
+        *md_table(
+            ["what", "n", "ours (s)", "lifelines (s)", "sksurv (s)", "lifelines / ours"],
+            [
+                [
+                    r["what"],
+                    f"{r['n']:,}",
+                    fmt(r["ours_s"]),
+                    fmt(r.get("lifelines_s")),
+                    fmt(r.get("sksurv_s")),
+                    f"{r['lifelines_s'] / r['ours_s']:.1f}x" if r.get("lifelines_s") else "-",
+                ]
+                for r in rows
+            ],
+        ),
+    ]
     write_results(args.out, "eval", {"machine": machine, "meta": meta, "rows": rows}, "\n".join(md))
     print("\n".join(md))
     return 0
@@ -68,14 +88,14 @@ def run_all(args) -> list[dict]:
         t = rng.exponential(365, n).round()  # whole days: many tied times
         e = rng.random(n) < 0.3
         r = rng.normal(size=n).round(3)  # tied risks too
-        ours, t_ours = best(lambda: harrell_cindex(t, e, r).item(), args.repeat)
+        ours, t_ours = best(lambda t=t, e=e, r=r: harrell_cindex(t, e, r).item(), args.repeat)
         row = {"what": "harrell_cindex", "n": n, "ours_s": t_ours}
         if n <= 100_000:
-            ref, t_ll = best(lambda: concordance_index(t, -r, e), args.repeat)
+            ref, t_ll = best(lambda t=t, e=e, r=r: concordance_index(t, -r, e), args.repeat)
             assert abs(ref - ours) < 1e-9, (ref, ours)
             row["lifelines_s"] = t_ll
         if n <= 10_000:  # sksurv is O(N^2) in Python-level loops
-            ref, t_sk = best(lambda: concordance_index_censored(e, t, r)[0], 1)
+            ref, t_sk = best(lambda t=t, e=e, r=r: concordance_index_censored(e, t, r)[0], 1)
             assert abs(ref - ours) < 1e-6
             row["sksurv_s"] = t_sk
         rows.append(row)

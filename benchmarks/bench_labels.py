@@ -6,7 +6,7 @@ subjects, rows unsorted inside a file) with --events events, 2 scans per subject
 --tasks tasks. Each run is its own process pinned to one core (taskset, Arrow with one thread),
 so the CPU seconds, events/s and peak RSS are per implementation and one core. Ours runs
 --repeats times (the dev machine is shared: CPU time inflates under load, so the table gives
-the median and the best); the pandas baseline (``tte_scale.ehr.reference``: merge scans x
+the median and the best); the pandas baseline (``tte_scale.benchmarks.pandas_labels``: merge scans x
 events + groupby, the same code the tests use as the oracle) runs once, in the same run. Both
 outputs are checked to be identical (digests of vocabulary, time, event, bins, bench labels).
 One more run of ours without pinning shows the wall time when the background Zarr writer has a
@@ -36,7 +36,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, add_output_args, machine_info, machine_name, md_table, write_results
+
+from tte_scale.benchmarks.common import add_output_args, machine_info, machine_name, md_table, write_results
+from tte_scale.config import packaged_config
 
 DAY_US = 86_400_000_000
 BENCH_CODES = ["Visit/IP", "MEDS_DEATH", "SNOMED/59282003", "ICD10CM/I26.99", "SNOMED/70995007", "ICD10CM/I27.20"]
@@ -73,27 +75,51 @@ def generate(root: Path, events: int, codes: int, per_subject: int, shard_subjec
         valid = np.concatenate([np.ones(len(c), bool), np.zeros(k, bool), np.ones(dead.sum(), bool)])
         c = np.concatenate([c, np.full(k, -1, np.int32), np.full(dead.sum(), 1, np.int32)])
         code_arr = pa.DictionaryArray.from_arrays(pa.array(np.maximum(c, 0)), dictionary).cast(pa.string())
-        code_arr = pa.array(np.where(c < 0, "GENDER/F", code_arr.to_numpy(zero_copy_only=False)), pa.string()) if (c < 0).any() else code_arr
-        tab = pa.table({
-            "subject_id": pa.array(subj.astype(np.int64)),
-            "time": pa.array(t.view("datetime64[us]"), pa.timestamp("us"), mask=~valid),
-            "code": code_arr,
-            "numeric_value": pa.array(np.full(len(t), np.nan, np.float32)),
-        })
+        code_arr = (
+            pa.array(np.where(c < 0, "GENDER/F", code_arr.to_numpy(zero_copy_only=False)), pa.string())
+            if (c < 0).any()
+            else code_arr
+        )
+        tab = pa.table(
+            {
+                "subject_id": pa.array(subj.astype(np.int64)),
+                "time": pa.array(t.view("datetime64[us]"), pa.timestamp("us"), mask=~valid),
+                "code": code_arr,
+                "numeric_value": pa.array(np.full(len(t), np.nan, np.float32)),
+            }
+        )
         pq.write_table(tab, root / "data" / f"{first // shard_subjects:04d}.parquet")
         total += len(t)
     (root / "metadata" / "dataset.json").write_text(json.dumps({"dataset_name": "bench_labels", "meds_version": "0.4"}))
     sid = np.arange(1, S + 1)
     split = np.where(rng.random(S) < 0.8, "train", np.where(rng.random(S) < 0.5, "tuning", "held_out"))
-    pq.write_table(pa.table({"subject_id": pa.array(sid, pa.int64()), "split": split.tolist()}), root / "metadata" / "subject_splits.parquet")
-    pq.write_table(pa.table({"code": names.tolist(), "description": [""] * codes, "parent_codes": pa.array([[] for _ in range(codes)], pa.list_(pa.string()))}), root / "metadata" / "codes.parquet")
+    pq.write_table(
+        pa.table({"subject_id": pa.array(sid, pa.int64()), "split": split.tolist()}),
+        root / "metadata" / "subject_splits.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "code": names.tolist(),
+                "description": [""] * codes,
+                "parent_codes": pa.array([[] for _ in range(codes)], pa.list_(pa.string())),
+            }
+        ),
+        root / "metadata" / "codes.parquet",
+    )
     p = np.repeat(start_S, 2) + (rng.random(2 * S) * np.repeat(span_S, 2) * 0.9).astype(np.int64)
-    pq.write_table(pa.table({
-        "subject_id": pa.array(np.repeat(sid, 2), pa.int64()),
-        "scan_id": [f"scan{i:07d}" for i in range(2 * S)],
-        "prediction_time": pa.array(p.view("datetime64[us]"), pa.timestamp("us")),
-        "image_path": [""] * (2 * S), "modality": ["CT"] * (2 * S),
-    }), root / "scans.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "subject_id": pa.array(np.repeat(sid, 2), pa.int64()),
+                "scan_id": [f"scan{i:07d}" for i in range(2 * S)],
+                "prediction_time": pa.array(p.view("datetime64[us]"), pa.timestamp("us")),
+                "image_path": [""] * (2 * S),
+                "modality": ["CT"] * (2 * S),
+            }
+        ),
+        root / "scans.parquet",
+    )
     return {"events": total, "subjects": S, "scans": 2 * S, "files": -(-S // shard_subjects)}
 
 
@@ -160,7 +186,9 @@ def _encode(codec, block: np.ndarray) -> None:
     elif name == "blosc":
         shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[conf["shuffle"]]
         numcodecs.blosc.set_nthreads(1)
-        numcodecs.Blosc(cname=conf["cname"], clevel=conf["clevel"], shuffle=shuffle, blocksize=conf.get("blocksize", 0)).encode(block)
+        numcodecs.Blosc(
+            cname=conf["cname"], clevel=conf["clevel"], shuffle=shuffle, blocksize=conf.get("blocksize", 0)
+        ).encode(block)
     else:
         raise ValueError(f"unknown codec {name}")
 
@@ -177,7 +205,7 @@ def worker(kind: str, root: Path, tasks: int) -> dict:
     from tte_scale.ehr.config import LabelsConfig, load_task_set
 
     cfg = LabelsConfig(num_tasks=tasks, ranking="entropy", ontology=False)
-    bench = load_task_set(REPO / "configs" / "tasks" / "inspect.yaml")
+    bench = load_task_set(packaged_config("tasks", "inspect.yaml"))
     import pandas  # noqa: F401  (import cost outside the timing, for both)
     import zarr  # noqa: F401
 
@@ -191,32 +219,66 @@ def worker(kind: str, root: Path, tasks: int) -> dict:
         import_s = time.process_time() - c0
         s = build_labels(root / "meds", root / "meds" / "scans.parquet", root / "out", cfg, bench, progress=False)
         cpu = time.process_time() - c0
-        return {"kind": kind, "cpu_seconds": cpu, "seconds": time.perf_counter() - t0, "import_cpu_s": import_s, "events": s["events_read"]}
+        return {
+            "kind": kind,
+            "cpu_seconds": cpu,
+            "seconds": time.perf_counter() - t0,
+            "import_cpu_s": import_s,
+            "events": s["events_read"],
+        }
     if kind == "ours":
         from tte_scale.ehr.build import build_labels
 
-        s = build_labels(root / "meds", root / "meds" / "scans.parquet", root / "out", cfg, bench, overwrite=True, progress=False)
+        s = build_labels(
+            root / "meds", root / "meds" / "scans.parquet", root / "out", cfg, bench, overwrite=True, progress=False
+        )
         sec, cpu, peak = time.perf_counter() - t0, time.process_time() - c0, _rss_mb()
         phases = {k: v for k, v in s["seconds"].items() if k != "total"}
         from tte_scale.ehr import load_labels
 
         lab = load_labels(root / "out")
-        digest = _digest(lab.vocab.column("code").to_pylist(), lab.scan_ids, lab.time[:], lab.event[:], lab.bin_starts, lab.bench_label)
+        digest = _digest(
+            lab.vocab.column("code").to_pylist(),
+            lab.scan_ids,
+            lab.time[:],
+            lab.event[:],
+            lab.bin_starts,
+            lab.bench_label,
+        )
         zarr_bytes = sum(f.stat().st_size for f in (root / "out" / "tte.zarr").rglob("*") if f.is_file())
         n_ev, events = int(np.asarray(lab.event[:]).sum()), s["events_read"]
         floors = _floors(root, lab)
     else:
-        from tte_scale.ehr.reference import read_meds_frames, reference_labels
+        from tte_scale.benchmarks.pandas_labels import read_meds_frames, reference_labels
 
         ev, scans, splits, parents = read_meds_frames(str(root / "meds"), str(root / "meds" / "scans.parquet"))
         ev["code"] = ev["code"].astype("category")
         ref = reference_labels(ev, scans, splits, parents, cfg, bench)
         sec, cpu, peak = time.perf_counter() - t0, time.process_time() - c0, _rss_mb()
-        digest = _digest(ref["vocab"], ref["scan_ids"], ref["time"], ref["event"], np.asarray(ref["bin_starts"], np.float32), ref["bench_label"])
+        digest = _digest(
+            ref["vocab"],
+            ref["scan_ids"],
+            ref["time"],
+            ref["event"],
+            np.asarray(ref["bin_starts"], np.float32),
+            ref["bench_label"],
+        )
         n_ev, events, zarr_bytes, floors = int(ref["event"].sum()), len(ev), None, {}
-    return {"kind": kind, "seconds": sec, "cpu_seconds": cpu, "events": events, "events_per_s": events / sec,
-            "events_per_cpu_s": events / cpu, "peak_rss_mb": peak, "base_rss_mb": base, "event_cells": n_ev,
-            "digest": digest, "phases_s": phases, "tte_zarr_bytes": zarr_bytes, "floors_cpu_s": floors}
+    return {
+        "kind": kind,
+        "seconds": sec,
+        "cpu_seconds": cpu,
+        "events": events,
+        "events_per_s": events / sec,
+        "events_per_cpu_s": events / cpu,
+        "peak_rss_mb": peak,
+        "base_rss_mb": base,
+        "event_cells": n_ev,
+        "digest": digest,
+        "phases_s": phases,
+        "tte_zarr_bytes": zarr_bytes,
+        "floors_cpu_s": floors,
+    }
 
 
 def run_worker(kind: str, root: Path, tasks: int, core: int | None, env_extra: dict | None = None) -> dict:
@@ -225,7 +287,7 @@ def run_worker(kind: str, root: Path, tasks: int, core: int | None, env_extra: d
         cmd = ["taskset", "-c", str(core)] + cmd
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env_extra or {}))
     load = os.getloadavg()[0]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr[-3000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -238,14 +300,20 @@ def _fixed_cost_lines(tiny, tiny_compile, events, med_cpu, best_cpu) -> list[str
         return []
     fixed = statistics.median(r["cpu_seconds"] for r in tiny)
     imp = statistics.median(r["import_cpu_s"] for r in tiny)
-    rate = (f" Without it, ours does {events / (med_cpu - fixed) / 1e6:.2f}M events/CPU-s (median run; best "
-            f"{events / (best_cpu - fixed) / 1e6:.2f}M): the rate a larger cohort approaches." if best_cpu > 2 * fixed else "")
-    return [f"Fixed cost of a run, measured on a {tiny[0]['events']:,}-event cohort (median of {len(tiny)}): {fixed:.2f} CPU s, of which "
-            f"{imp:.2f} importing the labels module (numba included); the rest is mostly loading the compiled kernels from numba's "
-            f"cache on the first call.{rate}",
-            f"First run on a machine (empty numba cache, same tiny cohort): {tiny_compile['cpu_seconds']:.1f} CPU s, i.e. "
-            f"{tiny_compile['cpu_seconds'] - fixed:.1f} CPU s compiling the kernels once (cached in `tte_scale/ehr/__pycache__`, or "
-            f"numba's user cache where that is read-only)."]
+    rate = (
+        f" Without it, ours does {events / (med_cpu - fixed) / 1e6:.2f}M events/CPU-s (median run; best "
+        f"{events / (best_cpu - fixed) / 1e6:.2f}M): the rate a larger cohort approaches."
+        if best_cpu > 2 * fixed
+        else ""
+    )
+    return [
+        f"Fixed cost of a run, measured on a {tiny[0]['events']:,}-event cohort (median of {len(tiny)}): {fixed:.2f} CPU s, of which "
+        f"{imp:.2f} importing the labels module (numba included); the rest is mostly loading the compiled kernels from numba's "
+        f"cache on the first call.{rate}",
+        f"First run on a machine (empty numba cache, same tiny cohort): {tiny_compile['cpu_seconds']:.1f} CPU s, i.e. "
+        f"{tiny_compile['cpu_seconds'] - fixed:.1f} CPU s compiling the kernels once (cached in `tte_scale/ehr/__pycache__`, or "
+        f"numba's user cache where that is read-only).",
+    ]
 
 
 def main(argv=None) -> int:
@@ -257,7 +325,12 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-subjects", type=int, default=1000, help="subjects per MEDS file")
     ap.add_argument("--repeats", type=int, default=3, help="pinned runs of ours (median and best are reported)")
     ap.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
-    ap.add_argument("--tiny-events", type=int, default=20_000, help="events of the cohort that measures the fixed cost of a run (0: skip)")
+    ap.add_argument(
+        "--tiny-events",
+        type=int,
+        default=20_000,
+        help="events of the cohort that measures the fixed cost of a run (0: skip)",
+    )
     ap.add_argument("--worker", choices=["ours", "pandas", "ours-tiny"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     add_output_args(ap)
@@ -275,9 +348,18 @@ def main(argv=None) -> int:
         shard_mb = max(f.stat().st_size for f in (tmp / "meds" / "data").glob("*.parquet")) / 2**20
         tiny = tiny_compile = None
         if args.tiny_events:
-            generate(tmp / "tiny" / "meds", args.tiny_events, min(args.codes, 2000), args.per_subject, args.shard_subjects, seed=1)
+            generate(
+                tmp / "tiny" / "meds",
+                args.tiny_events,
+                min(args.codes, 2000),
+                args.per_subject,
+                args.shard_subjects,
+                seed=1,
+            )
             # An empty numba cache: what the first run on a machine adds (compiling the kernels).
-            tiny_compile = run_worker("ours-tiny", tmp / "tiny", args.tasks, core, {"NUMBA_CACHE_DIR": str(tmp / "numba_cache")})
+            tiny_compile = run_worker(
+                "ours-tiny", tmp / "tiny", args.tasks, core, {"NUMBA_CACHE_DIR": str(tmp / "numba_cache")}
+            )
             # Then the machine's own cache: the first run fills it if it is cold (not reported),
             # the next ones measure the fixed cost of a run on a machine that ran the tool before.
             tiny = [run_worker("ours-tiny", tmp / "tiny", args.tasks, core) for _ in range(4)][1:]
@@ -294,49 +376,115 @@ def main(argv=None) -> int:
     events = ours[0]["events"]
     speedup = pandas["cpu_seconds"] / med["cpu_seconds"] if pandas else None
     cells = info["scans"] * args.tasks
-    result = {"machine": args.machine, "meta": machine_info(), "cohort": info, "tasks": args.tasks,
-              "largest_shard_file_mb": shard_mb, "events_per_shard": info["events"] / info["files"],
-              "label_cells": cells, "label_bytes_raw": cells * 5,
-              "results": [dict(ours[0], **{"kind": "ours", "cpu_seconds": med["cpu_seconds"], "seconds": med["seconds"],
-                                           "events_per_cpu_s": events / med["cpu_seconds"], "events_per_s": events / med["seconds"],
-                                           "peak_rss_mb": med["peak_rss_mb"], "runs": ours, "best_cpu_seconds": best["cpu_seconds"]})]
-              + ([pandas] if pandas else []) + [dict(unpinned, kind="ours-unpinned")],
-              "speedup_vs_pandas": speedup, "fixed_cost_tiny_runs": tiny, "first_run_compile_tiny": tiny_compile}
+    result = {
+        "machine": args.machine,
+        "meta": machine_info(),
+        "cohort": info,
+        "tasks": args.tasks,
+        "largest_shard_file_mb": shard_mb,
+        "events_per_shard": info["events"] / info["files"],
+        "label_cells": cells,
+        "label_bytes_raw": cells * 5,
+        "results": [
+            dict(
+                ours[0],
+                **{
+                    "kind": "ours",
+                    "cpu_seconds": med["cpu_seconds"],
+                    "seconds": med["seconds"],
+                    "events_per_cpu_s": events / med["cpu_seconds"],
+                    "events_per_s": events / med["seconds"],
+                    "peak_rss_mb": med["peak_rss_mb"],
+                    "runs": ours,
+                    "best_cpu_seconds": best["cpu_seconds"],
+                },
+            )
+        ]
+        + ([pandas] if pandas else [])
+        + [dict(unpinned, kind="ours-unpinned")],
+        "speedup_vs_pandas": speedup,
+        "fixed_cost_tiny_runs": tiny,
+        "first_run_compile_tiny": tiny_compile,
+    }
     rows = []
     for r in ours:
-        rows.append(["ours (pinned)", f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{r['events_per_cpu_s'] / 1e6:.2f}M",
-                     f"{r['events_per_s'] / 1e6:.2f}M", f"{r['peak_rss_mb']:,.0f}", f"{r['base_rss_mb']:,.0f}", f"{r['load_avg_before']}"])
+        rows.append(
+            [
+                "ours (pinned)",
+                f"{r['seconds']:.2f}",
+                f"{r['cpu_seconds']:.2f}",
+                f"{r['events_per_cpu_s'] / 1e6:.2f}M",
+                f"{r['events_per_s'] / 1e6:.2f}M",
+                f"{r['peak_rss_mb']:,.0f}",
+                f"{r['base_rss_mb']:,.0f}",
+                f"{r['load_avg_before']}",
+            ]
+        )
     if pandas:
-        rows.append(["pandas (pinned)", f"{pandas['seconds']:.1f}", f"{pandas['cpu_seconds']:.1f}", f"{pandas['events_per_cpu_s'] / 1e6:.2f}M",
-                     f"{pandas['events_per_s'] / 1e6:.2f}M", f"{pandas['peak_rss_mb']:,.0f}", f"{pandas['base_rss_mb']:,.0f}", f"{pandas['load_avg_before']}"])
+        rows.append(
+            [
+                "pandas (pinned)",
+                f"{pandas['seconds']:.1f}",
+                f"{pandas['cpu_seconds']:.1f}",
+                f"{pandas['events_per_cpu_s'] / 1e6:.2f}M",
+                f"{pandas['events_per_s'] / 1e6:.2f}M",
+                f"{pandas['peak_rss_mb']:,.0f}",
+                f"{pandas['base_rss_mb']:,.0f}",
+                f"{pandas['load_avg_before']}",
+            ]
+        )
     r = unpinned
-    rows.append(["ours (not pinned)", f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{r['events_per_cpu_s'] / 1e6:.2f}M",
-                 f"{r['events_per_s'] / 1e6:.2f}M", f"{r['peak_rss_mb']:,.0f}", f"{r['base_rss_mb']:,.0f}", f"{r['load_avg_before']}"])
+    rows.append(
+        [
+            "ours (not pinned)",
+            f"{r['seconds']:.2f}",
+            f"{r['cpu_seconds']:.2f}",
+            f"{r['events_per_cpu_s'] / 1e6:.2f}M",
+            f"{r['events_per_s'] / 1e6:.2f}M",
+            f"{r['peak_rss_mb']:,.0f}",
+            f"{r['base_rss_mb']:,.0f}",
+            f"{r['load_avg_before']}",
+        ]
+    )
     ph = best["phases_s"]
     lines = [
-        f"# `tte-scale labels` benchmark ({args.machine})", "",
+        f"# `tte-scale labels` benchmark ({args.machine})",
+        "",
         f"Cohort: {info['events']:,} events, {info['subjects']:,} subjects, {info['scans']:,} scans, {info['files']} MEDS files "
-        f"(~{info['events'] / info['files']:,.0f} events, {shard_mb:.1f} MB each), K = {args.tasks:,} tasks, 8 bench tasks.", "",
-        *md_table(["run", "wall s", "CPU s", "events/CPU-s", "events/wall-s", "peak RSS MB", "RSS before MB", "load avg"], rows), "",
+        f"(~{info['events'] / info['files']:,.0f} events, {shard_mb:.1f} MB each), K = {args.tasks:,} tasks, 8 bench tasks.",
+        "",
+        *md_table(
+            ["run", "wall s", "CPU s", "events/CPU-s", "events/wall-s", "peak RSS MB", "RSS before MB", "load avg"],
+            rows,
+        ),
+        "",
         f"Ours, median of {len(ours)} pinned runs: **{events / med['cpu_seconds'] / 1e6:.2f}M events/CPU-s** "
         f"(best {events / best['cpu_seconds'] / 1e6:.2f}M), {events / med['seconds'] / 1e6:.2f}M events/wall-s, peak RSS {med['peak_rss_mb']:,.0f} MB.",
     ]
     if speedup:
-        lines += ["", f"Speed-up over pandas, CPU time, same run: **{speedup:.1f}x** (best run {pandas['cpu_seconds'] / best['cpu_seconds']:.1f}x); "
-                  f"peak RSS {pandas['peak_rss_mb'] / med['peak_rss_mb']:.1f}x lower. Outputs identical (digest of vocabulary, "
-                  "time, event, bins, bench labels)."]
+        lines += [
+            "",
+            f"Speed-up over pandas, CPU time, same run: **{speedup:.1f}x** (best run {pandas['cpu_seconds'] / best['cpu_seconds']:.1f}x); "
+            f"peak RSS {pandas['peak_rss_mb'] / med['peak_rss_mb']:.1f}x lower. Outputs identical (digest of vocabulary, "
+            "time, event, bins, bench labels).",
+        ]
     fl = best["floors_cpu_s"]
-    lines += ["", f"Phases of the best run (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in ph.items()) + ".",
-              f"Work any implementation with this output does, CPU s measured on this data: decoding the events' three "
-              f"parquet columns once {fl['parquet_decode']:.2f}, encoding the label arrays with tte.zarr's codecs "
-              f"{fl['label_encode']:.2f}; together {(fl['parquet_decode'] + fl['label_encode']) / best['cpu_seconds']:.0%} of our best run "
-              f"(5M events/s would leave {events / 5e6 - fl['parquet_decode'] - fl['label_encode']:.2f} CPU s for everything else).",
-              *_fixed_cost_lines(tiny, tiny_compile, events, med["cpu_seconds"], best["cpu_seconds"]),
-              f"Output: {cells:,} label cells ({cells / info['events']:.1f} per event), {cells * 5 / 1e6:,.0f} MB raw "
-              f"(float32 time + bool event), {best['tte_zarr_bytes'] / 1e6:,.0f} MB in tte.zarr.",
-              "", "The machine is shared with other jobs (load average in the table): CPU seconds inflate under load, "
-              "wall seconds more so; only figures from the same run compare.",
-              "", f"Command: `.venv/bin/python benchmarks/bench_labels.py --events {args.events} --tasks {args.tasks} --repeats {args.repeats}`"]
+    lines += [
+        "",
+        "Phases of the best run (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in ph.items()) + ".",
+        f"Work any implementation with this output does, CPU s measured on this data: decoding the events' three "
+        f"parquet columns once {fl['parquet_decode']:.2f}, encoding the label arrays with tte.zarr's codecs "
+        f"{fl['label_encode']:.2f}; together {(fl['parquet_decode'] + fl['label_encode']) / best['cpu_seconds']:.0%} of our best run "
+        f"(5M events/s would leave {events / 5e6 - fl['parquet_decode'] - fl['label_encode']:.2f} CPU s for everything else).",
+        *_fixed_cost_lines(tiny, tiny_compile, events, med["cpu_seconds"], best["cpu_seconds"]),
+        f"Output: {cells:,} label cells ({cells / info['events']:.1f} per event), {cells * 5 / 1e6:,.0f} MB raw "
+        f"(float32 time + bool event), {best['tte_zarr_bytes'] / 1e6:,.0f} MB in tte.zarr.",
+        "",
+        "The machine is shared with other jobs (load average in the table): CPU seconds inflate under load, "
+        "wall seconds more so; only figures from the same run compare.",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_labels.py --events {args.events} --tasks {args.tasks} --repeats {args.repeats}`",
+    ]
     write_results(args.out, "labels", result, "\n".join(lines))
     print("\n".join(lines))
     return 0

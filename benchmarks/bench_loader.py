@@ -30,10 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, add_output_args, machine_info, machine_name, md_table, write_results  # noqa: E402
+from tte_scale.benchmarks.common import REPO, add_output_args, machine_info, machine_name, md_table, write_results
 
-sys.path.insert(0, str(REPO / "tests"))  # support.shards: the shards-folder writer of the tests
+
+def _test_writer():
+    """tests/support/shards.py of the checkout: the shards-folder writer the loader tests use."""
+    if REPO is None:
+        raise SystemExit("bench_loader writes its shards with tests/support/shards.py: run it from a checkout")
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    import support.shards
+
+    return support.shards
+
 
 SPACING_DHW = (1.5, 1.0, 1.0)  # canonical spacing (mm) of the shards / MONAI's Spacingd target
 NATIVE_DHW = (1.25, 0.75, 0.75)  # scanner geometry of the NIfTI files users start from
@@ -44,13 +53,24 @@ DECODE_ROW = "decode limit (numcodecs, 1 core)"
 
 def monai_transform(shape_DHW, scale: bool):
     import torch
-    from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, Orientationd, ResizeWithPadOrCropd,
-                                  ScaleIntensityRanged, Spacingd)
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        LoadImaged,
+        Orientationd,
+        ResizeWithPadOrCropd,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
 
     torch.set_num_threads(1)
     D, H, W = shape_DHW
-    tfs = [LoadImaged(keys="img"), EnsureChannelFirstd(keys="img"), Orientationd(keys="img", axcodes="RAS"),
-           Spacingd(keys="img", pixdim=SPACING_DHW[::-1], mode="bilinear")]
+    tfs = [
+        LoadImaged(keys="img"),
+        EnsureChannelFirstd(keys="img"),
+        Orientationd(keys="img", axcodes="RAS"),
+        Spacingd(keys="img", pixdim=SPACING_DHW[::-1], mode="bilinear"),
+    ]
     if scale:
         tfs.append(ScaleIntensityRanged(keys="img", a_min=-1000, a_max=1000, b_min=0.0, b_max=1.0, clip=True))
     tfs.append(ResizeWithPadOrCropd(keys="img", spatial_size=(W, H, D)))
@@ -60,7 +80,8 @@ def monai_transform(shape_DHW, scale: bool):
 def make_inputs(tmp: Path, n: int, shape_DHW) -> tuple[list[str], list[str], list[np.ndarray]]:
     """(scanner-geometry NIfTI paths, canonical NIfTI paths, canonical int16 [D, H, W] volumes)."""
     import nibabel as nib
-    from support.shards import phantom
+
+    phantom = _test_writer().phantom
 
     rng = np.random.default_rng(0)
     native_shape = tuple(round(s * c / t) for s, c, t in zip(shape_DHW, SPACING_DHW, NATIVE_DHW))
@@ -76,8 +97,13 @@ def make_inputs(tmp: Path, n: int, shape_DHW) -> tuple[list[str], list[str], lis
         vol = np.ascontiguousarray(np.rint(ras).astype(np.int16).transpose(2, 1, 0))
         vols.append(vol)
         p = tmp / f"canon{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(vol.transpose(2, 1, 0)),
-                                 np.diag([SPACING_DHW[2], SPACING_DHW[1], SPACING_DHW[0], 1.0])), p)
+        nib.save(
+            nib.Nifti1Image(
+                np.ascontiguousarray(vol.transpose(2, 1, 0)),
+                np.diag([SPACING_DHW[2], SPACING_DHW[1], SPACING_DHW[0], 1.0]),
+            ),
+            p,
+        )
         canon.append(str(p))
     return native, canon, vols
 
@@ -143,8 +169,13 @@ def bench_ours(root: str, fmt: str, workers: int, batch: int) -> dict:
         if i == steps - 1:
             t1, c1, w1 = time.perf_counter(), time.process_time(), _tree_cpu(me)
     epoch = time.perf_counter() - t_start
-    return {"volumes_per_s": n / (t1 - t0), "volumes_per_cpu_s": n / ((c1 - c0) + _cpu_between(w0, w1)),
-            "first_epoch_volumes_per_s": steps * batch / epoch, "cores": workers, "samples": n}
+    return {
+        "volumes_per_s": n / (t1 - t0),
+        "volumes_per_cpu_s": n / ((c1 - c0) + _cpu_between(w0, w1)),
+        "first_epoch_volumes_per_s": steps * batch / epoch,
+        "cores": workers,
+        "samples": n,
+    }
 
 
 def main(argv=None) -> int:
@@ -157,7 +188,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import numcodecs
-    from support.shards import write_shards
+
+    write_shards = _test_writer().write_shards
 
     from tte_scale.data.tarindex import index_tar
 
@@ -169,13 +201,22 @@ def main(argv=None) -> int:
         # epochs long enough for a steady state after the batches prefetched at start-up (>= 24 steps)
         repeat = max(args.repeat, -(-24 * args.batch // args.n))
         n_samples = args.n * repeat
-        write_shards(tmp / "shards", n=n_samples, shape=shape, volumes=vols * repeat, samples_per_shard=16,
-                     codec=codec, zarr_shard_rows=16, K=64, T=8)
+        write_shards(
+            tmp / "shards",
+            n=n_samples,
+            shape=shape,
+            volumes=vols * repeat,
+            samples_per_shard=16,
+            codec=codec,
+            zarr_shard_rows=16,
+            K=64,
+            T=8,
+        )
         blobs: list[bytes] = []
         for tar in sorted((tmp / "shards" / "wds").glob("*.tar")):
             data = tar.read_bytes()
-            blobs += [data[o:o + s] for m in index_tar(str(tar)).members.values() for o, s in [m["volume.bin"]]]
-        blobs = blobs[:args.n]
+            blobs += [data[o : o + s] for m in index_tar(str(tar)).members.values() for o, s in [m["volume.bin"]]]
+        blobs = blobs[: args.n]
         raw = int(np.prod(shape)) * 2
         ratio = raw * len(blobs) / sum(len(b) for b in blobs)
 
@@ -186,7 +227,8 @@ def main(argv=None) -> int:
         for fmt in ("wds", "zarr"):
             for w in (1, 2):
                 rows[f"tte_scale loader, {fmt}, {w} worker{'s' if w > 1 else ''}"] = bench_ours(
-                    str(tmp / "shards"), fmt, w, args.batch)
+                    str(tmp / "shards"), fmt, w, args.batch
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -197,10 +239,12 @@ def main(argv=None) -> int:
     best_cpu = max(ours, key=lambda k: ours[k]["volumes_per_cpu_s"])
     limit, monai, canon_m = rows[DECODE_ROW], rows[MONAI_ROW], rows[MONAI_CANON_ROW]
     summary = {
-        "best_per_core_wall": best_wall, "best_per_cpu_s": best_cpu,
+        "best_per_core_wall": best_wall,
+        "best_per_cpu_s": best_cpu,
         "vs_monai_per_core_wall": ours[best_wall]["per_core_volumes_per_s"] / monai["per_core_volumes_per_s"],
         "vs_monai_per_cpu_s": ours[best_cpu]["volumes_per_cpu_s"] / monai["volumes_per_cpu_s"],
-        "vs_monai_canonical_per_core_wall": ours[best_wall]["per_core_volumes_per_s"] / canon_m["per_core_volumes_per_s"],
+        "vs_monai_canonical_per_core_wall": ours[best_wall]["per_core_volumes_per_s"]
+        / canon_m["per_core_volumes_per_s"],
         "vs_monai_canonical_per_cpu_s": ours[best_cpu]["volumes_per_cpu_s"] / canon_m["volumes_per_cpu_s"],
         "fraction_of_decode_limit_wall": ours[best_wall]["per_core_volumes_per_s"] / limit["volumes_per_s"],
         "fraction_of_decode_limit_cpu": ours[best_cpu]["volumes_per_cpu_s"] / limit["volumes_per_cpu_s"],
@@ -209,28 +253,55 @@ def main(argv=None) -> int:
         "targets": {"vs_monai_per_core": 20.0, "fraction_of_decode_limit": 0.70},
     }
     machine = args.machine or machine_name()
-    result = {"meta": machine_info(), "machine": machine, "n_volumes": args.n, "n_samples": n_samples,
-              "shape": list(shape), "volume_mb": raw / 2**20, "compression_ratio": ratio, "batch_size": args.batch,
-              "rows": rows, "volumes_per_s": {k: r["volumes_per_s"] for k, r in rows.items()}, "summary": summary,
-              "note": "page-cache-hot files; loader rows are steady state after the batches prefetched at start-up"}
-    table = md_table(["pipeline", "volumes/s", "cores", "per core (vol/s)", "vol per CPU-s", "MiB/s (raw)"], [
-        [k, f"{r['volumes_per_s']:.1f}" + (f" ({r['first_epoch_volumes_per_s']:.1f})" if "first_epoch_volumes_per_s" in r else ""),
-         r["cores"], f"{r['per_core_volumes_per_s']:.1f}", f"{r['volumes_per_cpu_s']:.1f}",
-         f"{r['volumes_per_s'] * raw / 2**20:.0f}"] for k, r in rows.items()])
+    result = {
+        "meta": machine_info(),
+        "machine": machine,
+        "n_volumes": args.n,
+        "n_samples": n_samples,
+        "shape": list(shape),
+        "volume_mb": raw / 2**20,
+        "compression_ratio": ratio,
+        "batch_size": args.batch,
+        "rows": rows,
+        "volumes_per_s": {k: r["volumes_per_s"] for k, r in rows.items()},
+        "summary": summary,
+        "note": "page-cache-hot files; loader rows are steady state after the batches prefetched at start-up",
+    }
+    table = md_table(
+        ["pipeline", "volumes/s", "cores", "per core (vol/s)", "vol per CPU-s", "MiB/s (raw)"],
+        [
+            [
+                k,
+                f"{r['volumes_per_s']:.1f}"
+                + (f" ({r['first_epoch_volumes_per_s']:.1f})" if "first_epoch_volumes_per_s" in r else ""),
+                r["cores"],
+                f"{r['per_core_volumes_per_s']:.1f}",
+                f"{r['volumes_per_cpu_s']:.1f}",
+                f"{r['volumes_per_s'] * raw / 2**20:.0f}",
+            ]
+            for k, r in rows.items()
+        ],
+    )
     s = summary
-    lines = [f"# Loader throughput ({machine})", "",
-             f"{args.n} volumes {list(shape)} int16 ({raw / 2**20:.1f} MiB raw, zstd-3 ratio {ratio:.2f}), batch "
-             f"{args.batch}; loader epochs of {n_samples} samples, steady state (whole epoch incl. worker start-up in "
-             f"brackets). Load average at start: {result['meta']['load_avg_1m']} on {result['meta']['cpu_count']} "
-             "cores; same run, side by side.", "", *table, "",
-             f"Best loader per core: {s['vs_monai_per_core_wall']:.1f}x MONAI (scanner geometry) per core by wall clock "
-             f"({best_wall}), {s['vs_monai_per_cpu_s']:.1f}x per CPU-second ({best_cpu}); target 20x.",
-             f"Against MONAI on already-canonical files: {s['vs_monai_canonical_per_core_wall']:.1f}x per core, "
-             f"{s['vs_monai_canonical_per_cpu_s']:.1f}x per CPU-second; the decode limit itself is "
-             f"{s['decode_limit_vs_monai_canonical_per_cpu_s']:.1f}x that baseline, so 20x is out of reach there "
-             "for any loader that decodes these bytes.",
-             f"Fraction of the decode limit: {100 * s['fraction_of_decode_limit_wall']:.0f}% per core by wall clock, "
-             f"{100 * s['fraction_of_decode_limit_cpu']:.0f}% per CPU-second; target 70%."]
+    lines = [
+        f"# Loader throughput ({machine})",
+        "",
+        f"{args.n} volumes {list(shape)} int16 ({raw / 2**20:.1f} MiB raw, zstd-3 ratio {ratio:.2f}), batch "
+        f"{args.batch}; loader epochs of {n_samples} samples, steady state (whole epoch incl. worker start-up in "
+        f"brackets). Load average at start: {result['meta']['load_avg_1m']} on {result['meta']['cpu_count']} "
+        "cores; same run, side by side.",
+        "",
+        *table,
+        "",
+        f"Best loader per core: {s['vs_monai_per_core_wall']:.1f}x MONAI (scanner geometry) per core by wall clock "
+        f"({best_wall}), {s['vs_monai_per_cpu_s']:.1f}x per CPU-second ({best_cpu}); target 20x.",
+        f"Against MONAI on already-canonical files: {s['vs_monai_canonical_per_core_wall']:.1f}x per core, "
+        f"{s['vs_monai_canonical_per_cpu_s']:.1f}x per CPU-second; the decode limit itself is "
+        f"{s['decode_limit_vs_monai_canonical_per_cpu_s']:.1f}x that baseline, so 20x is out of reach there "
+        "for any loader that decodes these bytes.",
+        f"Fraction of the decode limit: {100 * s['fraction_of_decode_limit_wall']:.0f}% per core by wall clock, "
+        f"{100 * s['fraction_of_decode_limit_cpu']:.0f}% per CPU-second; target 70%.",
+    ]
     js, md = write_results(Path(args.out), "loader", result, "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {js} and {md}")

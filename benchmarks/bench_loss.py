@@ -25,9 +25,16 @@ import argparse
 import json
 
 import torch
-from common import add_output_args, machine_info, machine_name, md_table, time_interleaved, write_results
 
-from tte_scale.kernels import fused_survival_loss, head_loss_reference
+from tte_scale.benchmarks.common import (
+    add_output_args,
+    machine_info,
+    machine_name,
+    md_table,
+    time_interleaved,
+    write_results,
+)
+from tte_scale.loss import fused_survival_loss, head_loss_reference
 
 
 def make_inputs(B, J, K, R, dtype, device, seed=0):
@@ -74,14 +81,19 @@ def bench_case(fns, inputs, device, warmup, repeats):
             for p in (z, w, b):
                 p.grad = None
             fn(*inputs).backward()
+
         return step
 
     steps = {name: step_of(fn) for name, fn in fns.items()}
     timing = time_interleaved(steps, warmup=warmup, repeats=repeats, sync=sync)
     out = {}
     for name, step in steps.items():
-        out[name] = {"ms": 1e3 * timing[name]["median_s"], "iqr_rel": timing[name]["iqr_rel"],
-                     "min_ms": 1e3 * timing[name]["min_s"], "max_ms": 1e3 * timing[name]["max_s"]}
+        out[name] = {
+            "ms": 1e3 * timing[name]["median_s"],
+            "iqr_rel": timing[name]["iqr_rel"],
+            "min_ms": 1e3 * timing[name]["min_s"],
+            "max_ms": 1e3 * timing[name]["max_s"],
+        }
         if device == "cuda":
             for p in (z, w, b):
                 p.grad = None
@@ -98,18 +110,40 @@ def bench_case(fns, inputs, device, warmup, repeats):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu",
-                    help="where to run (default: cuda when available)")
-    ap.add_argument("--batch", type=int, nargs="+", default=None,
-                    help="batch sizes B (default: 8 32 128 on cuda; 8 32 on cpu, where larger cases take minutes)")
-    ap.add_argument("--tasks", type=int, nargs="+", default=None,
-                    help="task counts K (default: 1024 8192 65536 on cuda; 1024 8192 on cpu)")
+    ap.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where to run (default: cuda when available)",
+    )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=None,
+        help="batch sizes B (default: 8 32 128 on cuda; 8 32 on cpu, where larger cases take minutes)",
+    )
+    ap.add_argument(
+        "--tasks",
+        type=int,
+        nargs="+",
+        default=None,
+        help="task counts K (default: 1024 8192 65536 on cuda; 1024 8192 on cpu)",
+    )
     ap.add_argument("--bins", type=int, default=8, help="time bins J")
     ap.add_argument("--rank", type=int, default=512, help="head rank R")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                    help="input dtype (default: bfloat16 on cuda, float32 on cpu)")
-    ap.add_argument("--methods", nargs="+", default=None,
-                    help="subset of eager, compiled, fused (default: all on cuda, eager+compiled on cpu)")
+    ap.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="input dtype (default: bfloat16 on cuda, float32 on cpu)",
+    )
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="subset of eager, compiled, fused (default: all on cuda, eager+compiled on cpu)",
+    )
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs per case (default 3 cuda, 2 cpu)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 20 cuda, 7 cpu)")
     add_output_args(ap)

@@ -17,8 +17,15 @@ import argparse
 import json
 
 import torch
-from common import add_output_args, machine_info, machine_name, md_table, time_interleaved, write_results
 
+from tte_scale.benchmarks.common import (
+    add_output_args,
+    machine_info,
+    machine_name,
+    md_table,
+    time_interleaved,
+    write_results,
+)
 from tte_scale.models import create_model, get_config, model_info
 from tte_scale.train.telemetry import peak_tflops
 
@@ -75,12 +82,23 @@ def make_step(model, monai, x, amp_dtype, device):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cuda_ok = torch.cuda.is_available()
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if cuda_ok else "cpu",
-                    help="where to run (default: cuda when available)")
-    ap.add_argument("--model", nargs="+", default=None,
-                    help="registry names (default: vit3d_large on cuda, vit3d_tiny on cpu)")
-    ap.add_argument("--img", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
-                    help="input size (default: 160 224 224 on cuda, 64 64 64 on cpu)")
+    ap.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cuda" if cuda_ok else "cpu",
+        help="where to run (default: cuda when available)",
+    )
+    ap.add_argument(
+        "--model", nargs="+", default=None, help="registry names (default: vit3d_large on cuda, vit3d_tiny on cpu)"
+    )
+    ap.add_argument(
+        "--img",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("D", "H", "W"),
+        help="input size (default: 160 224 224 on cuda, 64 64 64 on cpu)",
+    )
     ap.add_argument("--batch", type=int, default=None, help="samples per step (default 4 cuda, 2 cpu)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 cuda, 8 cpu)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5 cuda, 2 cpu)")
@@ -110,8 +128,14 @@ def main(argv=None) -> int:
         info = model_info(name, img_size=img)
         torch.manual_seed(0)
         x = torch.randn(batch, 1, *img, device=args.device)
-        row = {"model": name, "params": info["params"], "img": list(img), "batch": batch,
-               "tokens": info["tokens"], "flops_train_per_sample": info["flops_train"]}
+        row = {
+            "model": name,
+            "params": info["params"],
+            "img": list(img),
+            "batch": batch,
+            "tokens": info["tokens"],
+            "flops_train_per_sample": info["flops_train"],
+        }
         ours = build_ours(name, img, args.grad_checkpointing, args.device)
         steps_by_name = {"ours": make_step(ours, False, x, amp, args.device)}
         if not args.no_monai:
@@ -139,9 +163,19 @@ def main(argv=None) -> int:
         if cuda:
             torch.cuda.empty_cache()
 
-    result = {"benchmark": "3D ViT training step (fwd+bwd), ours vs MONAI ViT", "machine": machine,
-              "meta": machine_info(args.device), "device": args.device, "warmup": warmup, "steps": steps, "amp": "bf16" if amp else "fp32", "peak_flops": peak,
-              "grad_checkpointing": args.grad_checkpointing, "torch": torch.__version__, "rows": rows}
+    result = {
+        "benchmark": "3D ViT training step (fwd+bwd), ours vs MONAI ViT",
+        "machine": machine,
+        "meta": machine_info(args.device),
+        "device": args.device,
+        "warmup": warmup,
+        "steps": steps,
+        "amp": "bf16" if amp else "fp32",
+        "peak_flops": peak,
+        "grad_checkpointing": args.grad_checkpointing,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     md = to_markdown(result)
     write_results(args.out, "model", result, md)
     print(md)
@@ -155,8 +189,20 @@ def to_markdown(result) -> str:
         monai = f"{r['monai_samples_s']:.3f}" if "monai_samples_s" in r else "-"
         sp = f"{r['speedup_vs_monai']:.2f}x" if "speedup_vs_monai" in r else "-"
         spread = f"±{50 * r['ours_step_s']['iqr_rel']:.0f}%" if "ours_step_s" in r else "-"
-        rows.append([r["model"], f"{r['params'] / 1e6:.1f} M", "x".join(map(str, r["img"])), r["batch"],
-                     f"{r['ours_samples_s']:.3f}", spread, monai, sp, f"{r['ours_tflops']:.3f}", mfu])
+        rows.append(
+            [
+                r["model"],
+                f"{r['params'] / 1e6:.1f} M",
+                "x".join(map(str, r["img"])),
+                r["batch"],
+                f"{r['ours_samples_s']:.3f}",
+                spread,
+                monai,
+                sp,
+                f"{r['ours_tflops']:.3f}",
+                mfu,
+            ]
+        )
     lines = [
         f"# Model benchmark: {result['benchmark']}",
         "",
@@ -165,8 +211,21 @@ def to_markdown(result) -> str:
         f"{result.get('steps', '?')} interleaved steps after {result.get('warmup', '?')} warm-up "
         "(spread: half the interquartile range).",
         "",
-        *md_table(["model", "params", "input", "batch", "ours samples/s", "spread", "MONAI samples/s", "speedup",
-                   "ours TFLOP/s", "MFU"], rows),
+        *md_table(
+            [
+                "model",
+                "params",
+                "input",
+                "batch",
+                "ours samples/s",
+                "spread",
+                "MONAI samples/s",
+                "speedup",
+                "ours TFLOP/s",
+                "MFU",
+            ],
+            rows,
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import psutil
-from common import REPO, add_output_args, machine_info, machine_name, write_results
+
+from tte_scale.benchmarks.common import add_output_args, machine_info, machine_name, write_results
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -35,11 +36,25 @@ def _tree_rss(proc: psutil.Process) -> int:
 def run_one(n: int, workers: int, profile: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_synth_") as tmp:
         out = Path(tmp) / "cohort"
-        cmd = [sys.executable, "-m", "tte_scale.cli", "synth", "--out", str(out), "--subjects", str(n),
-               "--workers", str(workers), "--profile", profile, "--no-progress", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tte_scale.cli",
+            "synth",
+            "--out",
+            str(out),
+            "--subjects",
+            str(n),
+            "--workers",
+            str(workers),
+            "--profile",
+            profile,
+            "--no-progress",
+            *extra,
+        ]
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ps = psutil.Process(proc.pid)
         peak = 0
         while proc.poll() is None:
@@ -51,12 +66,21 @@ def run_one(n: int, workers: int, profile: str, extra: list[str]) -> dict:
             raise SystemExit(f"synth failed for N={n}: {stderr}")
         summary = json.loads((out / "synth.json").read_text())["summary"]
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    return {"load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
-            "subjects": n, "workers": workers, "profile": profile, "wall_s": round(wall, 2),
-            "subjects_per_s": round(n / wall, 2), "scans": summary["scans"], "events": summary["events"],
-            "peak_rss_mib": round(peak / 2**20, 1), "output_mib": round(size / 2**20, 1),
-            "event_rates": {k: round(v, 3) for k, v in summary["event_rates"].items()},
-            "oracle_c_index": {k: round(v, 3) for k, v in summary["oracle_c_index"].items()}}
+    return {
+        "load_avg_1m_before": round(load_before, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "subjects": n,
+        "workers": workers,
+        "profile": profile,
+        "wall_s": round(wall, 2),
+        "subjects_per_s": round(n / wall, 2),
+        "scans": summary["scans"],
+        "events": summary["events"],
+        "peak_rss_mib": round(peak / 2**20, 1),
+        "output_mib": round(size / 2**20, 1),
+        "event_rates": {k: round(v, 3) for k, v in summary["event_rates"].items()},
+        "oracle_c_index": {k: round(v, 3) for k, v in summary["oracle_c_index"].items()},
+    }
 
 
 def main(argv=None) -> int:
@@ -69,17 +93,31 @@ def main(argv=None) -> int:
     args.machine = args.machine or machine_name()
     rows = [run_one(n, args.workers, args.profile, []) for n in args.sizes]
     result = {"machine": args.machine, "meta": machine_info(), "runs": rows}
-    head = ("| subjects | workers | profile | wall s | subjects/s | scans | events | peak RSS MiB (all procs) "
-            "| output MiB | load avg before/after |")
-    lines = [f"# tte-scale synth ({args.machine})", "", "The dev machine is shared: the load average says how busy "
-             "it was (2 = both cores busy).", "", head, "|" + "---|" * 10]
+    head = (
+        "| subjects | workers | profile | wall s | subjects/s | scans | events | peak RSS MiB (all procs) "
+        "| output MiB | load avg before/after |"
+    )
+    lines = [
+        f"# tte-scale synth ({args.machine})",
+        "",
+        "The dev machine is shared: the load average says how busy it was (2 = both cores busy).",
+        "",
+        head,
+        "|" + "---|" * 10,
+    ]
     for r in rows:
-        lines.append(f"| {r['subjects']} | {r['workers']} | {r['profile']} | {r['wall_s']} | {r['subjects_per_s']} | "
-                     f"{r['scans']} | {r['events']} | {r['peak_rss_mib']} | {r['output_mib']} | "
-                     f"{r['load_avg_1m_before']} / {r['load_avg_1m_after']} |")
+        lines.append(
+            f"| {r['subjects']} | {r['workers']} | {r['profile']} | {r['wall_s']} | {r['subjects_per_s']} | "
+            f"{r['scans']} | {r['events']} | {r['peak_rss_mib']} | {r['output_mib']} | "
+            f"{r['load_avg_1m_before']} / {r['load_avg_1m_after']} |"
+        )
     last = rows[-1]
-    lines += ["", f"Event rates at N={last['subjects']}: " + ", ".join(f"{k} {v:.1%}" for k, v in last["event_rates"].items()),
-              "", f"Oracle C-index at N={last['subjects']}: " + ", ".join(f"{k} {v}" for k, v in last["oracle_c_index"].items())]
+    lines += [
+        "",
+        f"Event rates at N={last['subjects']}: " + ", ".join(f"{k} {v:.1%}" for k, v in last["event_rates"].items()),
+        "",
+        f"Oracle C-index at N={last['subjects']}: " + ", ".join(f"{k} {v}" for k, v in last["oracle_c_index"].items()),
+    ]
     write_results(args.out, "synth", result, "\n".join(lines))
     print("\n".join(lines))
     return 0

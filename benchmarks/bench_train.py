@@ -33,9 +33,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, add_output_args, machine_info, machine_name, md_table, write_results
+from tte_scale.benchmarks.common import (
+    add_output_args,
+    display_path,
+    machine_info,
+    machine_name,
+    md_table,
+    write_results,
+)
+from tte_scale.config import packaged_config
+from tte_scale.train.metrics_log import read_metrics
 
-DEMO = REPO / "configs" / "pretrain" / "demo.yaml"
+DEMO = packaged_config("pretrain", "demo.yaml")
 CLI = [sys.executable, "-m", "tte_scale.cli"]
 
 
@@ -43,18 +52,50 @@ def make_data(root: Path, subjects: int, tasks: int, shard_config: Path) -> tupl
     """The real pipeline on a small synthetic cohort; returns (shards, labels, timings)."""
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     steps = {
-        "synth": ["synth", "--out", str(root / "cohort"), "--subjects", str(subjects), "--workers", "2",
-                  "--no-progress", "--overwrite"],
-        "labels": ["labels", "--meds", str(root / "cohort"), "--scans", str(root / "cohort" / "scans.parquet"),
-                   "--out", str(root / "labels"), "--tasks", str(tasks), "--no-progress", "--overwrite"],
-        "shard": ["shard", "--scans", str(root / "cohort" / "scans.parquet"), "--labels", str(root / "labels"),
-                  "--out", str(root / "shards"), "--config", str(shard_config), "--workers", "0", "--no-progress",
-                  "--overwrite"],
+        "synth": [
+            "synth",
+            "--out",
+            str(root / "cohort"),
+            "--subjects",
+            str(subjects),
+            "--workers",
+            "2",
+            "--no-progress",
+            "--overwrite",
+        ],
+        "labels": [
+            "labels",
+            "--meds",
+            str(root / "cohort"),
+            "--scans",
+            str(root / "cohort" / "scans.parquet"),
+            "--out",
+            str(root / "labels"),
+            "--tasks",
+            str(tasks),
+            "--no-progress",
+            "--overwrite",
+        ],
+        "shard": [
+            "shard",
+            "--scans",
+            str(root / "cohort" / "scans.parquet"),
+            "--labels",
+            str(root / "labels"),
+            "--out",
+            str(root / "shards"),
+            "--config",
+            str(shard_config),
+            "--workers",
+            "0",
+            "--no-progress",
+            "--overwrite",
+        ],
     }
     seconds = {}
     for name, argv in steps.items():
         t0 = time.perf_counter()
-        res = subprocess.run(CLI + argv, cwd=REPO, env=env, capture_output=True, text=True)
+        res = subprocess.run(CLI + argv, env=env, capture_output=True, text=True)
         if res.returncode != 0:
             raise SystemExit(f"bench_train: `tte-scale {name}` failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
         seconds[name] = time.perf_counter() - t0
@@ -94,13 +135,20 @@ def run_ranks(world: int, overrides: list[str], log_dir: Path, device: str, time
     cmd = CLI + ["train", "--config", str(DEMO)] + [a for o in overrides for a in ("--set", o)]
     procs, logs = [], []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
         if device == "cpu":
             # One thread per rank: ranks then scale over cores instead of fighting over them.
             env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
         logs.append(log_dir / f"rank{rank}.log")
-        procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(logs[-1], "w"), stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, env=env, stdout=open(logs[-1], "w"), stderr=subprocess.STDOUT))
     deadline = time.monotonic() + timeout
     codes = []
     try:
@@ -122,10 +170,20 @@ def measure(world: int, zero: int, args, shards: Path, labels: Path, tmp: Path, 
     out = tmp / f"w{world}_z{zero}"
     out.mkdir(parents=True, exist_ok=True)
     overrides = [
-        f"out_dir={out}", f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"device={args.device}",
-        f"max_steps={args.steps}", f"zero.stage={zero}", f"data.num_workers={args.workers}",
-        "checkpoint.every_steps=0", "checkpoint.export_encoder=false", "eval.every_steps=0", "eval.max_batches=1",
-        "telemetry.log_every=1", "telemetry.tensorboard=false", "telemetry.progress_bar=false",
+        f"out_dir={out}",
+        f"data.shards_dir={shards}",
+        f"data.labels_dir={labels}",
+        f"device={args.device}",
+        f"max_steps={args.steps}",
+        f"zero.stage={zero}",
+        f"data.num_workers={args.workers}",
+        "checkpoint.every_steps=0",
+        "checkpoint.export_encoder=false",
+        "eval.every_steps=0",
+        "eval.max_batches=1",
+        "telemetry.log_every=1",
+        "telemetry.tensorboard=false",
+        "telemetry.progress_bar=false",
         *([f"telemetry.peak_tflops={peak}"] if peak else []),
         *(["zero.precision=bf16"] if args.device == "cuda" else []),
         *args.overrides,
@@ -133,22 +191,34 @@ def measure(world: int, zero: int, args, shards: Path, labels: Path, tmp: Path, 
     t0 = time.perf_counter()
     run_ranks(world, overrides, out, args.device, args.timeout)
     wall = time.perf_counter() - t0
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recs = read_metrics(out / "metrics.jsonl")  # the trainer's reader: one record per (kind, step)
     train = [r for r in recs if r["kind"] == "train" and r["step"] > args.warmup_steps and not r["skipped"]]
     if not train:
         raise SystemExit(f"bench_train: no train steps after the {args.warmup_steps} warm-up steps in {out}")
     mem = next((r for r in recs if r["kind"] == "memory"), None)
-    med = {k: statistics.median(r[k] for r in train)
-           for k in ("volumes_per_s", "tokens_per_s", "tflops", "data_wait_frac", "step_s", "peak_mem_gib")}
+    med = {
+        k: statistics.median(r[k] for r in train)
+        for k in ("volumes_per_s", "tokens_per_s", "tflops", "data_wait_frac", "step_s", "peak_mem_gib")
+    }
     step_times = sorted(r["step_s"] for r in train)
     # Over the whole timed window, epoch boundaries and slow outliers included: what a long run sees.
     window_s = sum(step_times)
-    window = {"volumes_per_s_window": sum(r["volumes_per_s"] * r["step_s"] for r in train) / window_s,
-              "data_wait_frac_window": sum(r["data_wait_frac"] * r["step_s"] for r in train) / window_s}
-    row = {"world_size": world, "zero_stage": zero, "steps_timed": len(train), "run_wall_s": wall, **med, **window,
-           "step_s_min": step_times[0], "step_s_max": step_times[-1],
-           "mfu": statistics.median(r["mfu"] for r in train) if "mfu" in train[0] else None,
-           "global_batch": _cfg_value(args.overrides, "optim.global_batch_size", 8)}
+    window = {
+        "volumes_per_s_window": sum(r["volumes_per_s"] * r["step_s"] for r in train) / window_s,
+        "data_wait_frac_window": sum(r["data_wait_frac"] * r["step_s"] for r in train) / window_s,
+    }
+    row = {
+        "world_size": world,
+        "zero_stage": zero,
+        "steps_timed": len(train),
+        "run_wall_s": wall,
+        **med,
+        **window,
+        "step_s_min": step_times[0],
+        "step_s_max": step_times[-1],
+        "mfu": statistics.median(r["mfu"] for r in train) if "mfu" in train[0] else None,
+        "global_batch": _cfg_value(args.overrides, "optim.global_batch_size", 8),
+    }
     if mem:
         row["param_mib_per_rank"] = mem["param_bytes_per_rank"] / 2**20
         row["optim_mib_per_rank"] = mem["optim_bytes_per_rank"] / 2**20
@@ -172,9 +242,15 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", type=int, default=40, help="subjects of the synthetic cohort")
     ap.add_argument("--tasks", type=int, default=256, help="pretraining tasks K")
     ap.add_argument("--workers", type=int, default=1, help="loader worker processes per rank")
-    ap.add_argument("--shard-config", type=Path, default=REPO / "configs" / "shard" / "demo.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra trainer overrides (model size, batch, ...) on top of configs/pretrain/demo.yaml")
+    ap.add_argument("--shard-config", type=Path, default=packaged_config("shard", "demo.yaml"))
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra trainer overrides (model size, batch, ...) on top of configs/pretrain/demo.yaml",
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run before its ranks are killed")
     add_output_args(ap)
     args = ap.parse_args(argv)
@@ -200,15 +276,25 @@ def main(argv=None) -> int:
     add_ratios(rows)
     result = {
         "benchmark": "end-to-end training throughput of `tte-scale train` on real shards",
-        "machine": machine, "meta": machine_info(args.device), "device": args.device,
-        "config": str(DEMO.relative_to(REPO)), "overrides": args.overrides,
+        "machine": machine,
+        "meta": machine_info(args.device),
+        "device": args.device,
+        "config": display_path(DEMO),
+        "overrides": args.overrides,
         "shard_config": _rel(args.shard_config),
-        "subjects": args.subjects, "tasks": args.tasks, "loader_workers_per_rank": args.workers,
-        "steps": args.steps, "warmup_steps": args.warmup_steps, "data_build_s": data_s,
+        "subjects": args.subjects,
+        "tasks": args.tasks,
+        "loader_workers_per_rank": args.workers,
+        "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        "data_build_s": data_s,
         "shard_build": {k: shard_run[k] for k in ("processed", "failed", "seconds", "volumes_per_s") if k in shard_run},
         "peak_tflops_per_rank": peak if peak else "datasheet (bf16 dense)",
-        "peak_note": ("measured fp32 matmul of one thread (1024^3), best of 5" if peak else
-                      "the trainer's datasheet table (tte_scale/train/telemetry.py)"),
+        "peak_note": (
+            "measured fp32 matmul of one thread (1024^3), best of 5"
+            if peak
+            else "the trainer's datasheet table (tte_scale/train/telemetry.py)"
+        ),
         "rows": rows,
     }
     md = to_markdown(result)
@@ -219,7 +305,7 @@ def main(argv=None) -> int:
 
 def _rel(p: Path) -> str:
     p = Path(p).resolve()
-    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+    return display_path(p)
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -240,28 +326,63 @@ def add_ratios(rows: list[dict]) -> None:
 
 def to_markdown(result: dict) -> str:
     f = lambda v, p=2: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
-    rows = [[r["zero_stage"], r["world_size"], r["global_batch"], f(r["volumes_per_s"]),
-             f(r["volumes_per_s_window"]), f(r["tokens_per_s"], 0), f(r["tflops"], 4),
-             "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}", f"{r['data_wait_frac']:.1%}",
-             f"{r['data_wait_frac_window']:.1%}",
-             f"{r['step_s']:.3f} ({r['step_s_min']:.3f}-{r['step_s_max']:.3f})",
-             f(r.get("speedup_vs_1rank")), f(r.get("scaling_efficiency")),
-             f(r.get("param_mib_per_rank")), f(r.get("optim_mib_per_rank"))] for r in result["rows"]]
+    rows = [
+        [
+            r["zero_stage"],
+            r["world_size"],
+            r["global_batch"],
+            f(r["volumes_per_s"]),
+            f(r["volumes_per_s_window"]),
+            f(r["tokens_per_s"], 0),
+            f(r["tflops"], 4),
+            "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}",
+            f"{r['data_wait_frac']:.1%}",
+            f"{r['data_wait_frac_window']:.1%}",
+            f"{r['step_s']:.3f} ({r['step_s_min']:.3f}-{r['step_s_max']:.3f})",
+            f(r.get("speedup_vs_1rank")),
+            f(r.get("scaling_efficiency")),
+            f(r.get("param_mib_per_rank")),
+            f(r.get("optim_mib_per_rank")),
+        ]
+        for r in result["rows"]
+    ]
     peak = result["peak_tflops_per_rank"]
     lines = [
-        f"# Trainer end to end ({result['machine']})", "",
+        f"# Trainer end to end ({result['machine']})",
+        "",
         f"`tte-scale train` with {result['config']} (+ {', '.join(result['overrides']) or 'no overrides'}) on "
         f"shards built by the real pipeline from {result['subjects']} synthetic subjects ({result['shard_config']}), "
         f"{result['tasks']} tasks; {result['device']} ranks"
         + (" (DeepSpeed DS_ACCELERATOR=cpu, gloo, one thread each)" if result["device"] == "cpu" else "")
         + f", {result['loader_workers_per_rank']} loader worker(s) per rank. Medians over steps "
-        f"{result['warmup_steps'] + 1}-{result['steps']} from the trainer's metrics.jsonl.", "",
-        "MFU peak per rank: " + (f"{peak:.4f} TFLOP/s, {result['peak_note']}" if isinstance(peak, float)
-                                 else result["peak_note"]) + ".", "",
-        "Medians are the steady state; *window* figures cover all timed steps, epoch boundaries included.", "",
-        *md_table(["ZeRO", "ranks", "global batch", "volumes/s", "volumes/s window", "tokens/s", "TFLOP/s", "MFU",
-                   "data wait", "data wait window",
-                   "step s (min-max)", "speed-up vs 1 rank", "efficiency", "params MiB/rank", "optim MiB/rank"], rows),
+        f"{result['warmup_steps'] + 1}-{result['steps']} from the trainer's metrics.jsonl.",
+        "",
+        "MFU peak per rank: "
+        + (f"{peak:.4f} TFLOP/s, {result['peak_note']}" if isinstance(peak, float) else result["peak_note"])
+        + ".",
+        "",
+        "Medians are the steady state; *window* figures cover all timed steps, epoch boundaries included.",
+        "",
+        *md_table(
+            [
+                "ZeRO",
+                "ranks",
+                "global batch",
+                "volumes/s",
+                "volumes/s window",
+                "tokens/s",
+                "TFLOP/s",
+                "MFU",
+                "data wait",
+                "data wait window",
+                "step s (min-max)",
+                "speed-up vs 1 rank",
+                "efficiency",
+                "params MiB/rank",
+                "optim MiB/rank",
+            ],
+            rows,
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,20 +19,20 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-
-if str(REPO) not in sys.path:  # the scripts run from a checkout, not from an installed wheel
-    sys.path.insert(0, str(REPO))
+# The checkout this package was installed from (editable install), or None for a wheel install.
+_ROOT = Path(__file__).resolve().parents[1]
+REPO: Path | None = _ROOT if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "benchmarks").is_dir() else None
+#: Default results folder: the committed figures in a checkout, else ``runs/bench`` under the cwd.
+RESULTS = REPO / "benchmarks" / "results" if REPO is not None else Path("runs") / "bench"
 
 
 # -- timing ---------------------------------------------------------------------------------------
+
 
 def summarize(seconds: Sequence[float]) -> dict[str, float]:
     """Median and spread of repeated timings (seconds)."""
@@ -44,8 +44,13 @@ def summarize(seconds: Sequence[float]) -> dict[str, float]:
         q1, _, q3 = statistics.quantiles(xs, n=4)
     else:
         q1, q3 = xs[0], xs[-1]
-    return {"median_s": med, "min_s": xs[0], "max_s": xs[-1], "iqr_rel": (q3 - q1) / med if med > 0 else 0.0,
-            "n": len(xs)}
+    return {
+        "median_s": med,
+        "min_s": xs[0],
+        "max_s": xs[-1],
+        "iqr_rel": (q3 - q1) / med if med > 0 else 0.0,
+        "n": len(xs),
+    }
 
 
 def time_fn(fn: Callable[[], Any], *, warmup: int, repeats: int, sync: Callable[[], None] | None = None) -> dict:
@@ -63,8 +68,9 @@ def time_fn(fn: Callable[[], Any], *, warmup: int, repeats: int, sync: Callable[
     return summarize(times)
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
-                     sync: Callable[[], None] | None = None) -> dict[str, dict]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int, sync: Callable[[], None] | None = None
+) -> dict[str, dict]:
     """Time several callables in alternation, so load from other processes on a shared machine
     hits all of them alike; returns ``summarize`` of each."""
     sync = sync or (lambda: None)
@@ -83,6 +89,7 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats:
 
 
 # -- machine --------------------------------------------------------------------------------------
+
 
 def _cpu_model() -> str:
     try:
@@ -123,8 +130,21 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "mem_gib": _mem_gib(),
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
-        "software": {m: _version(m) for m in ("torch", "deepspeed", "numpy", "numcodecs", "zarr", "ray",
-                                               "webdataset", "monai", "triton", "tte-scale")},
+        "software": {
+            m: _version(m)
+            for m in (
+                "torch",
+                "deepspeed",
+                "numpy",
+                "numcodecs",
+                "zarr",
+                "ray",
+                "webdataset",
+                "monai",
+                "triton",
+                "tte-scale",
+            )
+        },
         "device": device,
     }
     if device == "cuda":
@@ -150,13 +170,25 @@ def machine_name(device: str = "cpu") -> str:
 
 def add_output_args(ap: argparse.ArgumentParser, default_out: Path = RESULTS) -> None:
     """The ``--out DIR`` / ``--machine NAME`` pair every benchmark script takes."""
-    ap.add_argument("--out", type=Path, default=default_out,
-                    help=f"folder for NAME.json and NAME.md (default {default_out.relative_to(REPO)})")
-    ap.add_argument("--machine", default=None,
-                    help="machine name written into the results (default: the CPU model / GPU name)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=default_out,
+        help=f"folder for NAME.json and NAME.md (default {display_path(default_out)})",
+    )
+    ap.add_argument(
+        "--machine", default=None, help="machine name written into the results (default: the CPU model / GPU name)"
+    )
+
+
+def display_path(p: Path) -> str:
+    """``p`` relative to the checkout when it lies inside one (for help texts and recorded commands)."""
+    p = Path(p)
+    return str(p.relative_to(REPO)) if REPO is not None and p.is_absolute() and p.is_relative_to(REPO) else str(p)
 
 
 # -- output ---------------------------------------------------------------------------------------
+
 
 def md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """Markdown table lines; cells are str()-ed, so format numbers before."""

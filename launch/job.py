@@ -24,6 +24,8 @@ checkpoint exists then.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -32,7 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from launch.rendezvous import torch_env
+from tte_scale.launch.rendezvous import torch_env
 from tte_scale.train.signals import EXIT_REQUEUE, StopFlag
 
 log = logging.getLogger("launch.job")
@@ -53,6 +55,8 @@ class TrainJob:
 
     def __call__(self) -> dict[str, Any]:
         stop = StopFlag().install()
+        node = os.environ.get("SLURMD_NODENAME") or os.uname().nodename
+        rank = os.environ.get("SLURM_PROCID", "?")
         try:
             os.environ.update(self.extra_env)
             os.environ.update(torch_env(os.environ))
@@ -60,12 +64,27 @@ class TrainJob:
             logging.getLogger("submitit").propagate = False  # it has its own handler: no doubled lines
             cfg = self._resolve_config()
             restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-            log.info("rank %s/%s on %s (restart %d): master %s:%s, resume=%s", os.environ["RANK"],
-                     os.environ["WORLD_SIZE"], os.uname().nodename, restarts, os.environ["MASTER_ADDR"],
-                     os.environ["MASTER_PORT"], cfg.checkpoint.resume)
+            # `tte-scale launch status` reads this line (launch.status.START): rank -> node, restart,
+            # and the digest that shows every rank runs the one config frozen at submission.
+            log.info(
+                "rank %s/%s on node %s (restart %d, config %s): master %s:%s, resume=%s",
+                os.environ["RANK"],
+                os.environ["WORLD_SIZE"],
+                node,
+                restarts,
+                config_digest(self.config),
+                os.environ["MASTER_ADDR"],
+                os.environ["MASTER_PORT"],
+                cfg.checkpoint.resume,
+            )
             from tte_scale.train import train
 
             code = train(cfg, stop=stop)
+        except Exception as exc:
+            # One line naming the rank and node (launch.status.FAILED): the traceback that follows
+            # in this log, and srun's own report, do not say which machine it was.
+            log.error("rank %s on node %s failed: %s: %s", rank, node, type(exc).__name__, exc)
+            raise
         finally:
             stop.uninstall()
         if code == EXIT_REQUEUE:
@@ -97,11 +116,18 @@ class TrainJob:
         rank = int(os.environ["RANK"])
         if rank == 0:
             if signum != wanted:
-                log.warning("checkpointed after %s: not requeueing (SLURM requeues a preempted job itself; "
-                            "a cancelled job stays cancelled)", _name(signum))
+                log.warning(
+                    "checkpointed after %s: not requeueing (SLURM requeues a preempted job itself; "
+                    "a cancelled job stays cancelled)",
+                    _name(signum),
+                )
             elif restarts >= self.max_requeues:
-                log.error("checkpointed, but not requeueing: %d restarts reached max_requeues=%d; resume by hand "
-                          "(see README, 'Launching on a cluster')", restarts, self.max_requeues)
+                log.error(
+                    "checkpointed, but not requeueing: %d restarts reached max_requeues=%d; resume by hand "
+                    "(see README, 'Launching on a cluster')",
+                    restarts,
+                    self.max_requeues,
+                )
             else:
                 _requeue(os.environ["SLURM_JOB_ID"])
         if dist.is_initialized():
@@ -111,6 +137,12 @@ class TrainJob:
         sys.exit(EXIT_REQUEUE)
 
 
+def config_digest(config: dict[str, Any]) -> str:
+    """A short digest of the frozen config, logged by every rank (same digest = same config)."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _name(signum: int | None) -> str:
     return signal.Signals(signum).name if signum is not None else "no signal"
 
@@ -118,7 +150,10 @@ def _name(signum: int | None) -> str:
 def _requeue(job_id: str) -> None:
     proc = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
     if proc.returncode:
-        log.error("scontrol requeue %s failed (%s); resume by hand with --resume", job_id,
-                  (proc.stderr or proc.stdout).strip())
+        log.error(
+            "scontrol requeue %s failed (%s); resume by hand with --resume",
+            job_id,
+            (proc.stderr or proc.stdout).strip(),
+        )
     else:
         log.warning("requeued job %s: it restarts from the checkpoint just written", job_id)

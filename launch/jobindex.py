@@ -21,8 +21,13 @@ def index_path() -> Path:
 def record(job_id: str, folder: Path, out_dir: Path | None, kind: str) -> None:
     path = index_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    rec = {"job_id": str(job_id), "folder": str(Path(folder).resolve()), "kind": kind,
-           "out_dir": str(Path(out_dir).resolve()) if out_dir is not None else None, "submitted": time.time()}
+    rec = {
+        "job_id": str(job_id),
+        "folder": str(Path(folder).resolve()),
+        "kind": kind,
+        "out_dir": str(Path(out_dir).resolve()) if out_dir is not None else None,
+        "submitted": time.time(),
+    }
     with open(path, "a") as fh:
         fh.write(json.dumps(rec) + "\n")
 

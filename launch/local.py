@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from launch.slurm import LaunchError
+from tte_scale.launch.slurm import LaunchError
 
 
 def read_hostfile(path: Path) -> list[tuple[str, int]]:
@@ -47,14 +47,28 @@ def train_args(config: str, overrides: list[str], resume: bool) -> list[str]:
     return args + (["--resume"] if resume else [])
 
 
-def local_command(nproc: int, config: str, overrides: list[str], resume: bool = False,
-                  hostfile: Path | None = None, master_port: int | None = None) -> list[str]:
+def local_command(
+    nproc: int,
+    config: str,
+    overrides: list[str],
+    resume: bool = False,
+    hostfile: Path | None = None,
+    master_port: int | None = None,
+) -> list[str]:
     """The launcher command line (``--dry-run`` prints it)."""
     if nproc < 1:
         raise LaunchError(f"--nproc {nproc}: must be >= 1")
     if hostfile is None:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", "tte_scale.cli", *train_args(config, overrides, resume)]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "tte_scale.cli",
+            *train_args(config, overrides, resume),
+        ]
     read_hostfile(hostfile)  # fail here, not on the remote hosts
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
     cmd = [deepspeed, "--hostfile", str(hostfile), "--no_local_rank"]

@@ -2,9 +2,9 @@
 others, then the sharding job (`tte-scale shard ... --ray-address HEAD:PORT`) against it.
 
 One SLURM task per node. Task 0 starts ``ray start --head --block``, waits until every node
-has joined, runs the sharding command, writes ``<folder>/<jobid>_ray_done`` and stops its
-Ray node; the other tasks run ``ray start --address ... --block`` and leave when that file
-appears. ``ray start --block`` stops the processes it started on SIGTERM, so ending it
+has joined, records them in ``<folder>/<jobid>_ray_nodes.json``, runs the sharding command,
+writes ``<folder>/<jobid>_ray_done`` and stops its Ray node; the other tasks run
+``ray start --address ... --block`` and leave when that file appears. ``ray start --block`` stops the processes it started on SIGTERM, so ending it
 cleans the node without a machine-wide ``ray stop`` (which would also end other users'
 Ray instances on a shared node). A sharding re-run resumes (complete shards are kept), so a
 failed or timed-out job is simply resubmitted.
@@ -16,6 +16,7 @@ concurrent submissions to one folder never share, overwrite or delete each other
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -27,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.procs import stop_process
-from launch.rendezvous import expand_nodelist, port_for
+from tte_scale.launch.procs import stop_process
+from tte_scale.launch.rendezvous import expand_nodelist, port_for
 
 log = logging.getLogger("launch.ray")
 
@@ -53,8 +54,10 @@ class RayShardJob:
             # never for an explicit address (driver, `ray start --address`): the driver is then refused
             # (InvalidAuthToken) and retries forever. One explicit per-job token keeps them in step.
             if not Path(self.token_file).is_file():
-                raise RuntimeError(f"Ray auth token {self.token_file} is gone (removed when this job ended "
-                                   "once already?): submit again with `tte-scale launch ray-shard`")
+                raise RuntimeError(
+                    f"Ray auth token {self.token_file} is gone (removed when this job ended "
+                    "once already?): submit again with `tte-scale launch ray-shard`"
+                )
             os.environ["RAY_AUTH_MODE"] = "token"
             os.environ["RAY_AUTH_TOKEN_PATH"] = self.token_file
         job_id = os.environ["SLURM_JOB_ID"]
@@ -64,22 +67,43 @@ class RayShardJob:
         done = Path(os.environ["SUBMITIT_FOLDER"]) / f"{job_id}_ray_done"
         cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
         rank = int(os.environ["SLURM_PROCID"])
-        ray_cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", f"--num-cpus={cpus}",
-                   "--disable-usage-stats"]
+        ray_cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--block",
+            f"--num-cpus={cpus}",
+            "--disable-usage-stats",
+        ]
         if rank == 0:
             done.unlink(missing_ok=True)
             host, port = address.split(":")
-            ray_cmd += ["--head", f"--node-ip-address={host}", f"--port={port}", "--include-dashboard=false",
-                        f"--temp-dir=/tmp/ray_tte_{job_id}"]
+            ray_cmd += [
+                "--head",
+                f"--node-ip-address={host}",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--temp-dir=/tmp/ray_tte_{job_id}",
+            ]
         else:
-            ray_cmd += [f"--address={address}"]
+            # Every node its own temp folder: one shared /tmp (or two jobs on one node) must not
+            # mix Ray's session files and sockets.
+            ray_cmd += [f"--address={address}", f"--temp-dir=/tmp/ray_tte_{job_id}_{rank}"]
         node = subprocess.Popen(ray_cmd)
         requeued = False
         try:
             if rank == 0:
-                _wait_for_nodes(address, len(hosts), self.join_timeout_s, node)
-                cmd = [sys.executable, "-m", "tte_scale.cli", "shard", *self.shard_args, "--ray-address", address,
-                       "--no-progress"]
+                nodes = _wait_for_nodes(address, len(hosts), self.join_timeout_s, node)
+                write_json(Path(os.environ["SUBMITIT_FOLDER"]) / f"{job_id}_ray_nodes.json", nodes)
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "tte_scale.cli",
+                    "shard",
+                    *self.shard_args,
+                    "--ray-address",
+                    address,
+                    "--no-progress",
+                ]
                 log.info("running: %s", shlex.join(cmd))
                 code = subprocess.call(cmd)
                 done.write_text(str(code))
@@ -133,7 +157,18 @@ def new_token_file(folder: Path) -> Path:
     return path
 
 
-def _wait_for_nodes(address: str, expected: int, timeout: float, head: subprocess.Popen) -> None:
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _wait_for_nodes(address: str, expected: int, timeout: float, head: subprocess.Popen) -> list[dict]:
+    """Wait until ``expected`` Ray nodes are alive; return them (node id, address, host name, CPUs).
+
+    The list goes to ``<folder>/<jobid>_ray_nodes.json``: with the shard records' ``node_id``
+    (``_state/``), it shows which machines did the work.
+    """
     import ray
 
     deadline = time.monotonic() + timeout
@@ -152,18 +187,55 @@ def _wait_for_nodes(address: str, expected: int, timeout: float, head: subproces
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {alive} of {expected} Ray nodes joined within {timeout:.0f} s")
             time.sleep(2)
-        log.info("Ray cluster at %s: %d nodes, %s CPUs", address, alive, ray.cluster_resources().get("CPU"))
+        nodes = [
+            {
+                "node_id": n["NodeID"],
+                "address": n["NodeManagerAddress"],
+                "hostname": n["NodeManagerHostname"],
+                "cpus": n["Resources"].get("CPU"),
+            }
+            for n in ray.nodes()
+            if n["Alive"]
+        ]
+        log.info(
+            "Ray cluster at %s: %d nodes (%s), %s CPUs",
+            address,
+            alive,
+            ", ".join(f"{n['hostname']} {n['address']}" for n in nodes),
+            ray.cluster_resources().get("CPU"),
+        )
+        return nodes
     finally:
         ray.shutdown()
 
 
-def sbatch_parameters(nodes: int, cpus_per_node: int, time_min: int, job_name: str = "tte-shard",
-                      partition: str | None = None, account: str | None = None, qos: str | None = None,
-                      constraint: str | None = None, mem: str | None = None, setup: list[str] | None = None) -> dict:
-    params = {"job_name": job_name, "nodes": nodes, "ntasks_per_node": 1, "cpus_per_task": cpus_per_node,
-              "time": time_min, "setup": list(setup or []) + ["export RAY_USAGE_STATS_ENABLED=0"]}
-    for key, value in (("partition", partition), ("account", account), ("qos", qos), ("constraint", constraint),
-                       ("mem", mem)):
+def sbatch_parameters(
+    nodes: int,
+    cpus_per_node: int,
+    time_min: int,
+    job_name: str = "tte-shard",
+    partition: str | None = None,
+    account: str | None = None,
+    qos: str | None = None,
+    constraint: str | None = None,
+    mem: str | None = None,
+    setup: list[str] | None = None,
+) -> dict:
+    params = {
+        "job_name": job_name,
+        "nodes": nodes,
+        "ntasks_per_node": 1,
+        "cpus_per_task": cpus_per_node,
+        "time": time_min,
+        "setup": list(setup or []) + ["export RAY_USAGE_STATS_ENABLED=0"],
+    }
+    for key, value in (
+        ("partition", partition),
+        ("account", account),
+        ("qos", qos),
+        ("constraint", constraint),
+        ("mem", mem),
+    ):
         if value is not None:
             params[key] = value
     return params

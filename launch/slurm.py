@@ -25,8 +25,7 @@ from typing import Any
 
 from tte_scale.config import check
 from tte_scale.errors import TteScaleError
-
-from launch.rendezvous import PORT_BASE, PORT_SPAN
+from tte_scale.launch.rendezvous import PORT_BASE, PORT_SPAN
 
 
 class LaunchError(TteScaleError):
@@ -75,13 +74,19 @@ class SlurmConfig:
     def __post_init__(self) -> None:
         check(self.nodes >= 1, "nodes", "must be >= 1")
         check(self.gpus_per_node >= 0, "gpus_per_node", "must be >= 0")
-        check(self.gpus_per_node > 0 or self.tasks_per_node is not None, "tasks_per_node",
-              "must be given for a CPU-only job (gpus_per_node=0)")
+        check(
+            self.gpus_per_node > 0 or self.tasks_per_node is not None,
+            "tasks_per_node",
+            "must be given for a CPU-only job (gpus_per_node=0)",
+        )
         check(self.tasks_per_node is None or self.tasks_per_node >= 1, "tasks_per_node", "must be >= 1")
         check(self.time_min >= 1, "time", "must be at least one minute")
         check(self.signal_delay_s >= 10, "signal_delay_s", "must be >= 10 s (one step plus a checkpoint)")
-        check(self.signal_delay_s < self.time_min * 60, "signal_delay_s",
-              f"{self.signal_delay_s} s is not shorter than the time limit ({self.time_min} min)")
+        check(
+            self.signal_delay_s < self.time_min * 60,
+            "signal_delay_s",
+            f"{self.signal_delay_s} s is not shorter than the time limit ({self.time_min} min)",
+        )
         check(self.signal in ("USR1", "USR2", "TERM"), "signal", f"{self.signal!r} is not one of USR1, USR2, TERM")
         check(self.max_requeues >= 0, "max_requeues", "must be >= 0")
 
@@ -92,6 +97,18 @@ class SlurmConfig:
     @property
     def world_size(self) -> int:
         return self.nodes * self.ntasks_per_node
+
+
+def freeze_cluster(cfg, sc: SlurmConfig) -> None:
+    """Make ``cfg.cluster`` describe the job that runs, not the YAML's intended shape.
+
+    The frozen config travels with the job (and into every checkpoint), and ``--estimate-memory``
+    reads the shape from it: ``cluster.gpus_per_node`` is the devices (ranks) per node, one rank
+    per GPU, or per task on a CPU-only job.
+    """
+    import dataclasses
+
+    cfg.cluster = dataclasses.replace(cfg.cluster, nodes=sc.nodes, gpus_per_node=sc.ntasks_per_node)
 
 
 def parse_time(text: str) -> int:
@@ -125,6 +142,9 @@ def sbatch_parameters(sc: SlurmConfig, python: str) -> dict[str, Any]:
         "additional_parameters": {"signal": f"{sc.signal}@{sc.signal_delay_s}"},
         "setup": _setup_lines(sc, python),
         "stderr_to_stdout": False,
+        # One rank that dies (a crash, an OOM kill, a lost node) ends the whole step at once: the
+        # others would otherwise wait in their next collective until its timeout.
+        "srun_args": ["--kill-on-bad-exit=1"],
     }
     if sc.gpus_per_node:
         params["gpus_per_node"] = sc.gpus_per_node
@@ -165,50 +185,83 @@ def task_environment(sc: SlurmConfig) -> list[tuple[str, str]]:
 
 
 def submitit_command(python: str, folder: Path) -> str:
-    """The command submitit puts after ``srun`` (same as ``SlurmExecutor._submitit_command_str``)."""
+    """The command submitit puts after ``srun`` (the same string as ``SlurmExecutor`` builds)."""
     return " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
 
 
-def render_sbatch(sc: SlurmConfig, folder: Path, python: str | None = None) -> str:
-    """The sbatch script submitit would write, without needing SLURM on this machine."""
+def render_script(params: dict[str, Any], folder: Path, python: str | None = None) -> str:
+    """The sbatch script submitit writes for these executor parameters, without SLURM on this machine.
+
+    submitit (1.5.4) has no public renderer: ``SlurmExecutor`` needs ``srun`` on PATH and writes
+    its script only while submitting, through the module function called here. The real-cluster
+    tests compare this text with the script submitit wrote for a submitted job, so a submitit
+    release that changes the script fails them instead of making --dry-run print a stale one.
+    """
     from submitit.slurm.slurm import _make_sbatch_string
 
     python = python or shlex.quote(sys.executable)
-    return _make_sbatch_string(command=submitit_command(python, folder), folder=folder,
-                               **sbatch_parameters(sc, python))
+    return _make_sbatch_string(command=submitit_command(python, folder), folder=folder, **params)
 
 
-def dry_run_text(sc: SlurmConfig, cfg, folder: Path, python: str | None = None) -> str:
-    """What --dry-run prints: the script, the per-task environment, and where things go."""
+def render_sbatch(sc: SlurmConfig, folder: Path, python: str | None = None) -> str:
+    """The training job's sbatch script (``--dry-run``)."""
+    python = python or shlex.quote(sys.executable)
+    return render_script(sbatch_parameters(sc, python), folder, python)
+
+
+def dry_run_text(
+    sc: SlurmConfig,
+    cfg,
+    folder: Path,
+    python: str | None = None,
+    checks: list[str] | None = None,
+    step_time_s: float | None = None,
+    gpu_mem_gib: float | None = None,
+) -> str:
+    """What --dry-run prints: the script, the per-task environment, where things go, the checks a
+    submission would run (``checks``: the problems that would refuse it), and the frozen config."""
     from tte_scale.config import to_dict
 
     width = max(len(k) for k, _ in task_environment(sc))
     env_lines = [f"  {k:<{width}}  {v}" for k, v in task_environment(sc)]
-    return "\n".join([
-        f"# sbatch script ({folder}/<jobid>_submission.sh)",
-        render_sbatch(sc, folder, python).rstrip(),
-        "",
-        "# environment of every task (set by launch.rendezvous before training)",
-        *env_lines,
-        "",
-        "# where things go",
-        f"  logs         {folder}/<jobid>_<rank>_log.out, <jobid>_<rank>_log.err",
-        f"  checkpoints  {cfg.out_dir}/checkpoints (latest -> newest complete)",
-        f"  metrics      {cfg.out_dir}/metrics.jsonl",
-        "",
-        "# training config (frozen into the job at submission)",
-        json.dumps(to_dict(cfg), indent=1, sort_keys=True),
-        "",
-    ])
+    skipped = []
+    if gpu_mem_gib is None:
+        skipped.append("model memory (give --gpu-mem)")
+    if step_time_s is None:
+        skipped.append("time limit vs checkpoint interval (give --step-time-s)")
+    check_lines = [f"  would refuse: {c}" for c in checks or []] or ["  all passed"]
+    if skipped:
+        check_lines.append(f"  not checked: {'; '.join(skipped)}")
+    return "\n".join(
+        [
+            f"# sbatch script ({folder}/<jobid>_submission.sh)",
+            render_sbatch(sc, folder, python).rstrip(),
+            "",
+            "# environment of every task (set by launch.rendezvous before training)",
+            *env_lines,
+            "",
+            "# where things go",
+            f"  logs         {folder}/<jobid>_<rank>_log.out, <jobid>_<rank>_log.err",
+            f"  checkpoints  {cfg.out_dir}/checkpoints (latest -> newest complete)",
+            f"  metrics      {cfg.out_dir}/metrics.jsonl",
+            "",
+            "# checks before submission (data folders, model name, batch split, memory, time limit)",
+            *check_lines,
+            "",
+            "# training config (frozen into the job at submission)",
+            json.dumps(to_dict(cfg), indent=1, sort_keys=True),
+            "",
+        ]
+    )
 
 
 def submit(sc: SlurmConfig, cfg, folder: Path):
     """Submit; returns the submitit job. Refuses a config that cannot split over the world size."""
     import submitit
 
-    from launch import jobindex
-    from launch.job import TrainJob
     from tte_scale.config import to_dict
+    from tte_scale.launch import jobindex
+    from tte_scale.launch.job import TrainJob
 
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=sc.max_requeues)

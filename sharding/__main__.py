@@ -1,5 +1,5 @@
 import sys
 
-from sharding.cli import main
+from tte_scale.sharding.cli import main
 
 sys.exit(main())

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from tte_scale.config import check
 from tte_scale.imaging.config import ImagingConfig
+from tte_scale.remote import StorageConfig
 
 # Chosen by benchmarks/bench_shard.py (results/shard.md): fastest decode (0.65 GB/s = ~40 full volumes/s
 # per core) among codecs within 85% of the best ratio (3.37x vs 3.53x); blosc-lz4 decodes 3x faster
@@ -15,7 +16,7 @@ DEFAULT_CODEC: dict[str, Any] = {"id": "blosc", "cname": "zstd", "clevel": 3, "s
 
 
 # Fields that change how a build runs, never what it writes: left out of output_config().
-RUN_ONLY_FIELDS = ("executor",)
+RUN_ONLY_FIELDS = ("executor", "storage")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -43,6 +44,9 @@ class ShardConfig:
     default shape (benchmarks/results/shard.md). Ignored with --workers 0.
     The output is byte-identical either way, so this is not part of the build fingerprint nor of
     build.json (see RUN_ONLY_FIELDS)."""
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    """Object storage transfers (image_path URLs, `--out URL`): tries, backoff, objects at once.
+    Like `executor`, it changes how a build runs, never its bytes (RUN_ONLY_FIELDS)."""
 
     def __post_init__(self) -> None:
         check(isinstance(self.codec, dict) and "id" in self.codec, "codec", "a numcodecs config with an 'id'")
@@ -51,7 +55,7 @@ class ShardConfig:
         check(self.zarr_volumes_per_shard >= 1, "zarr_volumes_per_shard", "must be >= 1")
         check(self.label_chunk_rows >= 1, "label_chunk_rows", "must be >= 1")
         check(self.executor in ("tasks", "data"), "executor", "must be 'tasks' or 'data'")
-        from sharding.codec import get_codec
+        from tte_scale.sharding.codec import get_codec
 
         try:
             get_codec(self.codec)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
-from sharding.plan import PlanItem
-from sharding.samples import process_scan
-from sharding.writers import write_tar, write_zarr_shard
+from tte_scale.sharding.plan import PlanItem
+from tte_scale.sharding.processes import descendants, reap, sigint_deferred
+from tte_scale.sharding.samples import process_scan
+from tte_scale.sharding.writers import write_tar, write_zarr_shard
 
 
 def ray_init_kwargs(workers: int, address: str | None) -> dict:
@@ -51,9 +52,9 @@ class LocalExecutor:
     name = "local"
     workers = 1
 
-    def map_scans(self, items, imaging, codec, keep_volume) -> Iterator[tuple]:
+    def map_scans(self, items, imaging, codec, keep_volume, storage=None) -> Iterator[tuple]:
         for item in items:
-            yield process_scan(item, imaging, codec, keep_volume)
+            yield process_scan(item, imaging, codec, keep_volume, storage)
 
     def write_wds(self, path, samples):
         return Done(write_tar(path, samples))
@@ -81,15 +82,24 @@ class RayTasksExecutor:
         import ray
 
         self.ray = ray
-        ray.init(**ray_init_kwargs(workers, address))
-        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1))) if address else workers
+        # processes already here are not Ray's: shutdown() reaps only the ones Ray starts
+        self._before = None if address else set(descendants())
+        try:
+            # A Ctrl-C in the middle of ray.init left the raylet's agents running and the driver
+            # crashing at exit: the interrupt waits until Ray is up, then shuts it down again.
+            with sigint_deferred():
+                ray.init(**ray_init_kwargs(workers, address))
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1))) if address else workers
+        except BaseException:
+            self.shutdown()
+            raise
         # Each task uses one core; torch inside a task must not spread over all of them.
         opts = {"num_cpus": 1, "max_retries": 1}
         self._scan = ray.remote(_scan_task).options(num_returns=3, **opts)
         self._wds = ray.remote(write_tar).options(**opts)
         self._zarr = ray.remote(write_zarr_shard).options(**opts)
 
-    def map_scans(self, items, imaging, codec, keep_volume) -> Iterator[tuple]:
+    def map_scans(self, items, imaging, codec, keep_volume, storage=None) -> Iterator[tuple]:
         # A window of ~2 tasks per core keeps every core busy while the driver holds only the
         # refs of the scans whose shards are not complete yet.
         window = 2 * self.workers + 2
@@ -97,7 +107,7 @@ class RayTasksExecutor:
         in_flight: dict = {}
         while True:
             while len(in_flight) < window and (item := next(todo, None)) is not None:
-                meta, data, vol = self._scan.remote(item, imaging, codec, keep_volume)
+                meta, data, vol = self._scan.remote(item, imaging, codec, keep_volume, storage)
                 in_flight[meta] = (data, vol)
             if not in_flight:
                 return
@@ -119,7 +129,12 @@ class RayTasksExecutor:
         return self.ray.get(ref)
 
     def shutdown(self):
-        self.ray.shutdown()
+        """Stop Ray, uninterrupted; a local cluster's leftover processes are waited for (bounded)
+        and killed (:mod:`sharding.processes`)."""
+        with sigint_deferred():
+            started = [p for p in descendants() if p not in self._before] if self._before is not None else []
+            self.ray.shutdown()
+            reap(started)
 
 
 class RayDataExecutor(RayTasksExecutor):
@@ -132,7 +147,7 @@ class RayDataExecutor(RayTasksExecutor):
 
     name = "data"
 
-    def map_scans(self, items, imaging, codec, keep_volume) -> Iterator[tuple]:
+    def map_scans(self, items, imaging, codec, keep_volume, storage=None) -> Iterator[tuple]:
         import logging
 
         import numpy as np
@@ -152,7 +167,8 @@ class RayDataExecutor(RayTasksExecutor):
             return
         # one row per block: each scan is its own map task, as many in flight as there are cores
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
-            _scan_row, fn_kwargs={"imaging": imaging, "codec": codec, "keep_volume": keep_volume},
+            _scan_row,
+            fn_kwargs={"imaging": imaging, "codec": codec, "keep_volume": keep_volume, "storage": storage},
             num_cpus=1,
         )
         for row in ds.iter_rows():
@@ -164,24 +180,39 @@ class RayDataExecutor(RayTasksExecutor):
             yield meta, data, vol
 
 
-def _scan_task(item, imaging, codec, keep_volume):
+def _scan_task(item, imaging, codec, keep_volume, storage=None):
+    import ray
     import torch
 
     torch.set_num_threads(1)
-    return process_scan(item, imaging, codec, keep_volume)
+    meta, data, vol = process_scan(item, imaging, codec, keep_volume, storage)
+    # Where the scan was read: the shard records (_state/) show which Ray nodes did the work
+    # (`launch ray-shard` lists the cluster's nodes); no output file depends on it.
+    meta["node_id"] = ray.get_runtime_context().get_node_id()
+    return meta, data, vol
 
 
-def _scan_row(row: dict, *, imaging, codec, keep_volume) -> dict:
+def _scan_row(row: dict, *, imaging, codec, keep_volume, storage=None) -> dict:
     """Ray Data row function: a plan item in, meta (JSON) + encoded bytes + raw volume bytes out."""
     # Arrow hands back numpy/Arrow scalars: rebuild the plan item with plain Python values
     item = PlanItem(
-        row=int(row["row"]), scan_id=str(row["scan_id"]), subject_id=int(row["subject_id"]), split=str(row["split"]),
-        image_path=str(row["image_path"]), modality=None if row["modality"] is None else str(row["modality"]),
-        wds_shard=int(row["wds_shard"]), zarr_shard=int(row["zarr_shard"]), scans_table=str(row["scans_table"]),
+        row=int(row["row"]),
+        scan_id=str(row["scan_id"]),
+        subject_id=int(row["subject_id"]),
+        split=str(row["split"]),
+        image_path=str(row["image_path"]),
+        modality=None if row["modality"] is None else str(row["modality"]),
+        wds_shard=int(row["wds_shard"]),
+        zarr_shard=int(row["zarr_shard"]),
+        scans_table=str(row["scans_table"]),
     )
-    meta, data, vol = _scan_task(item, imaging, codec, keep_volume)
-    return {"row": int(item.row), "meta": json.dumps(meta), "data": data,
-            "volume": None if vol is None else vol.tobytes()}
+    meta, data, vol = _scan_task(item, imaging, codec, keep_volume, storage)
+    return {
+        "row": int(item.row),
+        "meta": json.dumps(meta),
+        "data": data,
+        "volume": None if vol is None else vol.tobytes(),
+    }
 
 
 EXECUTORS = {"tasks": RayTasksExecutor, "data": RayDataExecutor}

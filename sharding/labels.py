@@ -6,8 +6,6 @@ Only the documented files are read (pyarrow + zarr), so this does not depend on 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from tte_scale.errors import InputError
+from tte_scale.formats.shards import BENCH_LABEL_NULL, LABEL_KEYS, label_member_bytes
+from tte_scale.provenance import fingerprint_hasher
 
 
 @dataclass(slots=True)
@@ -25,7 +25,7 @@ class LabelSet:
     time_NK: np.ndarray  # float32
     event_NK: np.ndarray  # bool
     bench_tasks: list[str]
-    bench_label_NT: np.ndarray  # int8, -1 = null
+    bench_label_NT: np.ndarray  # int8, BENCH_LABEL_NULL = null
     bench_time_NT: np.ndarray  # float32
     bench_event_NT: np.ndarray  # bool
     fingerprint: str  # sha256 over the label files: changes when any label changes
@@ -34,35 +34,23 @@ class LabelSet:
     def num_rows(self) -> int:
         return len(self.scan_id)
 
+    def array(self, key: str) -> np.ndarray:
+        """The [N, K] or [N, T] array of a label key of :data:`tte_scale.formats.shards.LABEL_KEYS`."""
+        return getattr(self, _ARRAY_OF[key])
+
     def members(self, row: int) -> dict[str, bytes]:
-        """The label members of one WebDataset sample, in the order of docs/formats.md."""
-        arrays = {
-            "tte_time.npy": self.time_NK[row].astype(np.float32),
-            "tte_event.npy": self.event_NK[row].astype(bool),
-            "bench_label.npy": self.bench_label_NT[row].astype(np.int8),
-            "bench_time.npy": self.bench_time_NT[row].astype(np.float32),
-            "bench_event.npy": self.bench_event_NT[row].astype(bool),
-        }
-        out = {}
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            out[name] = buf.getvalue()
-        return out
+        """The label members of one WebDataset sample (suffix -> bytes), in member order."""
+        return label_member_bytes({key: self.array(key)[row] for key in LABEL_KEYS})
 
 
-def members_sha256(members: dict[str, bytes]) -> str:
-    h = hashlib.sha256()
-    for data in members.values():
-        h.update(data)
-    return h.hexdigest()
-
-
-def _file_sha(path: Path, h) -> None:
-    h.update(path.name.encode())
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+# label key (docs/formats.md) -> LabelSet field
+_ARRAY_OF = {
+    "tte_time": "time_NK",
+    "tte_event": "event_NK",
+    "bench_label": "bench_label_NT",
+    "bench_time": "bench_time_NT",
+    "bench_event": "bench_event_NT",
+}
 
 
 def read_labels(folder: str | Path) -> LabelSet:
@@ -90,7 +78,7 @@ def read_labels(folder: str | Path) -> LabelSet:
         )
 
     t = len(bench_tasks)
-    label_NT = np.full((n, t), -1, dtype=np.int8)
+    label_NT = np.full((n, t), BENCH_LABEL_NULL, dtype=np.int8)
     btime_NT = np.full((n, t), np.nan, dtype=np.float32)
     bevent_NT = np.zeros((n, t), dtype=bool)
     bench = pq.read_table(folder / "bench.parquet").to_pydict()
@@ -101,13 +89,11 @@ def read_labels(folder: str | Path) -> LabelSet:
             raise InputError(f"{folder / 'bench.parquet'}: row {k}: scan {sid!r} / task {task!r} not in rows/bins.json")
         i, j = row_of[sid], col_of[task]
         lab = bench["label"][k]
-        label_NT[i, j] = -1 if lab is None else int(bool(lab))
+        label_NT[i, j] = BENCH_LABEL_NULL if lab is None else int(bool(lab))
         btime_NT[i, j] = np.nan if bench["time"][k] is None else bench["time"][k]
         bevent_NT[i, j] = bool(bench["event"][k])
 
-    h = hashlib.sha256()
-    for name in ("rows.parquet", "bench.parquet", "bins.json"):
-        _file_sha(folder / name, h)
+    h = fingerprint_hasher(folder)  # the one recipe, shared with the trainer's check of data.labels_dir
     h.update(time_NK.tobytes())
     h.update(event_NK.tobytes())
     return LabelSet(

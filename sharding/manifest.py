@@ -7,27 +7,48 @@ manifest as an uninterrupted one. Nothing here depends on timing or worker count
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from sharding.labels import LabelSet, members_sha256
-from sharding.state import load_record, write_json_atomic
-from sharding.writers import tmp_name
-from sharding.config import output_config
-from tte_scale.imaging import CANONICAL_ORIENTATION, REASONS
-
-SAMPLE_COLUMNS = (
-    "row", "scan_id", "subject_id", "split", "status", "reason", "wds_shard", "wds_index",
-    "volume_bytes", "volume_crc32c", "volume_sha256", "labels_sha256", "shape",
+from tte_scale.formats.shards import (
+    FORMAT_VERSION,
+    MANIFEST_DIR,
+    SAMPLE_COLUMNS,
+    STATUS_OK,
+    WDS_DIR,
+    WDS_LABELS_INLINE,
+    ZARR_DIR,
+    labels_sha256,
+    samples_schema,
+    shards_schema,
 )
+from tte_scale.imaging import CANONICAL_ORIENTATION, REASONS
+from tte_scale.sharding.config import output_config
+from tte_scale.sharding.labels import LabelSet
+from tte_scale.sharding.state import load_record, write_json_atomic
+from tte_scale.sharding.writers import tmp_name
+
+NOTE_KINDS = ("ignored_files", "nonfinite_filled")
+"""build.json `notes`: what usable scans needed (non-DICOM files skipped in a series folder,
+non-finite voxels filled with imaging.nonfinite_fill_hu), one list per kind."""
 
 
 def software_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("tte-scale", "numpy", "torch", "nibabel", "pydicom", "numcodecs", "zarr", "webdataset", "pyarrow", "ray"):
+    for pkg in (
+        "tte-scale",
+        "numpy",
+        "torch",
+        "nibabel",
+        "pydicom",
+        "numcodecs",
+        "zarr",
+        "webdataset",
+        "pyarrow",
+        "ray",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -44,32 +65,16 @@ def write_parquet_atomic(path: Path, table) -> None:
     os.replace(tmp, path)
 
 
-def _schemas():
-    import pyarrow as pa
-
-    samples = pa.schema([
-        ("row", pa.int64()), ("scan_id", pa.string()), ("subject_id", pa.int64()), ("split", pa.string()),
-        ("status", pa.string()), ("reason", pa.string()), ("wds_shard", pa.int32()), ("wds_index", pa.int32()),
-        ("volume_bytes", pa.int64()), ("volume_crc32c", pa.int64()), ("volume_sha256", pa.string()),
-        ("labels_sha256", pa.string()),
-        ("shape", pa.list_(pa.int32())),
-    ])
-    shards = pa.schema([
-        ("format", pa.string()), ("shard", pa.int32()), ("path", pa.string()), ("split", pa.string()),
-        ("samples", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string()),
-    ])
-    return samples, shards
-
-
-def write_manifest(out: Path, plan, labels: LabelSet, cfg, *, wds_labels: str = "inline", extra_shards=()) -> dict:
+def write_manifest(
+    out: Path, plan, labels: LabelSet, cfg, *, wds_labels: str = WDS_LABELS_INLINE, extra_shards=()
+) -> dict:
     import pyarrow as pa
 
     out = Path(out)
-    samples_schema, shards_schema = _schemas()
     metas: dict[int, dict] = {}
     shard_rows = []
     wds_index: dict[int, int] = {}
-    for kind, groups in (("wds", plan.wds_shards), ("zarr", plan.zarr_shards)):
+    for kind, groups in ((WDS_DIR, plan.wds_shards), (ZARR_DIR, plan.zarr_shards)):
         for shard in range(len(groups)):
             rec = load_record(out, kind, shard)
             if rec is None:
@@ -77,43 +82,58 @@ def write_manifest(out: Path, plan, labels: LabelSet, cfg, *, wds_labels: str = 
             k = 0
             for m in rec["rows"]:
                 metas.setdefault(m["row"], m)
-                if kind == "wds" and m["status"] == "ok":
+                if kind == WDS_DIR and m["status"] == STATUS_OK:
                     wds_index[m["row"]] = k
                     k += 1
             if rec["path"] is not None:
-                shard_rows.append({
-                    "format": kind, "shard": shard, "path": rec["path"], "split": rec["split"],
-                    "samples": rec["samples"], "bytes": rec["bytes"], "sha256": rec["sha256"],
-                })
+                shard_rows.append(
+                    {
+                        "format": kind,
+                        "shard": shard,
+                        "path": rec["path"],
+                        "split": rec["split"],
+                        "samples": rec["samples"],
+                        "bytes": rec["bytes"],
+                        "sha256": rec["sha256"],
+                    }
+                )
     shard_rows += list(extra_shards)
 
     cols = {c: [] for c in SAMPLE_COLUMNS}
     failures = []
+    notes: dict[str, list] = {kind: [] for kind in NOTE_KINDS}
     for it in plan.items:
         m = metas.get(it.row)
         if m is None:
             raise RuntimeError(f"row {it.row} ({it.scan_id}) has no result: the build did not finish")
-        ok = m["status"] == "ok"
+        ok = m["status"] == STATUS_OK
         vals = {
-            "row": it.row, "scan_id": it.scan_id, "subject_id": it.subject_id, "split": it.split,
-            "status": m["status"], "reason": m["reason"],
+            "row": it.row,
+            "scan_id": it.scan_id,
+            "subject_id": it.subject_id,
+            "split": it.split,
+            "status": m["status"],
+            "reason": m["reason"],
             "wds_shard": it.wds_shard if ok and it.row in wds_index else None,
             "wds_index": wds_index.get(it.row) if ok else None,
-            "volume_bytes": m.get("volume_bytes"), "volume_crc32c": m.get("volume_crc32c"),
+            "volume_bytes": m.get("volume_bytes"),
+            "volume_crc32c": m.get("volume_crc32c"),
             "volume_sha256": m.get("volume_sha256"),
-            "labels_sha256": members_sha256(labels.members(it.row)), "shape": m.get("shape"),
+            "labels_sha256": labels_sha256(labels.members(it.row).values()),
+            "shape": m.get("shape"),
         }
         for c in SAMPLE_COLUMNS:
             cols[c].append(vals[c])
         if not ok:
             failures.append({"row": it.row, "scan_id": it.scan_id, "reason": m["reason"], "detail": m["detail"]})
-    write_parquet_atomic(out / "manifest" / "samples.parquet", pa.table(cols, schema=samples_schema))
+        for kind, detail in sorted(m.get("notes", {}).items()):
+            notes[kind].append({"row": it.row, "scan_id": it.scan_id, "detail": detail})
+    write_parquet_atomic(out / MANIFEST_DIR / "samples.parquet", pa.table(cols, schema=samples_schema()))
     write_parquet_atomic(
-        out / "manifest" / "shards.parquet",
-        pa.Table.from_pylist(shard_rows, schema=shards_schema),
+        out / MANIFEST_DIR / "shards.parquet", pa.Table.from_pylist(shard_rows, schema=shards_schema())
     )
 
-    ok_metas = [m for m in metas.values() if m["status"] == "ok"]
+    ok_metas = [m for m in metas.values() if m["status"] == STATUS_OK]
     raw = sum(m["raw_bytes"] for m in ok_metas)
     enc = sum(m["volume_bytes"] for m in ok_metas)
     counts = {
@@ -122,12 +142,12 @@ def write_manifest(out: Path, plan, labels: LabelSet, cfg, *, wds_labels: str = 
         "labelled": len(plan.items),
         "ok": len(ok_metas),
         "failed": len(failures),
-        "wds_shards": sum(r["format"] == "wds" for r in shard_rows),
-        "zarr_shard_files": sum(r["format"] == "zarr" for r in shard_rows),
+        "wds_shards": sum(r["format"] == WDS_DIR for r in shard_rows),
+        "zarr_shard_files": sum(r["format"] == ZARR_DIR for r in shard_rows),
         "compression_ratio": round(raw / enc, 4) if enc else None,
     }
     build = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "config": output_config(cfg),
         "orientation": CANONICAL_ORIENTATION,
         "samples_per_wds_shard": cfg.samples_per_wds_shard,
@@ -136,8 +156,9 @@ def write_manifest(out: Path, plan, labels: LabelSet, cfg, *, wds_labels: str = 
         "failures": failures,
         "not_labelled_scan_ids": plan.not_labelled,
         "reason_codes": {r: REASONS[r] for r in sorted({f["reason"] for f in failures})},
+        "notes": notes,
         "wds_labels": wds_labels,
         "labels_fingerprint": labels.fingerprint,
     }
-    write_json_atomic(out / "manifest" / "build.json", build)
+    write_json_atomic(out / MANIFEST_DIR / "build.json", build)
     return dict(counts)

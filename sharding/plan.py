@@ -36,7 +36,8 @@ class PlanItem:
     """Absolute path of the scans table, used only to open the file (:attr:`image_file`)."""
 
     @property
-    def image_file(self) -> Path:
+    def image_file(self) -> Path | str:
+        """The local file or folder to open, or the image's URL (a string, untouched)."""
         return resolve_image_path(self.image_path, self.scans_table)
 
 
@@ -112,16 +113,18 @@ def make_plan(scans: dict[str, list], labels, samples_per_wds_shard: int, zarr_r
     zarr_shards = [list(range(s, min(n, s + zarr_rows_per_shard))) for s in range(0, n, zarr_rows_per_shard)]
     plan_items = [
         PlanItem(
-            row=row, scan_id=sid, subject_id=subj, split=split, image_path=path,
-            modality=mod, wds_shard=wds_of[row], zarr_shard=row // zarr_rows_per_shard, scans_table=table,
+            row=row,
+            scan_id=sid,
+            subject_id=subj,
+            split=split,
+            image_path=path,
+            modality=mod,
+            wds_shard=wds_of[row],
+            zarr_shard=row // zarr_rows_per_shard,
+            scans_table=table,
         )
         for row, sid, subj, split, path, mod, table in items
     ]
     labelled = set(labels.scan_id)
     not_labelled = [sid for sid in scans["scan_id"] if sid not in labelled]
     return Plan(plan_items, wds_shards, wds_split, zarr_shards, not_labelled)
-
-
-def wds_key(scan_id: str) -> str:
-    """Sample key: WebDataset splits keys at the first dot, so '%', '.', '/' are escaped."""
-    return scan_id.replace("%", "%25").replace(".", "%2E").replace("/", "%2F")

@@ -13,15 +13,25 @@ import json
 import shutil
 from pathlib import Path
 
-from sharding import manifest
-from sharding.config import ShardConfig
-from sharding.labels import read_labels
-from sharding.plan import Plan, PlanItem, wds_key
-from sharding.state import write_json_atomic
-from sharding.store import set_label_attrs, swap_label_arrays, write_label_arrays
-from sharding.writers import write_tar
 from tte_scale.config import from_dict
 from tte_scale.errors import InputError
+from tte_scale.formats.shards import (
+    STATUS_OK,
+    WDS_LABELS_DIR,
+    WDS_LABELS_INLINE,
+    WDS_LABELS_SIDECAR,
+    ZARR_DIR,
+    sample_key,
+    wds_shard_name,
+)
+from tte_scale.sharding import manifest
+from tte_scale.sharding.config import ShardConfig
+from tte_scale.sharding.labels import read_labels
+from tte_scale.sharding.plan import Plan, PlanItem
+from tte_scale.sharding.resume import ZARR_META, zarr_meta_files
+from tte_scale.sharding.state import read_record, record_path, write_json_atomic
+from tte_scale.sharding.store import set_label_attrs, swap_label_arrays, write_label_arrays
+from tte_scale.sharding.writers import write_tar
 
 
 def relabel(out, labels_dir, progress: bool = True) -> dict:
@@ -48,38 +58,62 @@ def relabel(out, labels_dir, progress: bool = True) -> dict:
         )
 
     if cfg.format in ("zarr", "both"):
-        zarr_dir = out / "zarr"
+        zarr_dir = out / ZARR_DIR
         staging = zarr_dir / ".relabel-staging"
         shutil.rmtree(staging, ignore_errors=True)
         write_label_arrays(staging, labels, cfg.label_chunk_rows)
         swap_label_arrays(zarr_dir, staging)
         set_label_attrs(zarr.open_group(str(zarr_dir), mode="r+"), labels)
+        if read_record(out, ZARR_META, 0) is not None:  # the store's files as they are now (resume check)
+            write_json_atomic(record_path(out, ZARR_META, 0), {"path": None, "files": zarr_meta_files(out)})
 
     extra = []
     if cfg.format in ("wds", "both"):
         by_shard: dict[int, list[tuple[int, int]]] = {}
-        for row, shard, idx, status in zip(samples["row"], samples["wds_shard"], samples["wds_index"], samples["status"]):
-            if status == "ok" and shard is not None:
+        for row, shard, idx, status in zip(
+            samples["row"], samples["wds_shard"], samples["wds_index"], samples["status"]
+        ):
+            if status == STATUS_OK and shard is not None:
                 by_shard.setdefault(shard, []).append((idx, row))
         for rec in tqdm([s for s in shards if s["format"] == "wds"], desc="relabel", disable=not progress):
             rows = [row for _, row in sorted(by_shard.get(rec["shard"], []))]
             res = write_tar(
-                out / "wds-labels" / f"shard-{rec['shard']:06d}.tar",
-                [(wds_key(samples["scan_id"][r]), list(labels.members(r).items())) for r in rows],
+                out / WDS_LABELS_DIR / wds_shard_name(rec["shard"]),
+                [(sample_key(samples["scan_id"][r]), list(labels.members(r).items())) for r in rows],
             )
-            extra.append({
-                "format": "wds-labels", "shard": rec["shard"], "path": str(Path(res["path"]).relative_to(out)),
-                "split": rec["split"], "samples": res["samples"], "bytes": res["bytes"], "sha256": res["sha256"],
-            })
+            extra.append(
+                {
+                    "format": WDS_LABELS_DIR,
+                    "shard": rec["shard"],
+                    "path": str(Path(res["path"]).relative_to(out)),
+                    "split": rec["split"],
+                    "samples": res["samples"],
+                    "bytes": res["bytes"],
+                    "sha256": res["sha256"],
+                }
+            )
 
     # the plan is rebuilt from the manifest, so the manifest keeps its shard assignment
     items = [
-        PlanItem(row=r, scan_id=s, subject_id=sub, split=sp, image_path="", modality=None,
-                 wds_shard=ws if ws is not None else -1, zarr_shard=r // cfg.zarr_volumes_per_shard, scans_table="")
-        for r, s, sub, sp, ws in zip(samples["row"], samples["scan_id"], samples["subject_id"], samples["split"], samples["wds_shard"])
+        PlanItem(
+            row=r,
+            scan_id=s,
+            subject_id=sub,
+            split=sp,
+            image_path="",
+            modality=None,
+            wds_shard=ws if ws is not None else -1,
+            zarr_shard=r // cfg.zarr_volumes_per_shard,
+            scans_table="",
+        )
+        for r, s, sub, sp, ws in zip(
+            samples["row"], samples["scan_id"], samples["subject_id"], samples["split"], samples["wds_shard"]
+        )
     ]
     plan = _plan_from_records(out, items, cfg, build)
-    summary = manifest.write_manifest(out, plan, labels, cfg, wds_labels="sidecar" if extra else "inline", extra_shards=extra)
+    summary = manifest.write_manifest(
+        out, plan, labels, cfg, wds_labels=WDS_LABELS_SIDECAR if extra else WDS_LABELS_INLINE, extra_shards=extra
+    )
     write_json_atomic(out / "_state" / "relabel.json", {"labels_fingerprint": labels.fingerprint})
     return summary
 

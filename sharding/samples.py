@@ -1,7 +1,8 @@
-"""One scan -> one sample: read, canonicalize, encode. The body of a scan task.
+"""One scan -> one sample: read, check, canonicalize, encode. The body of a scan task.
 
 Never raises: a failure is a result with ``status="failed"`` and a reason code, so the rest of
-the job proceeds. Error details name the file and the exception *type*, never header values;
+the job proceeds. What a usable scan needed to be usable (non-DICOM files skipped in its folder,
+non-finite voxels filled on request) goes into its ``notes``, listed in build.json. Error details name the file and the exception *type*, never header values;
 the file by its ``image_path`` as written in the scans table, so a record does not depend on
 where the cohort folder lies.
 """
@@ -9,31 +10,59 @@ where the cohort folder lies.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import google_crc32c
-import numpy as np
 
-from sharding.codec import encode
-from sharding.plan import PlanItem
-from tte_scale.imaging import CANONICAL_ORIENTATION, ImagingConfig, ScanReadError, canonicalize, read_scan
+from tte_scale.formats.shards import STATUS_FAILED, STATUS_OK, header_bytes
+from tte_scale.imaging import (
+    CANONICAL_ORIENTATION,
+    ImagingConfig,
+    ScanReadError,
+    canonicalize,
+    check_scan,
+    read_scan,
+)
+from tte_scale.remote import StorageConfig
+from tte_scale.sharding.codec import encode
+from tte_scale.sharding.inputs import input_signature
+from tte_scale.sharding.plan import PlanItem
 
 
-def process_scan(item: PlanItem, imaging: ImagingConfig, codec: dict[str, Any], keep_volume: bool):
-    """Return (meta, encoded volume bytes or None, int16 volume or None)."""
-    meta: dict[str, Any] = {"row": item.row, "scan_id": item.scan_id, "status": "ok", "reason": None, "detail": None}
+def process_scan(
+    item: PlanItem,
+    imaging: ImagingConfig,
+    codec: dict[str, Any],
+    keep_volume: bool,
+    storage: StorageConfig | None = None,
+):
+    """Return (meta, encoded volume bytes or None, int16 volume or None). ``storage``: transfers
+    of an image_path URL (retries, objects at once)."""
+    meta: dict[str, Any] = {
+        "row": item.row,
+        "scan_id": item.scan_id,
+        "status": STATUS_OK,
+        "reason": None,
+        "detail": None,
+    }
     file = item.image_file
     try:
-        raw = read_scan(file, item.modality, imaging)
+        raw = read_scan(file, item.modality, imaging, storage)
+        try:
+            raw, filled = check_scan(raw, imaging)
+        except ScanReadError as exc:  # the checks see numbers only: name the file here
+            raise ScanReadError(exc.reason, f"{file}: {exc.detail}") from None
         vol_DHW, _ = canonicalize(raw, imaging)
     except ScanReadError as exc:
-        meta.update(status="failed", reason=exc.reason, detail=as_written(exc.detail, file, item.image_path))
+        meta.update(status=STATUS_FAILED, reason=exc.reason, detail=as_written(exc.detail, file, item.image_path))
+        # what the input looked like when it failed: a re-run reads it again once it changed
+        meta["input"] = input_signature(file, storage)
         return meta, None, None
     except Exception as exc:  # a bug or a broken file type: quarantine this scan only
-        meta.update(status="failed", reason="worker_error", detail=f"{item.image_path}: {type(exc).__name__}")
+        meta.update(status=STATUS_FAILED, reason="worker_error", detail=f"{item.image_path}: {type(exc).__name__}")
+        meta["input"] = input_signature(file)
         return meta, None, None
     data = encode(vol_DHW, codec)
     meta.update(
@@ -46,6 +75,14 @@ def process_scan(item: PlanItem, imaging: ImagingConfig, codec: dict[str, Any], 
         scanner=raw.scanner,
         input_spacing_mm=[round(s, 4) for s in raw.spacing_mm],
     )
+    notes = {}
+    if raw.ignored_files:
+        where = item.image_path.rstrip("/" + os.sep) or item.image_path
+        notes["ignored_files"] = "not DICOM, ignored: " + ", ".join(f"{where}/{name}" for name in raw.ignored_files)
+    if filled:
+        notes["nonfinite_filled"] = f"{filled} voxel(s) set to {imaging.nonfinite_fill_hu} HU"
+    if notes:
+        meta["notes"] = notes
     return meta, data, (vol_DHW if keep_volume else None)
 
 
@@ -57,28 +94,20 @@ def as_written(detail: str, file: Path, image_path: str) -> str:
         return image_path
     if detail.startswith((opened + ":", opened + os.sep)):
         # Path() drops a trailing separator from `file`; drop it from image_path too
-        return (image_path.rstrip("/" + os.sep) or image_path) + detail[len(opened):]
+        return (image_path.rstrip("/" + os.sep) or image_path) + detail[len(opened) :]
     return detail
 
 
 def header_json(item: PlanItem, meta: dict, imaging: ImagingConfig, codec: dict) -> bytes:
-    """The ``KEY.header.json`` member (docs/formats.md): canonical geometry + whitelisted fields."""
-    header = {
-        "scan_id": item.scan_id,
-        "subject_id": int(item.subject_id),
-        "split": item.split,
-        "row": int(item.row),
-        "shape": [int(v) for v in meta["shape"]],
-        "spacing_mm": [float(v) for v in imaging.spacing_mm],
-        "orientation": CANONICAL_ORIENTATION,
-        "dtype": "int16",
-        "codec": dict(codec),
-        "scanner": meta.get("scanner") or {},
-    }
-    return json.dumps(header, sort_keys=False, separators=(",", ":")).encode()
-
-
-def volume_of(data: bytes, codec: dict, shape) -> np.ndarray:
-    from sharding.codec import decode
-
-    return decode(data, codec, tuple(shape))
+    """The ``KEY.header.json`` member of a read scan: canonical geometry + whitelisted fields."""
+    return header_bytes(
+        scan_id=item.scan_id,
+        subject_id=item.subject_id,
+        split=item.split,
+        row=item.row,
+        shape=meta["shape"],
+        spacing_mm=imaging.spacing_mm,
+        orientation=CANONICAL_ORIENTATION,
+        codec=codec,
+        scanner=meta.get("scanner") or {},
+    )

@@ -1,6 +1,7 @@
 """Resume state: one small JSON record per completed shard, written by the driver only.
 
-A shard is complete when its record exists and its file has the recorded size. The record is
+A shard is complete when its record exists and its file has the recorded size and sha256
+(checked by :mod:`sharding.resume` before a re-run keeps it). The record is
 written after the shard file was renamed into place, so a kill between the two only makes the
 next run redo that shard (the rewrite is byte-identical). Leftover temporary files of killed
 writers are removed at the start of a run.
@@ -12,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from sharding.writers import TMP_MARK, tmp_name
+from tte_scale.sharding.writers import TMP_MARK, tmp_name
 
 STATE_DIR = "_state"
 
@@ -28,14 +29,22 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def load_record(out: Path, kind: str, shard: int) -> dict | None:
-    """The shard's record if the shard is complete, else None."""
+def read_record(out: Path, kind: str, shard: int) -> dict | None:
+    """The shard's record as written (None when absent or unreadable); nothing checked."""
     path = record_path(out, kind, shard)
     if not path.is_file():
         return None
     try:
-        rec = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except ValueError:
+        return None
+
+
+def load_record(out: Path, kind: str, shard: int) -> dict | None:
+    """The shard's record if its file has the recorded size, else None (a resumed build checks the
+    sha256 as well before it keeps a shard: :mod:`sharding.resume`)."""
+    rec = read_record(out, kind, shard)
+    if rec is None:
         return None
     if rec.get("path") is not None:
         f = out / rec["path"]

@@ -3,7 +3,8 @@
 Created by the driver only (metadata and labels are small); volume shards are then filled by
 one writer task each (:func:`sharding.writers.write_zarr_shard`). Label arrays live in their
 own subgroups (`tte/`, `bench/`) so that a relabel can write new ones beside and swap the
-folders without touching `volumes`.
+folders without touching `volumes`. Every group has its own `zarr.json` (Zarr v3 has no implicit
+groups: without it, stock zarr lists only `volumes` and warns about the other folders).
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from sharding.codec import zarr_compressor
-from sharding.config import ShardConfig
-from sharding.labels import LabelSet
-
-FORMAT_VERSION = 1
-LABEL_ARRAYS = {
-    "tte/time": "time_NK",
-    "tte/event": "event_NK",
-    "bench/label": "bench_label_NT",
-    "bench/time": "bench_time_NT",
-    "bench/event": "bench_event_NT",
-}
-FILL = {np.dtype(np.float32): np.float32("nan"), np.dtype(bool): False, np.dtype(np.int8): -1}
+from tte_scale.formats.shards import (
+    FORMAT_VERSION,
+    VOLUME_DIMENSION_NAMES,
+    VOLUME_FILL,
+    ZARR_LABEL_ARRAYS,
+    ZARR_LABEL_FILL,
+    ZARR_LABEL_GROUPS,
+    ZARR_VOLUMES,
+    volume_chunks,
+)
+from tte_scale.sharding.codec import zarr_compressor
+from tte_scale.sharding.config import ShardConfig
+from tte_scale.sharding.labels import LabelSet
 
 
 def create_volumes(zarr_dir: Path, n_rows: int, cfg: ShardConfig, labels: LabelSet) -> None:
@@ -37,15 +36,15 @@ def create_volumes(zarr_dir: Path, n_rows: int, cfg: ShardConfig, labels: LabelS
     d, h, w = cfg.imaging.shape
     s = min(cfg.zarr_volumes_per_shard, max(1, n_rows))
     zarr.create_array(
-        str(zarr_dir / "volumes"),
+        str(zarr_dir / ZARR_VOLUMES),
         shape=(n_rows, d, h, w),
         dtype="int16",
-        chunks=(1, d, h, w),
+        chunks=volume_chunks(cfg.imaging.shape),
         shards=(s, d, h, w),
         # crc32c last (docs/formats.md): a flipped byte fails loudly instead of decoding to wrong voxels
         compressors=[zarr_compressor(cfg.codec), Crc32cCodec()],
-        fill_value=0,
-        dimension_names=("row", "d", "h", "w"),
+        fill_value=VOLUME_FILL,
+        dimension_names=VOLUME_DIMENSION_NAMES,
         overwrite=True,
     )
     set_label_attrs(group, labels)
@@ -61,16 +60,17 @@ def write_label_arrays(root: Path, labels: LabelSet, chunk_rows: int) -> None:
     """Write all label arrays under ``root`` (a group folder: the store or a staging copy)."""
     import zarr
 
-    zarr.open_group(str(root), mode="a", zarr_format=3)
-    for name, attr in LABEL_ARRAYS.items():
-        data = getattr(labels, attr)
+    group = zarr.open_group(str(root), mode="a", zarr_format=3)
+    for key, name in ZARR_LABEL_ARRAYS.items():
+        data = labels.array(key)
         rows = max(1, min(chunk_rows, data.shape[0]))
-        arr = zarr.create_array(
-            str(root / name),
+        # through the group: zarr writes the metadata of the parent groups (`tte/`, `bench/`) too
+        arr = group.create_array(
+            name,
             shape=data.shape,
             dtype=data.dtype,
             chunks=(rows, max(1, data.shape[1])),
-            fill_value=FILL[data.dtype],
+            fill_value=ZARR_LABEL_FILL[key],
             overwrite=True,
         )
         arr[...] = data
@@ -78,7 +78,7 @@ def write_label_arrays(root: Path, labels: LabelSet, chunk_rows: int) -> None:
 
 def swap_label_arrays(zarr_dir: Path, staging: Path) -> None:
     """Replace `tte/` and `bench/` by the staged ones: rename old away, new in, delete old."""
-    for sub in ("tte", "bench"):
+    for sub in ZARR_LABEL_GROUPS:
         old = zarr_dir / f".old-{sub}"
         shutil.rmtree(old, ignore_errors=True)
         if (zarr_dir / sub).exists():

@@ -12,8 +12,9 @@ import io
 import os
 import tarfile
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def write_zarr_shard(zarr_dir: Path, rows: list[int], volumes: list[Any], shape)
     """
     import zarr
 
-    from sharding.codec import deterministic_blosc
+    from tte_scale.sharding.codec import deterministic_blosc
 
     deterministic_blosc()  # zarr's Blosc codec calls numcodecs' Blosc
     arr = zarr.open_array(str(zarr_dir / "volumes"), mode="r+")

@@ -13,13 +13,12 @@ import sys
 
 from tte_scale import __version__
 from tte_scale.config import ConfigError
-from tte_scale.errors import NotBuiltError, TteScaleError
+from tte_scale.errors import TteScaleError
 
 # Order is the pipeline's order; `demo` runs them all.
-COMMANDS = ("synth", "labels", "shard", "train", "eval", "bench", "launch", "demo")
+COMMANDS = ("synth", "convert", "labels", "shard", "train", "eval", "bench", "launch", "demo")
 
 EXIT_USER_ERROR = 2
-EXIT_NOT_BUILT = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_drop_local_rank(sys.argv[1:] if argv is None else list(argv)))
     try:
         return int(args._module.run(args) or 0)
-    except NotBuiltError as exc:
-        print(f"tte-scale {args.command}: not built yet: {exc}", file=sys.stderr)
-        return EXIT_NOT_BUILT
     except (ConfigError, TteScaleError) as exc:
         print(f"tte-scale {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

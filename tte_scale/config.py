@@ -33,6 +33,8 @@ __all__ = [
     "parse_overrides",
     "apply_overrides",
     "check",
+    "packaged_config",
+    "resolve_config_path",
 ]
 
 
@@ -203,9 +205,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return out
 
 
+def packaged_config(*parts: str) -> Path:
+    """A file of the configs installed with the package, e.g. ``packaged_config("shard", "demo.yaml")``."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("tte_scale.configs"))).joinpath(*parts)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` as given (relative to the cwd) when it exists; otherwise the same file among the
+    configs installed with the package (``configs/pretrain/demo.yaml`` or ``pretrain/demo.yaml``),
+    so the shipped configs work outside a checkout. A path found in neither is returned as given."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    rel = p.parts[1:] if p.parts[:1] == ("configs",) else p.parts
+    packaged = packaged_config(*rel)
+    return packaged if rel and packaged.is_file() else p
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a clear error for a missing file or a non-mapping document."""
-    path = Path(path)
+    """Read a YAML mapping (a packaged config when ``path`` names one that is not in the cwd, see
+    :func:`resolve_config_path`); a clear error for a missing file or a non-mapping document."""
+    path = resolve_config_path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path}: not found")
     try:

@@ -9,7 +9,3 @@ class TteScaleError(Exception):
 
 class InputError(TteScaleError):
     """Bad input data. The message names the file and the offending rows/values."""
-
-
-class NotBuiltError(TteScaleError):
-    """A stage of the pipeline that does not exist yet in this version."""

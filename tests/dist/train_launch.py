@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -59,11 +58,12 @@ def logs(log_prefix: Path, world: int) -> str:
 
 
 def metrics(out_dir: Path) -> tuple[dict[int, dict], dict[int, dict]]:
-    """(train records by step, eval records by step); a step logged twice keeps the last record."""
-    train, evals = {}, {}
+    """(train records by step, eval records by step), read as the trainer's own reader reads them
+    (after a resume, the records of the repeated steps are the resumed run's)."""
+    from tte_scale.train.metrics_log import read_metrics
+
     path = out_dir / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        rec = json.loads(line)
-        if rec["kind"] in ("train", "eval"):
-            (train if rec["kind"] == "train" else evals)[rec["step"]] = rec
+    if not path.exists():
+        return {}, {}
+    train, evals = ({r["step"]: r for r in read_metrics(path, kind=k)} for k in ("train", "eval"))
     return train, evals

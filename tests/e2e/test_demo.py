@@ -50,7 +50,12 @@ def test_demo_end_to_end_and_resume(tmp_path, cli_cmd):
 def test_demo_bad_config_names_the_key(tmp_path, cli_cmd):
     cfg = tmp_path / "demo.yaml"
     cfg.write_text("subjectz: 10\n")
-    res = subprocess.run(cli_cmd + ["demo", "--out", str(tmp_path / "o"), "--config", str(cfg)],
-                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    res = subprocess.run(
+        cli_cmd + ["demo", "--out", str(tmp_path / "o"), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert res.returncode == 2
     assert "subjectz: unknown key (did you mean 'subjects'?)" in res.stderr

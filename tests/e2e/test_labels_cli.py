@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from tte_scale.benchmarks.pandas_labels import read_meds_frames, reference_labels
 from tte_scale.ehr import LabelsConfig, load_labels, load_task_set
-from tte_scale.ehr.reference import read_meds_frames, reference_labels
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "tte_scale.cli"]
@@ -29,8 +29,21 @@ def cohort(tmp_path_factory):
     res = cli("synth", "--out", root / "cohort", "--subjects", 40, "--no-progress")
     assert res.returncode == 0, res.stderr
     # From another directory: the default bench task file must still be found.
-    res = cli("labels", "--meds", root / "cohort", "--scans", root / "cohort" / "scans.parquet", "--out", root / "labels",
-              "--tasks", 64, "--bins", 4, "--no-progress", cwd=root)
+    res = cli(
+        "labels",
+        "--meds",
+        root / "cohort",
+        "--scans",
+        root / "cohort" / "scans.parquet",
+        "--out",
+        root / "labels",
+        "--tasks",
+        64,
+        "--bins",
+        4,
+        "--no-progress",
+        cwd=root,
+    )
     assert res.returncode == 0, res.stderr
     return root, res.stdout
 
@@ -56,7 +69,10 @@ def test_bench_labels_match_synth_ground_truth(cohort):
     truth = truth.loc[ours.index]
     np.testing.assert_array_equal(ours["time"].to_numpy(), truth["time"].to_numpy(np.float32))
     np.testing.assert_array_equal(ours["event"].to_numpy(), truth["event"].to_numpy())
-    assert ours["label"].astype(object).where(ours["label"].notna(), None).tolist() == truth["label"].astype(object).where(truth["label"].notna(), None).tolist()
+    assert (
+        ours["label"].astype(object).where(ours["label"].notna(), None).tolist()
+        == truth["label"].astype(object).where(truth["label"].notna(), None).tolist()
+    )
     assert ours["excluded"].fillna("").tolist() == truth["excluded"].fillna("").tolist()
 
 
@@ -77,7 +93,16 @@ def test_tte_labels_match_pandas_reference(cohort):
 @pytest.mark.slow
 def test_overwrite_and_relabel_with_other_k(cohort):
     root, _ = cohort
-    args = ["labels", "--meds", root / "cohort", "--scans", root / "cohort" / "scans.parquet", "--out", root / "labels", "--no-progress"]
+    args = [
+        "labels",
+        "--meds",
+        root / "cohort",
+        "--scans",
+        root / "cohort" / "scans.parquet",
+        "--out",
+        root / "labels",
+        "--no-progress",
+    ]
     res = cli(*args, "--tasks", 16)
     assert res.returncode == 2 and "exists; pass --overwrite" in res.stderr
     res = cli(*args, "--tasks", 16, "--bins", 3, "--overwrite", "--set", "ranking=frequency")
@@ -93,7 +118,16 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     events, scans, splits, parents = random_cohort(1)
     write_meds(tmp_path / "meds", events, splits, parents)
     write_scans(tmp_path / "scans.parquet", pd.concat([scans, scans.iloc[:1]], ignore_index=True))
-    res = cli("labels", "--meds", tmp_path / "meds", "--scans", tmp_path / "scans.parquet", "--out", tmp_path / "out", "--no-progress")
+    res = cli(
+        "labels",
+        "--meds",
+        tmp_path / "meds",
+        "--scans",
+        tmp_path / "scans.parquet",
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+    )
     assert res.returncode == 2
     assert "scans.parquet: duplicate scan_id" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
@@ -107,10 +141,25 @@ def test_cli_config_file_set_and_flags(tmp_path):
     write_meds(tmp_path / "meds", events, splits, parents)
     write_scans(tmp_path / "scans.parquet", scans)
     (tmp_path / "run.yaml").write_text("labels:\n  num_tasks: 5\n  ranking: frequency\n  num_bins: 6\n")
-    base = ["labels", "--meds", tmp_path / "meds", "--scans", tmp_path / "scans.parquet", "--no-progress", "--config", tmp_path / "run.yaml"]
+    base = [
+        "labels",
+        "--meds",
+        tmp_path / "meds",
+        "--scans",
+        tmp_path / "scans.parquet",
+        "--no-progress",
+        "--config",
+        tmp_path / "run.yaml",
+    ]
     res = cli(*base, "--out", tmp_path / "out", "--set", "min_count=2", "--bins", 3, "--no-ontology")
     assert res.returncode == 0, res.stderr
     cfg = load_labels(tmp_path / "out").bins["config"]["labels"]
-    assert (cfg["num_tasks"], cfg["ranking"], cfg["min_count"], cfg["num_bins"], cfg["ontology"]) == (5, "frequency", 2, 3, False)
+    assert (cfg["num_tasks"], cfg["ranking"], cfg["min_count"], cfg["num_bins"], cfg["ontology"]) == (
+        5,
+        "frequency",
+        2,
+        3,
+        False,
+    )
     res = cli(*base, "--out", tmp_path / "out2", "--set", "num_taks=3")
     assert res.returncode == 2 and "num_taks: unknown key (did you mean 'num_tasks'?)" in res.stderr

@@ -10,8 +10,21 @@ import pydicom
 
 def test_synth_cli_writes_a_cohort_with_dicom(tmp_path, cli_cmd):
     out = tmp_path / "cohort"
-    cmd = cli_cmd + ["synth", "--out", str(out), "--subjects", "6", "--seed", "5", "--workers", "2",
-                     "--dicom", "--no-progress", "--set", "generic_codes=80"]
+    cmd = cli_cmd + [
+        "synth",
+        "--out",
+        str(out),
+        "--subjects",
+        "6",
+        "--seed",
+        "5",
+        "--workers",
+        "2",
+        "--dicom",
+        "--no-progress",
+        "--set",
+        "generic_codes=80",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "6 subjects" in res.stdout and "event rates:" in res.stdout and "oracle C-index" in res.stdout
@@ -25,6 +38,10 @@ def test_synth_cli_writes_a_cohort_with_dicom(tmp_path, cli_cmd):
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "not empty" in again.stderr
-    bad = subprocess.run(cli_cmd + ["synth", "--out", str(tmp_path / "x"), "--set", "subjects=0"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        cli_cmd + ["synth", "--out", str(tmp_path / "x"), "--set", "subjects=0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "subjects: must be >= 1" in bad.stderr

@@ -8,23 +8,26 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from launch.local import local_command, read_hostfile
-from launch.rendezvous import RendezvousError, expand_nodelist, port_for, torch_env
-from launch.slurm import LaunchError, SlurmConfig, parse_time
-from launch.status import log_files, parse_scontrol
 from slurm_jobs import cli
+
 from tte_scale.config import ConfigError
+from tte_scale.launch.local import local_command, read_hostfile
+from tte_scale.launch.rendezvous import RendezvousError, expand_nodelist, port_for, torch_env
+from tte_scale.launch.slurm import LaunchError, SlurmConfig, parse_time
+from tte_scale.launch.status import log_files, parse_scontrol
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "dry_run_8x8.txt"
 
 
-@pytest.mark.parametrize("nodelist, hosts", [
-    ("vm", ["vm"]),
-    ("gpu[01-03,07]", ["gpu01", "gpu02", "gpu03", "gpu07"]),
-    ("a[8-10],b1,c[2]-ib", ["a8", "a9", "a10", "b1", "c2-ib"]),
-    ("node[098-101]", ["node098", "node099", "node100", "node101"]),
-])
+@pytest.mark.parametrize(
+    "nodelist, hosts",
+    [
+        ("vm", ["vm"]),
+        ("gpu[01-03,07]", ["gpu01", "gpu02", "gpu03", "gpu07"]),
+        ("a[8-10],b1,c[2]-ib", ["a8", "a9", "a10", "b1", "c2-ib"]),
+        ("node[098-101]", ["node098", "node099", "node100", "node101"]),
+    ],
+)
 def test_expand_nodelist(nodelist, hosts):
     assert expand_nodelist(nodelist) == hosts
 
@@ -43,18 +46,32 @@ def test_port_is_deterministic_in_range_and_moves_on_restart():
 
 
 def test_torch_env_from_slurm_variables():
-    slurm = {"SLURM_JOB_ID": "991", "SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1",
-             "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_NUM_NODES": "2", "SLURM_RESTART_COUNT": "2",
-             "RANK": "0"}
+    slurm = {
+        "SLURM_JOB_ID": "991",
+        "SLURM_PROCID": "9",
+        "SLURM_NTASKS": "16",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_RESTART_COUNT": "2",
+        "RANK": "0",
+    }
     env = torch_env(slurm)
-    assert env == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8",
-                   "MASTER_ADDR": "gpu07", "MASTER_PORT": str(port_for("991", 2))}
+    assert env == {
+        "RANK": "9",
+        "WORLD_SIZE": "16",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "8",
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": str(port_for("991", 2)),
+    }
     with pytest.raises(RendezvousError, match="SLURM_PROCID"):
         torch_env({"SLURM_JOB_ID": "1"})
 
 
-@pytest.mark.parametrize("text, minutes", [
-    ("90", 90), ("45:30", 46), ("1:30:00", 90), ("2-00:00:00", 2880), ("1-12", 2160), ("0-00:10", 10)])
+@pytest.mark.parametrize(
+    "text, minutes", [("90", 90), ("45:30", 46), ("1:30:00", 90), ("2-00:00:00", 2880), ("1-12", 2160), ("0-00:10", 10)]
+)
 def test_parse_time(text, minutes):
     assert parse_time(text) == minutes
 
@@ -78,8 +95,23 @@ def test_hostfile_and_commands(tmp_path):
     hf.write_text("# two nodes\nnode1 slots=8\nnode2 slots=8  # second\n\n")
     assert read_hostfile(hf) == [("node1", 8), ("node2", 8)]
     cmd = local_command(8, "c.yaml", ["max_steps=5"], resume=True, hostfile=hf, master_port=29600)
-    assert cmd[1:] == ["--hostfile", str(hf), "--no_local_rank", "--num_gpus", "8", "--master_port", "29600",
-                       "--module", "tte_scale.cli", "train", "--config", "c.yaml", "--set", "max_steps=5", "--resume"]
+    assert cmd[1:] == [
+        "--hostfile",
+        str(hf),
+        "--no_local_rank",
+        "--num_gpus",
+        "8",
+        "--master_port",
+        "29600",
+        "--module",
+        "tte_scale.cli",
+        "train",
+        "--config",
+        "c.yaml",
+        "--set",
+        "max_steps=5",
+        "--resume",
+    ]
     assert local_command(2, "c.yaml", [])[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     hf.write_text("node1 slots=8\nnode2\n")
     with pytest.raises(LaunchError, match="line 2"):
@@ -92,14 +124,41 @@ def test_status_parsing(tmp_path):
     for name in ("12_1_log.err", "12_0_log.out", "12_10_log.out", "12_1_log.out", "120_0_log.out"):
         (tmp_path / name).write_text("x")
     assert [p.name for p in log_files(tmp_path, "12")] == [
-        "12_0_log.out", "12_1_log.err", "12_1_log.out", "12_10_log.out"]
+        "12_0_log.out",
+        "12_1_log.err",
+        "12_1_log.out",
+        "12_10_log.out",
+    ]
 
 
 def _dry_run() -> str:
-    proc = cli("launch", "slurm", "--config", "configs/pretrain/vit_1b_64gpu.yaml", "--nodes", "8",
-               "--gpus-per-node", "8", "--partition", "gpu", "--account", "proj", "--time", "2-00:00:00",
-               "--cpus-per-task", "12", "--mem", "480G", "--set", "out_dir=/scratch/tte/vit1b",
-               "--setup", "module load cuda/12.4", "--env", "NCCL_DEBUG=WARN", "--dry-run")
+    proc = cli(
+        "launch",
+        "slurm",
+        "--config",
+        "configs/pretrain/vit_1b_64gpu.yaml",
+        "--nodes",
+        "8",
+        "--gpus-per-node",
+        "8",
+        "--partition",
+        "gpu",
+        "--account",
+        "proj",
+        "--time",
+        "2-00:00:00",
+        "--cpus-per-task",
+        "12",
+        "--mem",
+        "480G",
+        "--set",
+        "out_dir=/scratch/tte/vit1b",
+        "--setup",
+        "module load cuda/12.4",
+        "--env",
+        "NCCL_DEBUG=WARN",
+        "--dry-run",
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.replace(sys.executable, "<python>")
 
@@ -118,8 +177,9 @@ def test_dry_run_snapshot():
 
 
 def test_launch_slurm_refuses_a_batch_that_cannot_split():
-    proc = cli("launch", "slurm", "--config", "configs/pretrain/demo.yaml", "--nodes", "3", "--gpus-per-node", "1",
-               "--dry-run")
+    proc = cli(
+        "launch", "slurm", "--config", "configs/pretrain/demo.yaml", "--nodes", "3", "--gpus-per-node", "1", "--dry-run"
+    )
     assert proc.returncode == 2 and "optim.global_batch_size" in proc.stderr, proc.stderr
 
 
@@ -129,8 +189,18 @@ def test_launch_slurm_refuses_to_reuse_a_run_without_resume(tmp_path):
     from tte_scale.train.checkpoint import write_marker
 
     write_marker(ckpt, 4, 2)
-    proc = cli("launch", "slurm", "--config", "configs/pretrain/demo.yaml", "--nodes", "1", "--gpus-per-node", "2",
-               "--set", f"out_dir={tmp_path / 'run'}")
+    proc = cli(
+        "launch",
+        "slurm",
+        "--config",
+        "configs/pretrain/demo.yaml",
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "2",
+        "--set",
+        f"out_dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 2 and "--resume" in proc.stderr and "step 4" in proc.stderr, proc.stderr
 
 

@@ -9,11 +9,11 @@ import types
 from pathlib import Path
 
 import pytest
-
-import launch.ray_slurm as ray_slurm
-from launch.ray_slurm import TOKEN_PREFIX, RayShardJob, new_token_file
 from slurm_jobs import cli
+
+import tte_scale.launch.ray_slurm as ray_slurm
 from tte_scale.cli import main
+from tte_scale.launch.ray_slurm import TOKEN_PREFIX, RayShardJob, new_token_file
 
 
 class FakeSlurmExecutor:
@@ -47,8 +47,21 @@ def test_two_submissions_to_one_folder_get_their_own_token(tmp_path, monkeypatch
     monkeypatch.setattr(FakeSlurmExecutor, "submitted", [])
     monkeypatch.setenv("TTE_SCALE_JOB_INDEX", str(tmp_path / "jobs.jsonl"))
     folder = tmp_path / "shards.slurm"
-    argv = ["launch", "ray-shard", "--cpus-per-node", "2", "--folder", str(folder), "--",
-            "--scans", "s.parquet", "--labels", "labels", "--out", str(tmp_path / "shards")]
+    argv = [
+        "launch",
+        "ray-shard",
+        "--cpus-per-node",
+        "2",
+        "--folder",
+        str(folder),
+        "--",
+        "--scans",
+        "s.parquet",
+        "--labels",
+        "labels",
+        "--out",
+        str(tmp_path / "shards"),
+    ]
     assert main(argv) == 0 and main(argv) == 0
     assert "submitted job 101" in capsys.readouterr().out
 
@@ -75,13 +88,29 @@ def test_failed_submission_leaves_no_token(tmp_path, monkeypatch):
     monkeypatch.setenv("TTE_SCALE_JOB_INDEX", str(tmp_path / "jobs.jsonl"))
     folder = tmp_path / "f"
     with pytest.raises(RuntimeError, match="invalid partition"):
-        main(["launch", "ray-shard", "--cpus-per-node", "1", "--folder", str(folder), "--",
-              "--scans", "s.parquet", "--labels", "l", "--out", str(tmp_path / "o")])
+        main(
+            [
+                "launch",
+                "ray-shard",
+                "--cpus-per-node",
+                "1",
+                "--folder",
+                str(folder),
+                "--",
+                "--scans",
+                "s.parquet",
+                "--labels",
+                "l",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     assert tokens(folder) == []
 
 
-@pytest.mark.parametrize("rank, outcome, removed", [
-    (0, "ok", True), (0, "failed", True), (0, "requeued", False), (1, "ok", False)])
+@pytest.mark.parametrize(
+    "rank, outcome, removed", [(0, "ok", True), (0, "failed", True), (0, "requeued", False), (1, "ok", False)]
+)
 def test_job_end_removes_its_own_token_only(tmp_path, monkeypatch, rank, outcome, removed):
     """Runs RayShardJob.__call__ with Ray and the sharding command stood in for: task 0 removes
     its token in its `finally` (also when sharding fails), but not when submitit requeues the
@@ -89,9 +118,15 @@ def test_job_end_removes_its_own_token_only(tmp_path, monkeypatch, rank, outcome
     folder = tmp_path / "slurm"
     mine, other = new_token_file(folder), new_token_file(folder)
     other_secret = other.read_text()
-    for key, value in {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "localhost", "SUBMITIT_FOLDER": str(folder),
-                       "SLURM_PROCID": str(rank), "SLURM_CPUS_PER_TASK": "1", "RAY_AUTH_MODE": "",
-                       "RAY_AUTH_TOKEN_PATH": ""}.items():
+    for key, value in {
+        "SLURM_JOB_ID": "7",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SUBMITIT_FOLDER": str(folder),
+        "SLURM_PROCID": str(rank),
+        "SLURM_CPUS_PER_TASK": "1",
+        "RAY_AUTH_MODE": "",
+        "RAY_AUTH_TOKEN_PATH": "",
+    }.items():
         monkeypatch.setenv(key, value)  # restored after the test: the job sets the RAY_AUTH_* ones
     if rank:
         (folder / "7_ray_done").write_text("0")
@@ -129,7 +164,21 @@ def test_job_end_removes_its_own_token_only(tmp_path, monkeypatch, rank, outcome
 
 def test_dry_run_creates_no_token(tmp_path):
     folder = tmp_path / "f"
-    proc = cli("launch", "ray-shard", "--cpus-per-node", "1", "--folder", str(folder), "--dry-run", "--",
-               "--scans", "s.parquet", "--labels", "l", "--out", str(tmp_path / "o"))
+    proc = cli(
+        "launch",
+        "ray-shard",
+        "--cpus-per-node",
+        "1",
+        "--folder",
+        str(folder),
+        "--dry-run",
+        "--",
+        "--scans",
+        "s.parquet",
+        "--labels",
+        "l",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"{folder}/{TOKEN_PREFIX}<random>" in proc.stdout and not folder.exists()

@@ -1,5 +1,9 @@
 """A small writer of the shards folder exactly as docs/formats.md ("Shards folder") specifies.
 
+Every name, member order, dtype and table schema comes from :mod:`tte_scale.formats.shards`,
+the module `sharding/` writes with and the loader reads with; what this writer does on its own
+is the content (phantoms, random labels) and the shard layout it is asked for.
+
 Used by the loader tests, the trainer's multi-process tests and benchmarks/bench_loader.py so
 they do not depend on the sharding stage (tests/unit/data/test_loader_real_shards.py covers
 the loader on what `sharding/` itself writes). Volumes are synthetic int16 HU phantoms (air outside an ellipsoid body, noisy tissue,
@@ -19,11 +23,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-LABEL_KEYS = ("tte_time", "tte_event", "bench_label", "bench_time", "bench_event")
-
-
-def encode_key(scan_id: str) -> str:
-    return scan_id.replace("%", "%25").replace(".", "%2E").replace("/", "%2F")
+from tte_scale.formats.shards import (
+    FORMAT_VERSION,
+    HEADER_MEMBER,
+    LABEL_KEYS,
+    MANIFEST_DIR,
+    SAMPLE_COLUMNS,
+    SHARD_COLUMNS,
+    STATUS_FAILED,
+    STATUS_OK,
+    VOLUME_FILL,
+    VOLUME_MEMBER,
+    WDS_DIR,
+    WDS_LABELS_INLINE,
+    ZARR_DIR,
+    ZARR_LABEL_ARRAYS,
+    ZARR_VOLUMES,
+    header_bytes,
+    label_member_bytes,
+    labels_sha256,
+    sample_key,
+    samples_schema,
+    shards_schema,
+    volume_chunks,
+    wds_shard_name,
+)
 
 
 def phantom(shape, rng: np.random.Generator) -> np.ndarray:
@@ -38,12 +62,6 @@ def phantom(shape, rng: np.random.Generator) -> np.ndarray:
     vol[body & lungs & (np.abs(z) < 0.8)] = -850.0
     vol += rng.normal(0, 20, size=shape).astype(np.float32) * body
     return np.round(vol).astype(np.int16)
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
 
 
 def make_labels(rng: np.random.Generator, K: int, T: int) -> dict[str, np.ndarray]:
@@ -63,9 +81,23 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_shards(out: str | Path, *, n: int = 12, shape=(8, 12, 10), splits=None, K: int = 6, T: int = 3,
-                 samples_per_shard: int = 4, zarr_shard_rows: int = 4, codec=None, failed_rows=(),
-                 volumes=None, scan_ids=None, seed: int = 0, crc32c: bool = True) -> dict:
+def write_shards(
+    out: str | Path,
+    *,
+    n: int = 12,
+    shape=(8, 12, 10),
+    splits=None,
+    K: int = 6,
+    T: int = 3,
+    samples_per_shard: int = 4,
+    zarr_shard_rows: int = 4,
+    codec=None,
+    failed_rows=(),
+    volumes=None,
+    scan_ids=None,
+    seed: int = 0,
+    crc32c: bool = True,
+) -> dict:
     """Write wds/, zarr/ and manifest/ for `n` scans; returns {"scan_ids", "splits", "volumes", "labels"}.
 
     `crc32c=False` leaves out the manifest's `volume_crc32c` column, as manifests written before it had.
@@ -84,16 +116,28 @@ def write_shards(out: str | Path, *, n: int = 12, shape=(8, 12, 10), splits=None
     failed = set(failed_rows)
 
     # Zarr group: volumes in a sharding codec with a crc32c per chunk; failed rows stay holes.
-    (out / "wds").mkdir(parents=True, exist_ok=True)
-    g = zarr.open_group(str(out / "zarr"), mode="w")
-    g.attrs.update({"format_version": 1, "bench_tasks": [f"task{t}" for t in range(T)], "num_tasks": K})
-    vols = g.create_array("volumes", shape=(n, *shape), chunks=(1, *shape), shards=(zarr_shard_rows, *shape),
-                          dtype="int16", compressors=[ZstdCodec(level=3), Crc32cCodec()], fill_value=0)
+    (out / WDS_DIR).mkdir(parents=True, exist_ok=True)
+    g = zarr.open_group(str(out / ZARR_DIR), mode="w")
+    g.attrs.update({"format_version": FORMAT_VERSION, "bench_tasks": [f"task{t}" for t in range(T)], "num_tasks": K})
+    vols = g.create_array(
+        ZARR_VOLUMES,
+        shape=(n, *shape),
+        chunks=volume_chunks(shape),
+        shards=(zarr_shard_rows, *shape),
+        dtype="int16",
+        compressors=[ZstdCodec(level=3), Crc32cCodec()],
+        fill_value=VOLUME_FILL,
+    )
     label_arrays = {}
-    for key, path in zip(LABEL_KEYS, ("tte/time", "tte/event", "bench/label", "bench/time", "bench/event")):
+    for key, path in ZARR_LABEL_ARRAYS.items():
         width = K if key.startswith("tte") else T
-        label_arrays[key] = g.create_array(path, shape=(n, width), chunks=(5, width), dtype=labels[0][key].dtype,
-                                           compressors=[ZstdCodec(level=1), Crc32cCodec()])
+        label_arrays[key] = g.create_array(
+            path,
+            shape=(n, width),
+            chunks=(5, width),
+            dtype=labels[0][key].dtype,
+            compressors=[ZstdCodec(level=1), Crc32cCodec()],
+        )
     for r in range(n):
         if r in failed:
             continue
@@ -102,62 +146,73 @@ def write_shards(out: str | Path, *, n: int = 12, shape=(8, 12, 10), splits=None
             label_arrays[key][r] = labels[r][key]
 
     # WebDataset: each shard holds one split's samples in row order.
-    samples = {c: [] for c in ("row", "scan_id", "subject_id", "split", "status", "reason", "wds_shard", "wds_index",
-                               "volume_bytes", "volume_crc32c", "volume_sha256", "labels_sha256", "shape")}
-    shard_rows = {c: [] for c in ("format", "shard", "path", "split", "samples", "bytes", "sha256")}
+    samples = {c: [] for c in SAMPLE_COLUMNS}
+    shard_rows = {c: [] for c in SHARD_COLUMNS}
     shard_no = 0
     for split in dict.fromkeys(splits):
         rows = [r for r in range(n) if splits[r] == split and r not in failed]
         for c0 in range(0, len(rows), samples_per_shard):
-            rel = f"wds/shard-{shard_no:06d}.tar"
-            chunk = rows[c0:c0 + samples_per_shard]
+            rel = f"{WDS_DIR}/{wds_shard_name(shard_no)}"
+            chunk = rows[c0 : c0 + samples_per_shard]
             with tarfile.open(out / rel, "w", format=tarfile.USTAR_FORMAT) as tar:
                 for i, r in enumerate(chunk):
-                    key = encode_key(scan_ids[r])
+                    key = sample_key(scan_ids[r])
                     enc = codec.encode(np.ascontiguousarray(volumes[r]))
-                    header = {"scan_id": scan_ids[r], "subject_id": r, "split": split, "row": r, "shape": list(shape),
-                              "spacing_mm": [1.5, 1.0, 1.0], "orientation": "SAR", "dtype": "int16",
-                              "codec": codec.get_config(), "scanner": {}}
-                    lab = [npy_bytes(labels[r][k]) for k in LABEL_KEYS]
-                    _add(tar, f"{key}.header.json", json.dumps(header).encode())
-                    _add(tar, f"{key}.volume.bin", bytes(enc))
-                    for k, b in zip(LABEL_KEYS, lab):
-                        _add(tar, f"{key}.{k}.npy", b)
-                    samples["row"].append(r); samples["scan_id"].append(scan_ids[r])
-                    samples["subject_id"].append(r); samples["split"].append(split)
-                    samples["status"].append("ok"); samples["reason"].append(None)
-                    samples["wds_shard"].append(shard_no); samples["wds_index"].append(i)
-                    samples["volume_bytes"].append(len(enc))
-                    samples["volume_crc32c"].append(google_crc32c.value(bytes(enc)))
-                    samples["volume_sha256"].append(hashlib.sha256(np.ascontiguousarray(volumes[r]).tobytes()).hexdigest())
-                    samples["labels_sha256"].append(hashlib.sha256(b"".join(lab)).hexdigest())
-                    samples["shape"].append(list(shape))
+                    header = header_bytes(
+                        scan_id=scan_ids[r],
+                        subject_id=r,
+                        split=split,
+                        row=r,
+                        shape=shape,
+                        spacing_mm=[1.5, 1.0, 1.0],
+                        orientation="SAR",
+                        codec=codec.get_config(),
+                        scanner={},
+                    )
+                    lab = label_member_bytes(labels[r])
+                    _add(tar, f"{key}.{HEADER_MEMBER}", header)
+                    _add(tar, f"{key}.{VOLUME_MEMBER}", bytes(enc))
+                    for member, b in lab.items():
+                        _add(tar, f"{key}.{member}", b)
+                    row = {
+                        "row": r,
+                        "scan_id": scan_ids[r],
+                        "subject_id": r,
+                        "split": split,
+                        "status": STATUS_OK,
+                        "reason": None,
+                        "wds_shard": shard_no,
+                        "wds_index": i,
+                        "volume_bytes": len(enc),
+                        "volume_crc32c": google_crc32c.value(bytes(enc)),
+                        "volume_sha256": hashlib.sha256(np.ascontiguousarray(volumes[r]).tobytes()).hexdigest(),
+                        "labels_sha256": labels_sha256(lab.values()),
+                        "shape": list(shape),
+                    }
+                    for c in SAMPLE_COLUMNS:
+                        samples[c].append(row[c])
             data = (out / rel).read_bytes()
-            for c, v in zip(shard_rows, ("wds", shard_no, rel, split, len(chunk), len(data),
-                                         hashlib.sha256(data).hexdigest())):
+            for c, v in zip(
+                SHARD_COLUMNS, (WDS_DIR, shard_no, rel, split, len(chunk), len(data), hashlib.sha256(data).hexdigest())
+            ):
                 shard_rows[c].append(v)
             shard_no += 1
     for r in sorted(failed):
-        for c, v in zip(samples, (r, scan_ids[r], r, splits[r], "failed", "unreadable_dicom", None, None, 0, None,
-                                  None, None, None)):
-            samples[c].append(v)
+        failed_row = {"row": r, "scan_id": scan_ids[r], "subject_id": r, "split": splits[r]}
+        failed_row.update(status=STATUS_FAILED, reason="unreadable_file")
+        for c in SAMPLE_COLUMNS:
+            samples[c].append(failed_row.get(c))
 
-    (out / "manifest").mkdir(exist_ok=True)
-    schema = pa.schema([("row", pa.int64()), ("scan_id", pa.string()), ("subject_id", pa.int64()),
-                        ("split", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-                        ("wds_shard", pa.int32()), ("wds_index", pa.int32()), ("volume_bytes", pa.int64()),
-                        ("volume_crc32c", pa.int64()), ("volume_sha256", pa.string()), ("labels_sha256", pa.string()),
-                        ("shape", pa.list_(pa.int32()))])
+    (out / MANIFEST_DIR).mkdir(exist_ok=True)
+    schema = samples_schema()
     if not crc32c:
         schema = schema.remove(schema.get_field_index("volume_crc32c"))
         del samples["volume_crc32c"]
-    pq.write_table(pa.table(samples, schema=schema), out / "manifest" / "samples.parquet")
-    shard_rows["format"].append("zarr"); shard_rows["shard"].append(0); shard_rows["path"].append("zarr")
-    shard_rows["split"].append("all"); shard_rows["samples"].append(n - len(failed))
-    shard_rows["bytes"].append(0); shard_rows["sha256"].append("")
-    pq.write_table(pa.table(shard_rows, schema=pa.schema([
-        ("format", pa.string()), ("shard", pa.int32()), ("path", pa.string()), ("split", pa.string()),
-        ("samples", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())])),
-        out / "manifest" / "shards.parquet")
-    (out / "manifest" / "build.json").write_text(json.dumps({"wds_labels": "inline", "counts": {"ok": n - len(failed)}}))
+    pq.write_table(pa.table(samples, schema=schema), out / MANIFEST_DIR / "samples.parquet")
+    for c, v in zip(SHARD_COLUMNS, (ZARR_DIR, 0, ZARR_DIR, "all", n - len(failed), 0, "")):
+        shard_rows[c].append(v)
+    pq.write_table(pa.table(shard_rows, schema=shards_schema()), out / MANIFEST_DIR / "shards.parquet")
+    (out / MANIFEST_DIR / "build.json").write_text(
+        json.dumps({"wds_labels": WDS_LABELS_INLINE, "counts": {"ok": n - len(failed)}})
+    )
     return {"scan_ids": scan_ids, "splits": splits, "volumes": volumes, "labels": labels}

@@ -21,8 +21,8 @@ Run the benchmark of one or more stages, each beside its baseline in the same pr
   all     every stage above, in this order
   summary no run: rebuild summary.{json,md} and scaling.png from the results already in --out
 
-Each stage runs benchmarks/bench_<stage>.py from a checkout of the repository (the scripts are
-not in the installed package) through its main(argv), with warm-up runs, repeated measurements
+Each stage runs its script (benchmarks/bench_<stage>.py, installed as tte_scale.benchmarks.bench_<stage>;
+the baselines need the dev extra) through its main(argv), with warm-up runs, repeated measurements
 and medians with their spread. Results: OUT/<stage>.json and .md per stage, OUT/summary.json,
 OUT/summary.md (one table with the machine described once) and OUT/scaling.png (train volumes/s
 vs ranks, loader vs workers, sharding vs Ray workers). The default sizes take minutes on a
@@ -36,25 +36,36 @@ SUITE_STAGES = ("synth", "labels", "shard", "loader", "loss", "model", "train", 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stages", nargs="+", metavar="STAGE",
-                        help="one or more of: " + ", ".join(SUITE_STAGES))
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="device of the stages that have one (loss, model, train); the others run on the CPU")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"), metavar="DIR",
-                        help="results folder (default runs/bench; the committed figures live in benchmarks/results)")
+    parser.add_argument("stages", nargs="+", metavar="STAGE", help="one or more of: " + ", ".join(SUITE_STAGES))
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="device of the stages that have one (loss, model, train); the others run on the CPU",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/bench"),
+        metavar="DIR",
+        help="results folder (default runs/bench; the committed figures live in benchmarks/results)",
+    )
     parser.add_argument("--full", action="store_true", help="full sizes (tens of minutes on a laptop CPU)")
     parser.add_argument("--machine", default=None, help="machine name in the results (default: CPU model / GPU)")
-    parser.add_argument("--script-args", default="", metavar="'ARGS'",
-                        help="extra arguments for the script of a single stage (write --script-args='--x 1')")
-    parser.add_argument("--repo", type=Path, default=None, metavar="DIR",
-                        help="repository checkout holding benchmarks/ (default: found from the package or the cwd)")
+    parser.add_argument(
+        "--script-args",
+        default="",
+        metavar="'ARGS'",
+        help="extra arguments for the script of a single stage (write --script-args='--x 1')",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from tte_scale.bench import ORDER, find_repo, load_results, run_stage, select, write_summary
-    from tte_scale.errors import InputError
-
     import shlex
+
+    from tte_scale.benchmarks import ORDER, load_results, run_stage, select, write_summary
+    from tte_scale.benchmarks.common import machine_info, machine_name
+    from tte_scale.errors import InputError
 
     names, extra = list(args.stages), shlex.split(args.script_args)
     summary_only = names == ["summary"]
@@ -63,16 +74,12 @@ def run(args: argparse.Namespace) -> int:
     stages = [] if summary_only else select(names)
     if extra and len(stages) != 1:
         raise InputError(f"--script-args ({args.script_args}) go to one stage's script; name exactly one stage")
-    repo = find_repo(args.repo)
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device visible (check CUDA_VISIBLE_DEVICES / the driver)")
     # The machine is described once here and its name handed to every stage.
-    sys.path.insert(0, str(repo / "benchmarks"))
-    from common import machine_info, machine_name
-
     machine = args.machine or machine_name(args.device)
     meta = machine_info(args.device)
     out = args.out  # as given, so the recorded commands stay relative to the checkout
@@ -82,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if not records:
             raise InputError(f"{out}: no <stage>.json results to summarize ({', '.join(ORDER)})")
     else:
-        records = [run_stage(repo, s, out, machine, args.device, args.full, extra) for s in stages]
+        records = [run_stage(s, out, machine, args.device, args.full, extra) for s in stages]
     paths = write_summary(out, records, meta, machine)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tte_scale.commands import add_config_arguments
-from tte_scale.config import check
-from tte_scale.errors import TteScaleError
+from tte_scale.config import check, resolve_config_path
+from tte_scale.errors import InputError, TteScaleError
+from tte_scale.outputs import MARKER, check_not_input, mark, read_marker
 
 HELP = "Run the whole pipeline on the embedded synthetic cohort"
 DESCRIPTION = """\
@@ -31,10 +32,13 @@ Run every stage on the embedded synthetic cohort (sizes in configs/demo.yaml):
 
 Each stage is the same `tte-scale <stage>` command a user runs by hand (printed before it
 runs). Resumable: a stage whose command is unchanged and that finished before is skipped;
---fresh redoes everything.
+--fresh redoes everything. --out must be absent, empty or a folder made by `tte-scale demo`
+(it carries its marker): each stage replaces only what that stage wrote there.
 """
 
 STAMPS = ".stages"
+COMMAND = "demo"
+"""Owner name in the ``tte_scale.outputs`` marker of the demo's folder."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -76,14 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
     add_config_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="redo every stage even if its outputs exist")
-    parser.add_argument("--until", choices=["synth", "labels", "shard", "train", "supervised", "eval"],
-                        help="stop after this stage")
+    parser.add_argument(
+        "--until", choices=["synth", "labels", "shard", "train", "supervised", "eval"], help="stop after this stage"
+    )
 
 
 def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
     """(name, arguments of `tte-scale`, the output whose existence marks the stage done)."""
-    cohort, labels, shards, pre, sup, ev = (out / n for n in ("cohort", "labels", "shards", "pretrain",
-                                                               "pretrain_supervised", "eval"))
+    cohort, labels, shards, pre, sup, ev = (
+        out / n for n in ("cohort", "labels", "shards", "pretrain", "pretrain_supervised", "eval")
+    )
     common = [f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"seed={cfg.seed}", *cfg.pretrain_overrides]
     train_sets = [f"out_dir={pre}", *common]
     sup_sets = [f"out_dir={sup}", *common, "objective=supervised"]
@@ -93,31 +99,108 @@ def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
         baselines += ["--baseline", f"supervised={sup / 'encoder'}"]
         curves += ["--loss-curve", f"supervised={sup / 'metrics.jsonl'}"]
     stages = [
-        ("synth", ["synth", "--out", str(cohort), "--subjects", str(cfg.subjects), "--seed", str(cfg.seed),
-                   "--workers", str(cfg.workers), "--overwrite"], cohort / "scans.parquet"),
-        ("labels", ["labels", "--meds", str(cohort), "--scans", str(cohort / "scans.parquet"), "--out", str(labels),
-                    "--tasks", str(cfg.tasks), "--bins", str(cfg.bins), "--bench-tasks", cfg.task_set,
-                    "--overwrite"], labels / "bins.json"),
-        ("shard", ["shard", "--scans", str(cohort / "scans.parquet"), "--labels", str(labels), "--out", str(shards),
-                   "--config", cfg.shard_config, "--workers", str(cfg.workers), "--overwrite"],
-         shards / "manifest" / "build.json"),
-        ("train", ["train", "--config", cfg.pretrain_config, *[a for s in train_sets for a in ("--set", s)]],
-         pre / "encoder" / "config.json"),
+        (
+            "synth",
+            [
+                "synth",
+                "--out",
+                str(cohort),
+                "--subjects",
+                str(cfg.subjects),
+                "--seed",
+                str(cfg.seed),
+                "--workers",
+                str(cfg.workers),
+                "--overwrite",
+            ],
+            cohort / "scans.parquet",
+        ),
+        (
+            "labels",
+            [
+                "labels",
+                "--meds",
+                str(cohort),
+                "--scans",
+                str(cohort / "scans.parquet"),
+                "--out",
+                str(labels),
+                "--tasks",
+                str(cfg.tasks),
+                "--bins",
+                str(cfg.bins),
+                "--bench-tasks",
+                cfg.task_set,
+                "--overwrite",
+            ],
+            labels / "bins.json",
+        ),
+        (
+            "shard",
+            [
+                "shard",
+                "--scans",
+                str(cohort / "scans.parquet"),
+                "--labels",
+                str(labels),
+                "--out",
+                str(shards),
+                "--config",
+                cfg.shard_config,
+                "--workers",
+                str(cfg.workers),
+                "--overwrite",
+            ],
+            shards / "manifest" / "build.json",
+        ),
+        (
+            "train",
+            ["train", "--config", cfg.pretrain_config, *[a for s in train_sets for a in ("--set", s)]],
+            pre / "encoder" / "config.json",
+        ),
     ]
     if cfg.supervised:
-        stages.append(("supervised", ["train", "--config", cfg.pretrain_config,
-                                      *[a for s in sup_sets for a in ("--set", s)]], sup / "encoder" / "config.json"))
-    stages.append(("eval", ["eval", "--checkpoint", str(pre / "encoder"), "--shards", str(shards), "--labels",
-                            str(labels), "--out", str(ev), "--tasks", cfg.task_set, *baselines, "--truth",
-                            str(cohort / "truth"), *curves, "--bootstrap", str(cfg.bootstrap), "--seed", str(cfg.seed)],
-                   ev / "summary.json"))
+        stages.append(
+            (
+                "supervised",
+                ["train", "--config", cfg.pretrain_config, *[a for s in sup_sets for a in ("--set", s)]],
+                sup / "encoder" / "config.json",
+            )
+        )
+    stages.append(
+        (
+            "eval",
+            [
+                "eval",
+                "--checkpoint",
+                str(pre / "encoder"),
+                "--shards",
+                str(shards),
+                "--labels",
+                str(labels),
+                "--out",
+                str(ev),
+                "--tasks",
+                cfg.task_set,
+                *baselines,
+                "--truth",
+                str(cohort / "truth"),
+                *curves,
+                "--bootstrap",
+                str(cfg.bootstrap),
+                "--seed",
+                str(cfg.seed),
+            ],
+            ev / "summary.json",
+        )
+    )
     return stages
 
 
 def _digest(argv: list[str], files: list[str]) -> str:
     h = hashlib.sha256(json.dumps(argv).encode())
     for f in files:
-        p = Path(f)
+        p = resolve_config_path(f)
         h.update(p.read_bytes() if p.is_file() else f.encode())
     return h.hexdigest()[:16]
 
@@ -127,35 +210,53 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(DemoConfig, args.config or "configs/demo.yaml", args.overrides)
     out = Path(args.out)
+    _check_out(out, [args.config, *(resolve_config_path(f) for f in _config_files(cfg))])
     (out / STAMPS).mkdir(parents=True, exist_ok=True)
+    mark(out, COMMAND)
     # A single-process "cluster" for DeepSpeed on the CPU; a user's own launcher overrides these.
     # One intra-op thread per process unless the user says otherwise: every stage already runs
     # `workers` processes or small tensors, and on shared cores extra OpenMP threads spin
     # waiting for each other (a 275x96 probe fit ran 20x slower with 2 threads on busy cores).
-    env = dict(os.environ, DS_ACCELERATOR=os.environ.get("DS_ACCELERATOR", "cpu"),
-               RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env = dict(
+        os.environ,
+        DS_ACCELERATOR=os.environ.get("DS_ACCELERATOR", "cpu"),
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    )
     changed = args.fresh
     t_all = time.time()
     stages = _stages(cfg, out)
+    for name, sub in _TRAIN_DIRS.items():  # before any stage runs
+        _check_trained_here(out / sub, out / STAMPS / f"{name}.json")
     for i, (name, argv, done_marker) in enumerate(stages, 1):
         stamp = out / STAMPS / f"{name}.json"
         # Only the config files a stage reads: a new pretraining config must not redo the cohort.
-        files = {"labels": [cfg.task_set], "shard": [cfg.shard_config], "train": [cfg.pretrain_config],
-                 "supervised": [cfg.pretrain_config], "eval": [cfg.task_set]}.get(name, [])
+        files = {
+            "labels": [cfg.task_set],
+            "shard": [cfg.shard_config],
+            "train": [cfg.pretrain_config],
+            "supervised": [cfg.pretrain_config],
+            "eval": [cfg.task_set],
+        }.get(name, [])
         digest = _digest(argv, files)
         old = json.loads(stamp.read_text()) if stamp.is_file() else {}
         if not changed and old.get("digest") == digest and done_marker.exists():
             print(f"[{i}/{len(stages)}] {name}: up to date, skipped ({done_marker})", flush=True)
         else:
             changed = True  # every later stage depends on this one's outputs
-            if name in ("train", "supervised"):
-                _clear_checkpoints(out / ("pretrain" if name == "train" else "pretrain_supervised"))
+            if name in _TRAIN_DIRS:
+                _clear_checkpoints(out / _TRAIN_DIRS[name], stamp)
+            # Written before the stage runs: from now on what it writes is this demo's to replace.
+            stamp.write_text(json.dumps({"digest": None, "argv": argv}))
             print(f"[{i}/{len(stages)}] {name}: tte-scale {shlex.join(argv)}", flush=True)
             t0 = time.time()
             rc = subprocess.call([sys.executable, "-m", "tte_scale.cli", *argv], env=env)
             if rc != 0:
-                raise TteScaleError(f"stage {name!r} failed with exit status {rc}; fix the cause and re-run "
-                                    f"`tte-scale demo --out {out}` (finished stages are kept)")
+                raise TteScaleError(
+                    f"stage {name!r} failed with exit status {rc}; fix the cause and re-run "
+                    f"`tte-scale demo --out {out}` (finished stages are kept)"
+                )
             stamp.write_text(json.dumps({"digest": digest, "seconds": round(time.time() - t0, 1), "argv": argv}))
             print(f"[{i}/{len(stages)}] {name}: done in {time.time() - t0:.0f} s", flush=True)
         if args.until == name:
@@ -180,12 +281,52 @@ def _headline(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _clear_checkpoints(pretrain: Path) -> None:
-    """A changed training stage starts from scratch: old checkpoints belong to other inputs."""
+def _config_files(cfg: DemoConfig) -> list[str]:
+    return [cfg.shard_config, cfg.pretrain_config, cfg.task_set]
+
+
+def _check_out(out: Path, inputs: list) -> None:
+    """The demo writes (and its stages replace) folders only inside an ``out`` it made itself.
+
+    A folder that is not empty and lacks the demo's marker (``tte_scale.outputs``) is refused
+    before any stage runs: a later stage would replace ``out/cohort``, ``out/labels``, ... and
+    clear ``out/pretrain/checkpoints``."""
+    check_not_input(out, [p for p in inputs if p is not None])
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        owner = read_marker(out) if out.is_dir() else None
+        if owner is None or owner.get("command") != COMMAND:
+            found = f"written by `tte-scale {owner.get('command')}`" if owner else f"no {MARKER}"
+            raise InputError(
+                f"--out {out}: exists and is not a `tte-scale demo` output ({found}); choose another folder "
+                "(or delete it yourself if it is an old demo run)"
+            )
+
+
+def _clear_checkpoints(pretrain: Path, stamp: Path) -> None:
+    """A changed training stage starts from scratch: old checkpoints belong to other inputs.
+
+    Only what this demo's own training stage wrote (its stamp says it ran into ``pretrain``):
+    anything else there is refused, never deleted."""
     import shutil
 
-    for sub in ("checkpoints", "encoder"):
+    _check_trained_here(pretrain, stamp)
+    for sub in _TRAIN_OUTPUTS[:-1]:
         shutil.rmtree(pretrain / sub, ignore_errors=True)
-    metrics = pretrain / "metrics.jsonl"
+    metrics = pretrain / _TRAIN_OUTPUTS[-1]
     if metrics.exists():
         metrics.unlink()
+
+
+# What `tte-scale train` writes into its out_dir (tb/ too: train refuses a folder holding a run).
+_TRAIN_OUTPUTS = ("checkpoints", "encoder", "tb", "metrics.jsonl")
+_TRAIN_DIRS = {"train": "pretrain", "supervised": "pretrain_supervised"}
+
+
+def _check_trained_here(pretrain: Path, stamp: Path) -> None:
+    """Refuse a training folder that holds something although this demo never started its
+    stage there (the stamp is written when the stage starts)."""
+    if not stamp.is_file() and pretrain.exists() and any(pretrain.iterdir()):
+        raise InputError(
+            f"{pretrain}: not written by this demo's training stage (no stamp {stamp}); refusing to clear "
+            f"{', '.join(_TRAIN_OUTPUTS)} in it (move it away or delete it yourself)"
+        )

@@ -12,7 +12,7 @@ HELP = "Read DICOM/NIfTI scans and write WebDataset and Zarr shards with co-loca
 
 
 def _cli():
-    from sharding import cli
+    from tte_scale.sharding import cli
 
     return cli
 

@@ -24,16 +24,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", type=int, metavar="N", help="number of subjects (default 200)")
     parser.add_argument("--seed", type=int, metavar="S", help="master seed (default 0)")
     parser.add_argument("--workers", type=int, metavar="W", help="worker processes (default 2)")
-    parser.add_argument("--dicom", action="store_true", default=None,
-                        help="also write every scan as a DICOM series with fake PHI; image_path then "
-                             "points at the series folder")
-    parser.add_argument("--profile", choices=["compact", "realistic"],
-                        help="imaging preset: compact (default; 2.8-4 mm pixels, 96-144 matrix, 3.5-6 mm "
-                             "slices) or realistic (0.6-1 mm pixels, 512 matrix, 1-3 mm slices)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing `tte-scale synth` output in --out")
-    parser.add_argument("--resume", action="store_true",
-                        help="finish an interrupted run in --out (same config), redoing only unfinished chunks")
+    parser.add_argument(
+        "--dicom",
+        action="store_true",
+        default=None,
+        help="also write every scan as a DICOM series with fake PHI; image_path then points at the series folder",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["compact", "realistic"],
+        help="imaging preset: compact (default; 2.8-4 mm pixels, 96-144 matrix, 3.5-6 mm "
+        "slices) or realistic (0.6-1 mm pixels, 512 matrix, 1-3 mm slices)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing `tte-scale synth` output in --out"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted run in --out (same config), redoing only unfinished chunks",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(parser)
 
@@ -47,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     cfg = from_dict(SynthConfig, apply_overrides(data, args.overrides))
-    summary = generate(cfg, args.out, overwrite=args.overwrite, resume=args.resume,
-                       progress=not args.no_progress)
+    summary = generate(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress)
     for line in summary.lines():
         print(line)
     return 0

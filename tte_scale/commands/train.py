@@ -19,19 +19,33 @@ Rank and world size come from the environment, so the same command runs alone, u
 
 (`--no_local_rank`: the rank comes from LOCAL_RANK, not from an extra command-line argument.)
 Exit status: 0 done; 75 (EX_TEMPFAIL) checkpointed after SIGUSR1/SIGTERM, requeue the job;
-2 bad config or input. Resume with --resume (or --set checkpoint.resume=true): it continues
-from the newest complete checkpoint under <out_dir>/checkpoints and fails if there is none.
+2 bad config or input. An out_dir that already holds a run is refused unless --resume continues
+it (from the checkpoint <out_dir>/checkpoints/latest names, or the newest complete one before it;
+an error if there is none) or --overwrite replaces it (removes only the run's own checkpoints/,
+metrics.jsonl, tb/ and encoder/, and only in a folder `tte-scale train` marked as its own).
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, required=True)
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the newest complete checkpoint (error if none); same as "
-                             "--set checkpoint.resume=true")
-    parser.add_argument("--estimate-memory", action="store_true",
-                        help="print DeepSpeed's per-device memory estimate for the config's model, ZeRO stage and "
-                             "cluster (cluster.nodes x cluster.gpus_per_node) and exit without training")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in out_dir from its `latest` complete checkpoint (error if none); "
+        "same as --set checkpoint.resume=true",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an out_dir that holds one, removing that run's own files first (never "
+        "anything else); same as --set checkpoint.overwrite=true",
+    )
+    parser.add_argument(
+        "--estimate-memory",
+        action="store_true",
+        help="print DeepSpeed's per-device memory estimate for the config's model, ZeRO stage and "
+        "cluster (cluster.nodes x cluster.gpus_per_node) and exit without training",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from tte_scale.train import PretrainConfig, estimate_memory, train
 
     overrides = list(args.overrides) + (["checkpoint.resume=true"] if args.resume else [])
+    overrides += ["checkpoint.overwrite=true"] if args.overwrite else []
     cfg = load_config(PretrainConfig, args.config, overrides)
     if args.estimate_memory:
         est = estimate_memory(cfg)

@@ -8,7 +8,6 @@ Public API: :class:`LoaderConfig` (+ :class:`AugmentConfig`), :func:`build_loade
 from tte_scale.data.augment import augment_batch, hu_to_float, to_device
 from tte_scale.data.config import AugmentConfig, LoaderConfig
 from tte_scale.data.loader import STATE_VERSION, TTELoader, build_loader
-from tte_scale.data.manifest import encode_key
 from tte_scale.data.stream import DataIntegrityError
 
 __all__ = [
@@ -20,6 +19,5 @@ __all__ = [
     "augment_batch",
     "hu_to_float",
     "to_device",
-    "encode_key",
     "DataIntegrityError",
 ]

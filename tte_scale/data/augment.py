@@ -50,16 +50,32 @@ def augment_batch(batch: dict, cfg: AugmentConfig, generator: torch.Generator) -
         d, h, w = cfg.crop_size
         if d > D or h > H or w > W:
             raise ValueError(f"augment.crop_size {cfg.crop_size} larger than the volume {(D, H, W)}")
-        starts = [torch.randint(0, n - c + 1, (B,), generator=generator, device=generator.device).tolist()
-                  for n, c in ((D, d), (H, h), (W, w))]
-        vol_B1DHW = torch.stack([vol_B1DHW[i, :, starts[0][i]:starts[0][i] + d, starts[1][i]:starts[1][i] + h,
-                                           starts[2][i]:starts[2][i] + w] for i in range(B)])
+        starts = [
+            torch.randint(0, n - c + 1, (B,), generator=generator, device=generator.device).tolist()
+            for n, c in ((D, d), (H, h), (W, w))
+        ]
+        vol_B1DHW = torch.stack(
+            [
+                vol_B1DHW[
+                    i,
+                    :,
+                    starts[0][i] : starts[0][i] + d,
+                    starts[1][i] : starts[1][i] + h,
+                    starts[2][i] : starts[2][i] + w,
+                ]
+                for i in range(B)
+            ]
+        )
     if cfg.flip_axes and cfg.flip_prob > 0:
         flips = (_uniform(B * len(cfg.flip_axes), 0.0, 1.0, generator, "cpu") < cfg.flip_prob).view(B, -1).tolist()
-        vol_B1DHW = torch.stack([
-            torch.flip(vol_B1DHW[i], [a + 1 for a, f in zip(cfg.flip_axes, flips[i]) if f])
-            if any(flips[i]) else vol_B1DHW[i]
-            for i in range(B)])
+        vol_B1DHW = torch.stack(
+            [
+                torch.flip(vol_B1DHW[i], [a + 1 for a, f in zip(cfg.flip_axes, flips[i]) if f])
+                if any(flips[i])
+                else vol_B1DHW[i]
+                for i in range(B)
+            ]
+        )
     vol = hu_to_float(vol_B1DHW.contiguous(), cfg.hu_min, cfg.hu_max)
     scale = 1.0 + _uniform(B, -cfg.intensity_scale, cfg.intensity_scale, generator, device)
     shift = _uniform(B, -cfg.intensity_shift, cfg.intensity_shift, generator, device)

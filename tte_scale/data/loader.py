@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.util
+import traceback
 
 import torch
 
 from tte_scale.data.config import LoaderConfig
-from tte_scale.data.manifest import SplitIndex, read_split_index
+from tte_scale.data.lifeline import WorkerInit
 from tte_scale.data.order import advance, steps_remaining
-from tte_scale.data.storage import exists
+from tte_scale.data.split_index import SplitIndex, read_split_index
+from tte_scale.data.storage import missing
 from tte_scale.data.stream import BatchStream, DataIntegrityError, SlotRing, StreamSpec, to_torch
 
 __all__ = ["TTELoader", "build_loader", "STATE_VERSION"]
@@ -45,8 +48,15 @@ __all__ = ["TTELoader", "build_loader", "STATE_VERSION"]
 log = logging.getLogger("tte_scale.data")
 
 STATE_VERSION = 1
-_COUNTERS = ("batches", "samples", "replaced_corrupt", "replaced_missing", "shards_missing",
-             "shards_damaged", "shard_count_mismatch")
+_COUNTERS = (
+    "batches",
+    "samples",
+    "replaced_corrupt",
+    "replaced_missing",
+    "shards_missing",
+    "shards_damaged",
+    "shard_count_mismatch",
+)
 
 
 class TTELoader:
@@ -66,7 +76,8 @@ class TTELoader:
         if self.steps_per_epoch == 0:
             raise DataIntegrityError(
                 f"split {index.split!r} of {index.root} has {index.num_samples} samples, fewer than one global batch "
-                f"({cfg.batch_size} x {world_size} ranks): no step possible")
+                f"({cfg.batch_size} x {world_size} ranks): no step possible"
+            )
 
     # -- sizes ----------------------------------------------------------------------------------
     @property
@@ -96,8 +107,12 @@ class TTELoader:
         for _ in range(self.steps_remaining):
             try:
                 batch, events = self._feed_at_cursor().next()
-            except BaseException:
+            except BaseException as exc:
                 self.close()  # a failed stream is not resumed: iterating again restarts at the cursor
+                # The traceback's frames still reference the DataLoader iterator (whose finalizer
+                # stops the workers): clear their locals so the workers stop now, not when the
+                # caller lets go of the error. File and line of each frame stay in the traceback.
+                traceback.clear_frames(exc.__traceback__)
                 raise
             self._record(events, len(batch["scan_id"]))
             self.consumed += self.global_batch  # counts this batch as served
@@ -114,8 +129,14 @@ class TTELoader:
         if self._feed is not None and self._feed.cursor != cursor:
             self.close()
         if self._feed is None:
-            spec = StreamSpec(index=self.index, cfg=self.cfg, epoch=cursor[0], consumed=cursor[1], rank=self.rank,
-                              world_size=self.world_size)
+            spec = StreamSpec(
+                index=self.index,
+                cfg=self.cfg,
+                epoch=cursor[0],
+                consumed=cursor[1],
+                rank=self.rank,
+                world_size=self.world_size,
+            )
             self._feed = _Feed(spec)
         return self._feed
 
@@ -135,35 +156,56 @@ class TTELoader:
                 self._bad_this_epoch += 1
                 if len(self._bad_examples) < 20:
                     self._bad_examples.append(f"{ev['scan_id']} (row {ev['row']}, {ev['shard']}: {ev['reason']})")
-                log.warning("%s sample scan_id=%s row=%d shard=%s: %s; replaced by %s",
-                            kind.removeprefix("replaced_"), ev["scan_id"], ev["row"], ev["shard"], ev["reason"],
-                            ev.get("replacement"))
+                log.warning(
+                    "%s sample scan_id=%s row=%d shard=%s: %s; replaced by %s",
+                    kind.removeprefix("replaced_"),
+                    ev["scan_id"],
+                    ev["row"],
+                    ev["shard"],
+                    ev["reason"],
+                    ev.get("replacement"),
+                )
             else:
                 key = (kind, ev["shard"])
                 if key not in self._seen_shard_events:  # several workers report the same shard
                     self._seen_shard_events.add(key)
-                    self._counters[{"shard_missing": "shards_missing", "shard_damaged": "shards_damaged"}
-                                   .get(kind, kind)] += 1
+                    self._counters[
+                        {"shard_missing": "shards_missing", "shard_damaged": "shards_damaged"}.get(kind, kind)
+                    ] += 1
                     log.warning("%s: %s: %s", kind, ev["shard"], ev["detail"])
         limit = self.cfg.max_bad_fraction * self.steps_per_epoch * self.cfg.batch_size
         if self._bad_this_epoch > limit:
             raise DataIntegrityError(
                 f"rank {self.rank}: {self._bad_this_epoch} corrupt or missing samples in epoch {self.epoch} of split "
                 f"{self.index.split!r} under {self.index.root}, more than max_bad_fraction={self.cfg.max_bad_fraction} "
-                f"of {self.steps_per_epoch * self.cfg.batch_size}; first ones: " + "; ".join(self._bad_examples[:10]))
+                f"of {self.steps_per_epoch * self.cfg.batch_size}; first ones: " + "; ".join(self._bad_examples[:10])
+            )
 
     # -- state ----------------------------------------------------------------------------------
     def stats(self) -> dict:
         """Named counters (replacements, damaged shards, ...) plus the cursor."""
-        return {**self._counters, "bad_this_epoch": self._bad_this_epoch, "epoch": self.epoch,
-                "consumed": self.consumed}
+        return {
+            **self._counters,
+            "bad_this_epoch": self._bad_this_epoch,
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+        }
 
     def state_dict(self) -> dict:
-        return {"version": STATE_VERSION, "kind": "tte_scale.data.TTELoader", "seed": self.cfg.seed,
-                "shuffle": self.cfg.shuffle, "shuffle_window": self.cfg.shuffle_window, "split": self.index.split,
-                "fingerprint": self.index.fingerprint, "num_samples": self.index.num_samples,
-                "epoch": self.epoch, "consumed": self.consumed, "bad_this_epoch": self._bad_this_epoch,
-                "counters": dict(self._counters)}
+        return {
+            "version": STATE_VERSION,
+            "kind": "tte_scale.data.TTELoader",
+            "seed": self.cfg.seed,
+            "shuffle": self.cfg.shuffle,
+            "shuffle_window": self.cfg.shuffle_window,
+            "split": self.index.split,
+            "fingerprint": self.index.fingerprint,
+            "num_samples": self.index.num_samples,
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "bad_this_epoch": self._bad_this_epoch,
+            "counters": dict(self._counters),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from `state_dict()` (any world size / batch size / worker count); refuses a mismatch."""
@@ -172,12 +214,19 @@ class TTELoader:
             raise ValueError(f"{where}: not a TTELoader state (got {type(state).__name__})")
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{where}: version {state.get('version')!r}, this loader reads version {STATE_VERSION}")
-        for key, mine in (("split", self.index.split), ("seed", self.cfg.seed), ("shuffle", self.cfg.shuffle),
-                          ("shuffle_window", self.cfg.shuffle_window), ("num_samples", self.index.num_samples),
-                          ("fingerprint", self.index.fingerprint)):
+        for key, mine in (
+            ("split", self.index.split),
+            ("seed", self.cfg.seed),
+            ("shuffle", self.cfg.shuffle),
+            ("shuffle_window", self.cfg.shuffle_window),
+            ("num_samples", self.index.num_samples),
+            ("fingerprint", self.index.fingerprint),
+        ):
             if state.get(key) != mine:
-                raise ValueError(f"{where}: saved with {key}={state.get(key)!r} but this loader has {key}={mine!r}; "
-                                 "the global sample order would differ, so resuming would duplicate or skip samples")
+                raise ValueError(
+                    f"{where}: saved with {key}={state.get(key)!r} but this loader has {key}={mine!r}; "
+                    "the global sample order would differ, so resuming would duplicate or skip samples"
+                )
         consumed = int(state["consumed"])
         if not 0 <= consumed <= self.index.num_samples:
             raise ValueError(f"{where}: consumed={consumed} outside [0, {self.index.num_samples}]")
@@ -202,6 +251,9 @@ class _Feed:
             self._it = iter(BatchStream(spec))
             return
         ctx = mp.get_context(cfg.start_method())
+        # the forkserver's socket lives in this process's multiprocessing temp folder: a worker
+        # that outlives a killed trainer removes it (tte_scale.data.lifeline)
+        tempdir = multiprocessing.util.get_temp_dir() if ctx.get_start_method() == "forkserver" else None
         # one slot more than the batches the DataLoader lets each worker run ahead (see SlotRing)
         self.ring = SlotRing(ctx, cfg.num_workers, cfg.prefetch_factor + 1, self.batch_shape)
         spec.ring = self.ring
@@ -209,9 +261,17 @@ class _Feed:
         # from the global torch RNG and shift the model's dropout stream whenever workers start.
         # pin_memory=False: the copy out of the ring goes straight into pinned memory instead.
         self._loader = torch.utils.data.DataLoader(
-            BatchStream(spec), batch_size=None, num_workers=cfg.num_workers, prefetch_factor=cfg.prefetch_factor,
-            pin_memory=False, persistent_workers=False, multiprocessing_context=ctx, collate_fn=_as_is,
-            generator=torch.Generator().manual_seed(cfg.seed))
+            BatchStream(spec),
+            batch_size=None,
+            num_workers=cfg.num_workers,
+            prefetch_factor=cfg.prefetch_factor,
+            pin_memory=False,
+            persistent_workers=False,
+            multiprocessing_context=ctx,
+            collate_fn=_as_is,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            worker_init_fn=WorkerInit(tempdir),  # each worker exits when this process does, even on SIGKILL
+        )
         self._it = iter(self._loader)
 
     def next(self) -> tuple[dict, list[dict]]:
@@ -231,8 +291,10 @@ class _Feed:
         it, self._it = self._it, None
         if self.ring is None:
             it.close()  # the in-process stream closes its reader
-        else:
-            it._shutdown_workers()  # joins the workers now, not whenever the iterator is collected
+        # With workers, this drops the last reference to the DataLoader iterator: torch's way to end
+        # them early (the iterator's finalizer tells each worker to exit and joins it, at once
+        # under CPython's reference counting).
+        del it
 
 
 def _as_is(item):
@@ -245,12 +307,10 @@ def _check_shards(index: SplitIndex, cfg: LoaderConfig) -> None:
     """Fail fast, on every rank alike, when missing shards alone exceed max_bad_fraction."""
     if cfg.format != "wds":
         return
-    lost_samples, lost = 0, []
-    for shard, size in zip(index.stream_ids, index.stream_sizes):
-        path = index.wds_paths[int(shard)]
-        if not exists(path):
-            lost.append(path)
-            lost_samples += int(size)
+    paths = [index.wds_paths[int(shard)] for shard in index.stream_ids]
+    lost = missing(paths)  # remote shards: one listing, not a request per shard
+    lost_set = set(lost)
+    lost_samples = sum(int(size) for path, size in zip(paths, index.stream_sizes) if path in lost_set)
     if lost:
         frac = lost_samples / index.num_samples
         msg = f"{len(lost)} shard(s) missing ({lost_samples} of {index.num_samples} samples): {lost[:5]}"

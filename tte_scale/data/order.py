@@ -38,8 +38,9 @@ __all__ = [
 _ORDER_TAG = 0x7E5CA1E
 
 
-def epoch_order(stream_sizes: np.ndarray | list[int], seed: int, epoch: int, window: int,
-                shuffle: bool = True) -> np.ndarray:
+def epoch_order(
+    stream_sizes: np.ndarray | list[int], seed: int, epoch: int, window: int, shuffle: bool = True
+) -> np.ndarray:
     """Split-local sample indices (int64 [N]) in the global order of (seed, epoch)."""
     sizes = np.asarray(stream_sizes, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -52,8 +53,8 @@ def epoch_order(stream_sizes: np.ndarray | list[int], seed: int, epoch: int, win
     flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     if window > 1:
         for start in range(0, n, window):
-            block = flat[start:start + window]
-            flat[start:start + window] = block[rng.permutation(len(block))]
+            block = flat[start : start + window]
+            flat[start : start + window] = block[rng.permutation(len(block))]
     return flat
 
 
@@ -68,8 +69,9 @@ def rank_step_positions(consumed: int, step: int, rank: int, batch_size: int, wo
     return np.arange(start, start + batch_size, dtype=np.int64)
 
 
-def advance(num_samples: int, epoch: int, consumed: int, steps: int, batch_size: int,
-            world_size: int) -> tuple[int, int]:
+def advance(
+    num_samples: int, epoch: int, consumed: int, steps: int, batch_size: int, world_size: int
+) -> tuple[int, int]:
     """The cursor (epoch, consumed) `steps` global steps after (`epoch`, `consumed`).
 
     A cursor with fewer than one global batch left in its epoch is the start of the next epoch,

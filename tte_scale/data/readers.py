@@ -34,16 +34,24 @@ from collections import OrderedDict
 import google_crc32c
 import numpy as np
 
-from tte_scale.data.manifest import SplitIndex, encode_key
-from tte_scale.data.storage import ShardCache, join
+from tte_scale.data.split_index import SplitIndex
+from tte_scale.data.storage import ShardCache, ShardDamaged, join
 from tte_scale.data.tarindex import TarIndex, index_tar
+from tte_scale.formats.shards import (
+    HEADER_MEMBER,
+    LABEL_KEYS,
+    LABEL_MEMBERS,
+    VOLUME_MEMBER,
+    ZARR_DIR,
+    ZARR_LABEL_ARRAYS,
+    ZARR_VOLUMES,
+    label_member_bytes,
+    labels_sha256,
+    sample_key,
+)
 
-__all__ = ["SampleError", "LABEL_KEYS", "WdsReader", "ZarrReader", "labels_npy_bytes"]
+__all__ = ["SampleError", "WdsReader", "ZarrReader"]
 
-# Label members in formats.md order (labels_sha256 hashes their bytes in this order).
-LABEL_KEYS = ("tte_time", "tte_event", "bench_label", "bench_time", "bench_event")
-_LABEL_DTYPES = {"tte_time": np.float32, "tte_event": np.bool_, "bench_label": np.int8,
-                 "bench_time": np.float32, "bench_event": np.bool_}
 _MAX_OPEN = 8
 
 
@@ -51,14 +59,6 @@ class SampleError(Exception):
     def __init__(self, kind: str, reason: str, shard: str):
         super().__init__(reason)
         self.kind, self.reason, self.shard = kind, reason, shard
-
-
-def labels_npy_bytes(labels: dict[str, np.ndarray]) -> bytes:
-    """The label members' `.npy` bytes concatenated in formats.md order."""
-    out = io.BytesIO()
-    for k in LABEL_KEYS:
-        np.save(out, np.ascontiguousarray(labels[k], dtype=_LABEL_DTYPES[k]), allow_pickle=False)
-    return out.getvalue()
 
 
 class NpyMembers:
@@ -108,22 +108,32 @@ class WdsReader:
         got = self._tars.get(path)
         if got is None:
             try:
-                local = self.cache.local_path(path)
+                local = self.cache.local_path(path, *(self.index.shard_files or {}).get(path, (None, None)))
                 tidx = index_tar(local)
                 got = (local, tidx)
                 for issue in tidx.issues:
                     self.shard_events.append({"kind": "shard_damaged", "shard": path, "detail": issue})
                 complete = sum(1 for m in tidx.members.values() if all(n in m for n in required))
                 if expected is not None and complete != expected:
-                    self.shard_events.append({"kind": "shard_count_mismatch", "shard": path,
-                                              "detail": f"{complete} samples found, manifest says {expected}"})
+                    self.shard_events.append(
+                        {
+                            "kind": "shard_count_mismatch",
+                            "shard": path,
+                            "detail": f"{complete} samples found, manifest says {expected}",
+                        }
+                    )
             except FileNotFoundError:
                 got = FileNotFoundError(path)
                 self.shard_events.append({"kind": "shard_missing", "shard": path, "detail": "file not found"})
+            except ShardDamaged as exc:  # a download that differs from the manifest never enters the cache
+                got = exc
+                self.shard_events.append({"kind": "shard_damaged", "shard": path, "detail": str(exc)})
             except OSError as exc:
                 got = exc
                 self.shard_events.append({"kind": "shard_missing", "shard": path, "detail": f"unreadable: {exc}"})
             self._tars[path] = got
+        if isinstance(got, ShardDamaged):
+            raise SampleError("corrupt", f"shard damaged ({got})", path)
         if isinstance(got, Exception):
             raise SampleError("missing", f"shard unavailable ({got})", path)
         return got
@@ -151,9 +161,9 @@ class WdsReader:
         ix = self.index
         shard = int(ix.stream[k])
         path = ix.wds_paths[shard]
-        key = encode_key(ix.scan_ids[k])
-        vol_names = ["header.json", "volume.bin"]
-        label_names = [f"{n}.npy" for n in LABEL_KEYS]
+        key = sample_key(ix.scan_ids[k])
+        vol_names = [HEADER_MEMBER, VOLUME_MEMBER]
+        label_names = list(LABEL_MEMBERS)
         sidecar = ix.label_paths is not None
         need = vol_names if sidecar else vol_names + label_names
         local, tidx = self._tar(path, ix.wds_counts.get(shard), need)
@@ -173,21 +183,22 @@ class WdsReader:
                 raise SampleError("missing", f"label members {lost} of {key!r} not in sidecar", lpath)
             parts.update(self._read_members(llocal, lmembers, label_names, lpath))
 
-        digest = hashlib.sha256()
-        for n in label_names:
-            digest.update(parts[n])
-        if digest.hexdigest() != ix.labels_sha256[k]:
+        if labels_sha256(parts[n] for n in label_names) != ix.labels_sha256[k]:
             raise SampleError("corrupt", "labels sha256 differs from the manifest", path)
         try:
-            header = json.loads(bytes(parts["header.json"]))
+            header = json.loads(bytes(parts[HEADER_MEMBER]))
         except ValueError as exc:
             raise SampleError("corrupt", f"header.json unreadable: {exc}", path) from None
         if header.get("scan_id") != ix.scan_ids[k] or list(header.get("shape", [])) != list(ix.shape):
-            raise SampleError("corrupt", f"header names {header.get('scan_id')!r} shape {header.get('shape')}, "
-                              f"manifest {ix.scan_ids[k]!r} {list(ix.shape)}", path)
+            raise SampleError(
+                "corrupt",
+                f"header names {header.get('scan_id')!r} shape {header.get('shape')}, "
+                f"manifest {ix.scan_ids[k]!r} {list(ix.shape)}",
+                path,
+            )
         if header.get("dtype", "int16") != "int16":
             raise SampleError("corrupt", f"volume dtype {header.get('dtype')!r}, expected int16", path)
-        vol = parts["volume.bin"]
+        vol = parts[VOLUME_MEMBER]
         crc = int(ix.volume_crc32c[k])
         if crc >= 0 and google_crc32c.value(vol) != crc:
             raise SampleError("corrupt", "volume.bin crc32c differs from the manifest", path)
@@ -199,11 +210,11 @@ class WdsReader:
         if (crc < 0 or self.verify_sha256) and hashlib.sha256(out_DHW.data).hexdigest() != ix.volume_sha256[k]:
             raise SampleError("corrupt", "volume sha256 (of the decoded int16 bytes) differs from the manifest", path)
         labels = {}
-        for n in LABEL_KEYS:
+        for n, member in zip(LABEL_KEYS, LABEL_MEMBERS):
             try:
-                labels[n] = self._npy(parts[f"{n}.npy"])
+                labels[n] = self._npy(parts[member])
             except ValueError as exc:
-                raise SampleError("corrupt", f"{n}.npy unreadable: {exc}", path) from None
+                raise SampleError("corrupt", f"{member} unreadable: {exc}", path) from None
         return labels
 
     def _codec(self, config, path: str):
@@ -226,9 +237,6 @@ class WdsReader:
 
 
 class ZarrReader:
-    _LABEL_ARRAYS = {"tte_time": "tte/time", "tte_event": "tte/event", "bench_label": "bench/label",
-                     "bench_time": "bench/time", "bench_event": "bench/event"}
-
     def __init__(self, index: SplitIndex, verify_sha256: bool = False):
         self.index = index
         self.verify_sha256 = verify_sha256
@@ -240,12 +248,12 @@ class ZarrReader:
         if self._group is None:
             import zarr
 
-            self._group = zarr.open_group(join(self.index.root, "zarr"), mode="r")
-            self._volumes = self._group["volumes"]
+            self._group = zarr.open_group(join(self.index.root, ZARR_DIR), mode="r")
+            self._volumes = self._group[ZARR_VOLUMES]
             self._fill = self._volumes.fill_value
             shards = getattr(self._volumes, "shards", None)
             self._shard_rows = int(shards[0]) if shards else int(self._volumes.chunks[0])
-            self._labels = {n: self._group[p] for n, p in self._LABEL_ARRAYS.items()}
+            self._labels = {n: self._group[p] for n, p in ZARR_LABEL_ARRAYS.items()}
             # zarr checks a chunk crc32c itself before decoding; without one, hash the decoded volume
             self._hash_volumes = self.verify_sha256 or not _has_chunk_crc32c(self._volumes)
         return self._group
@@ -258,7 +266,7 @@ class ZarrReader:
         cache = self._chunks[name]
         block = cache.get(c)
         if block is None:
-            block = arr[c * rows_per_chunk:(c + 1) * rows_per_chunk]
+            block = arr[c * rows_per_chunk : (c + 1) * rows_per_chunk]
             cache[c] = block
             if len(cache) > 4:
                 cache.popitem(last=False)
@@ -284,7 +292,7 @@ class ZarrReader:
             labels = {n: np.asarray(self._label_row(n, row)) for n in LABEL_KEYS}
         except Exception as exc:
             raise SampleError("corrupt", f"zarr label read failed: {exc}", "zarr/tte|bench") from None
-        if hashlib.sha256(labels_npy_bytes(labels)).hexdigest() != self.index.labels_sha256[k]:
+        if labels_sha256(label_member_bytes(labels).values()) != self.index.labels_sha256[k]:
             raise SampleError("corrupt", "labels sha256 differs from the manifest", "zarr/tte|bench")
         return labels
 

@@ -1,11 +1,15 @@
-"""Local paths and fsspec URLs, and a size-bounded local cache for remote shards.
+"""Local paths and fsspec URLs for the loader, and a size-bounded local cache for remote shards.
 
-A path with a protocol other than `file` (`s3://`, `gs://`, `http://`, `memory://`) is remote:
-the whole shard file is downloaded once into `cache_dir` (to a temporary name, then renamed, under
-an fcntl lock so that the workers and ranks of one node download it once) and read locally by
-offset afterwards. After each download the least recently used files are evicted until the cache
-fits in `max_bytes` (the file just fetched is never evicted; a reader that already opened an
-evicted file keeps reading it, since unlinking an open file is safe on POSIX).
+A path with a protocol other than `file` (`s3://`, `gs://`, `memory://`) is remote
+(:mod:`tte_scale.remote`, which also says how credentials and endpoints are configured): the
+whole shard file is downloaded once into `cache_dir` (to a temporary name, then renamed, under an
+fcntl lock so that the workers and ranks of one node download it once) and read locally by offset
+afterwards. When the manifest gives the shard's size and sha256 (`shards.parquet`), the download is
+checked against them before it enters the cache, and the cache entry is named by that sha256 too:
+a shard rebuilt under the same URL is a new entry, never the stale copy. After each download the
+least recently used files are evicted until the cache fits in `max_bytes` (the file just fetched
+is never evicted; a reader that already opened an evicted file keeps reading it, since unlinking
+an open file is safe on POSIX).
 """
 
 from __future__ import annotations
@@ -15,77 +19,93 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["is_remote", "join", "read_bytes", "exists", "ShardCache"]
+from tte_scale.remote import StorageConfig, StorageError, download, is_url, join, list_objects, local_path, object_info
+from tte_scale.remote import read_bytes as read_object
+
+__all__ = ["is_remote", "join", "read_bytes", "exists", "missing", "ShardCache", "ShardDamaged"]
 
 log = logging.getLogger("tte_scale.data")
 
-_COPY_CHUNK = 8 * 2**20
+is_remote = is_url
+_STORAGE = StorageConfig()
 
 
-def is_remote(path: str) -> bool:
-    """True for an fsspec URL whose protocol is not the local filesystem."""
-    path = str(path)
-    return "://" in path and not path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    path = str(path)
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
-def join(base: str, *parts: str) -> str:
-    """Join path parts with `/` for URLs and local paths alike."""
-    out = str(base).rstrip("/")
-    for part in parts:
-        out = f"{out}/{part}"
-    return out
-
-
-def _fs(url: str):
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path
+class ShardDamaged(OSError):
+    """A downloaded shard whose size or sha256 differs from the manifest's."""
 
 
 def read_bytes(path: str) -> bytes:
     """Whole content of a small file (manifest tables, build.json)."""
     if is_remote(path):
-        fs, p = _fs(path)
-        return fs.cat_file(p)
-    return Path(_local(path)).read_bytes()
+        return read_object(path, _STORAGE)
+    return Path(local_path(path)).read_bytes()
 
 
 def exists(path: str) -> bool:
+    """Whether the file exists (a remote one: an object, not a prefix)."""
     if is_remote(path):
-        fs, p = _fs(path)
-        return fs.exists(p)
-    return os.path.exists(_local(path))
+        return object_info(path, _STORAGE) is not None
+    return os.path.exists(local_path(path))
+
+
+def missing(paths: Iterable[str]) -> list[str]:
+    """The paths of ``paths`` that do not exist; remote ones by one listing per folder."""
+    paths = list(paths)
+    remote: dict[str, list[str]] = defaultdict(list)
+    lost = []
+    for p in paths:
+        if is_remote(p):
+            remote[p.rsplit("/", 1)[0]].append(p)
+        elif not os.path.exists(local_path(p)):
+            lost.append(p)
+    for folder, members in remote.items():
+        try:
+            there = list_objects(folder, _STORAGE)
+        except StorageError as exc:
+            if exc.kind != "not_found":
+                raise
+            there = {}
+        lost += [p for p in members if p.rsplit("/", 1)[1] not in there]
+    lost_set = set(lost)
+    return [p for p in paths if p in lost_set]
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class ShardCache:
     """Maps a shard path to a local file path, downloading remote shards into a bounded cache."""
 
-    def __init__(self, cache_dir: str | None, max_bytes: int):
+    def __init__(self, cache_dir: str | None, max_bytes: int, storage: StorageConfig | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "tte_scale_shard_cache"
         self.max_bytes = int(max_bytes)
+        self.storage = storage or _STORAGE
         self.downloads = 0
         self.evictions = 0
 
-    def _entry(self, url: str) -> Path:
+    def _entry(self, url: str, sha256: str | None) -> Path:
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        return self.cache_dir / f"{digest}-{os.path.basename(url.rstrip('/'))}"
+        version = f"-{sha256[:16]}" if sha256 else ""
+        return self.cache_dir / f"{digest}{version}-{os.path.basename(url.rstrip('/'))}"
 
-    def local_path(self, path: str) -> str:
-        """A local file with the content of `path` (raises FileNotFoundError when it is missing)."""
+    def local_path(self, path: str, size: int | None = None, sha256: str | None = None) -> str:
+        """A local file with the content of `path`: FileNotFoundError when it is missing,
+        :class:`ShardDamaged` when a download differs from the given `size` / `sha256`."""
         if not is_remote(path):
-            local = _local(path)
+            local = local_path(path)
             if not os.path.exists(local):
                 raise FileNotFoundError(local)
             return local
-        entry = self._entry(path)
+        entry = self._entry(path, sha256)
         if entry.exists():
             os.utime(entry)  # mark as recently used for eviction
             return str(entry)
@@ -94,26 +114,38 @@ class ShardCache:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 if not entry.exists():  # another process may have fetched it while we waited
-                    self._download(path, entry)
+                    self._download(path, entry, size, sha256)
                     self._evict(keep=entry)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return str(entry)
 
-    def _download(self, url: str, entry: Path) -> None:
-        fs, p = _fs(url)
-        if not fs.exists(p):
-            raise FileNotFoundError(url)
-        tmp = entry.with_name(entry.name + f".part{os.getpid()}")
-        with fs.open(p, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(_COPY_CHUNK):
-                dst.write(chunk)
-        os.replace(tmp, entry)
+    def _download(self, url: str, entry: Path, size: int | None, sha256: str | None) -> None:
+        # checked under a name the cache never serves; renamed into place only when it matches
+        tmp = entry.with_name(entry.name + f".check{os.getpid()}")
+        try:
+            try:
+                got = download(url, tmp, self.storage)
+            except StorageError as exc:
+                if exc.kind == "not_found":
+                    raise FileNotFoundError(url) from None
+                raise OSError(str(exc)) from None
+            if size is not None and got != size:
+                raise ShardDamaged(f"{url}: downloaded {got} bytes, the manifest says {size}")
+            if sha256 is not None and _hash_file(tmp) != sha256:
+                raise ShardDamaged(f"{url}: sha256 of the download differs from the manifest")
+            os.replace(tmp, entry)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.downloads += 1
         log.info("cached %s -> %s", url, entry)
 
     def _evict(self, keep: Path) -> None:
-        files = [f for f in self.cache_dir.iterdir() if f.is_file() and f.name != ".lock" and ".part" not in f.name]
+        files = [
+            f
+            for f in self.cache_dir.iterdir()
+            if f.is_file() and f.name != ".lock" and ".part" not in f.name and ".check" not in f.name
+        ]
         total = sum(f.stat().st_size for f in files)
         for f in sorted(files, key=lambda f: f.stat().st_mtime):
             if total <= self.max_bytes:

@@ -27,18 +27,18 @@ is reported as an event that the loader counts and logs.
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from tte_scale.data.config import LoaderConfig
-from tte_scale.data.manifest import SplitIndex
 from tte_scale.data.order import advance, epoch_order, rank_step_positions
-from tte_scale.data.readers import LABEL_KEYS, SampleError, WdsReader, ZarrReader
+from tte_scale.data.readers import SampleError, WdsReader, ZarrReader
+from tte_scale.data.split_index import SplitIndex
 from tte_scale.data.storage import ShardCache
 from tte_scale.errors import TteScaleError
+from tte_scale.formats.shards import LABEL_KEYS
 
 __all__ = ["DataIntegrityError", "StreamSpec", "SlotRing", "BatchStream", "make_reader", "read_batch", "to_torch"]
 
@@ -59,14 +59,13 @@ class SlotRing:
         self.vol_WSB1DHW = torch.empty((num_workers, slots, *batch_shape), dtype=torch.int16).share_memory_()
         self.free = [ctx.Semaphore(slots) for _ in range(num_workers)]
 
-    def acquire(self, worker: int, parent_pid: int) -> None:
+    def acquire(self, worker: int) -> None:
         """Wait until the main process has copied out one of this worker's slots."""
         # The DataLoader keeps at most prefetch_factor batches in flight per worker and the ring
         # has one slot more, so this normally returns at once; it only waits if the main process
-        # is slow to copy, and gives up if the main process is gone.
-        while not self.free[worker].acquire(timeout=1.0):
-            if os.getppid() != parent_pid:  # re-parented: the process that started us is gone
-                raise SystemExit(0)
+        # is slow to copy. If the main process dies meanwhile, the worker's lifeline thread
+        # (tte_scale.data.lifeline) ends the worker.
+        self.free[worker].acquire()
 
     def take(self, worker: int, slot: int, out_B1DHW: torch.Tensor) -> None:
         """Copy a filled slot into `out_B1DHW` (main process) and hand the slot back."""
@@ -100,8 +99,9 @@ def make_reader(index: SplitIndex, cfg: LoaderConfig):
     return WdsReader(index, ShardCache(cfg.cache_dir, cfg.cache_max_bytes), verify_sha256=cfg.verify_volume_sha256)
 
 
-def read_batch(reader, index: SplitIndex, order: np.ndarray, positions: np.ndarray, tries: int,
-               vol_B1DHW: np.ndarray) -> tuple[dict, list[dict]]:
+def read_batch(
+    reader, index: SplitIndex, order: np.ndarray, positions: np.ndarray, tries: int, vol_B1DHW: np.ndarray
+) -> tuple[dict, list[dict]]:
     """Decode the batch at global `positions` of the epoch `order` into `vol_B1DHW` (int16
     [B, 1, D, H, W]); returns its labels, rows and scan ids (numpy / lists) and the integrity
     events it caused."""
@@ -122,13 +122,21 @@ def read_batch(reader, index: SplitIndex, order: np.ndarray, positions: np.ndarr
                 break
             except SampleError as exc:
                 if attempt == 0:  # only the sample owning position p counts as bad
-                    events.append({"kind": f"replaced_{exc.kind}", "scan_id": index.scan_ids[k],
-                                   "row": int(index.rows[k]), "shard": exc.shard, "reason": exc.reason,
-                                   "position": p})
+                    events.append(
+                        {
+                            "kind": f"replaced_{exc.kind}",
+                            "scan_id": index.scan_ids[k],
+                            "row": int(index.rows[k]),
+                            "shard": exc.shard,
+                            "reason": exc.reason,
+                            "position": p,
+                        }
+                    )
         else:
             raise DataIntegrityError(
                 f"no readable sample in global positions {p}..{p + tries} of split {index.split!r} "
-                f"under {index.root}: the shards are badly damaged (see the warnings above)")
+                f"under {index.root}: the shards are badly damaged (see the warnings above)"
+            )
         if attempt:
             events[-1]["replacement"] = index.scan_ids[chosen[j]]
     events.extend(reader.shard_events)
@@ -163,28 +171,36 @@ class BatchStream(torch.utils.data.IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         b, world = sp.cfg.batch_size, sp.world_size
         order_epoch, order = None, None
-        # The main process with fork/spawn, the forkserver with forkserver (as torch's own worker
-        # watchdog does): either way it goes away when the main process does.
-        parent = os.getppid()
+        # A worker goes away when the main process does, however that ends: the loader starts
+        # every worker with a lifeline to the main process (tte_scale.data.lifeline), since the
+        # worker's parent may be the forkserver, which outlives a killed main process.
         reader = make_reader(sp.index, sp.cfg)  # opened here, i.e. inside the worker
         try:
             for i, t in enumerate(itertools.count(worker, num_workers)):
                 epoch, consumed = advance(sp.index.num_samples, sp.epoch, sp.consumed, t, b, world)
                 if epoch != order_epoch:
                     order_epoch = epoch
-                    order = epoch_order(sp.index.stream_sizes, sp.cfg.seed, epoch, sp.cfg.shuffle_window,
-                                        sp.cfg.shuffle)
+                    order = epoch_order(
+                        sp.index.stream_sizes, sp.cfg.seed, epoch, sp.cfg.shuffle_window, sp.cfg.shuffle
+                    )
                 positions = rank_step_positions(consumed, 0, sp.rank, b, world)
                 if sp.ring is None:  # in-process: decode straight into the batch tensor
                     vol = torch.empty((len(positions), 1, *sp.index.shape), dtype=torch.int16)
-                    batch, events = read_batch(reader, sp.index, order, positions, sp.cfg.replacement_tries,
-                                               vol.numpy())
+                    batch, events = read_batch(
+                        reader, sp.index, order, positions, sp.cfg.replacement_tries, vol.numpy()
+                    )
                     batch["volume"] = vol
                 else:
                     slot = i % sp.ring.slots
-                    sp.ring.acquire(worker, parent)
-                    batch, events = read_batch(reader, sp.index, order, positions, sp.cfg.replacement_tries,
-                                               sp.ring.vol_WSB1DHW[worker, slot].numpy())
+                    sp.ring.acquire(worker)
+                    batch, events = read_batch(
+                        reader,
+                        sp.index,
+                        order,
+                        positions,
+                        sp.cfg.replacement_tries,
+                        sp.ring.vol_WSB1DHW[worker, slot].numpy(),
+                    )
                     batch["volume"] = (worker, slot)
                 yield batch, events
         finally:

@@ -63,7 +63,7 @@ def _pax(data: bytes) -> dict[str, str]:
     while pos < len(data):
         space = data.index(b" ", pos)
         length = int(data[pos:space])
-        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
         out[key.decode()] = value.decode("utf-8", "replace")
         pos += length
     return out
@@ -76,7 +76,7 @@ def _resync(f, start: int, file_size: int) -> int | None:
         f.seek(pos)
         chunk = f.read(_RESYNC_CHUNK)
         for off in range(0, len(chunk) - BLOCK + 1, BLOCK):
-            block = chunk[off:off + BLOCK]
+            block = chunk[off : off + BLOCK]
             if block[257:262] != b"ustar":
                 continue
             try:
@@ -104,8 +104,10 @@ def index_tar(path: str) -> TarIndex:
                 name, size, flag = _parse(block)
             except _BadHeader as exc:
                 nxt = _resync(f, pos + BLOCK, file_size)
-                idx.issues.append(f"corrupt tar header at byte {pos} ({exc}); "
-                                  + (f"resumed at byte {nxt}" if nxt is not None else "nothing readable after it"))
+                idx.issues.append(
+                    f"corrupt tar header at byte {pos} ({exc}); "
+                    + (f"resumed at byte {nxt}" if nxt is not None else "nothing readable after it")
+                )
                 pending = {}
                 if nxt is None:
                     break

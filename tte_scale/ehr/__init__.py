@@ -6,6 +6,7 @@
 * ``vocab``: code registry and ontology closure.
 * ``build``: ``tte-scale labels`` (``build_labels``): one scan of the MEDS files, then the label pass.
 * ``store``: the labels folder format and ``load_labels`` (docs/formats.md).
+* ``precomputed``: benchmark labels a release ships (``labels --bench-labels``), used instead of the codes.
 * ``reference``: a plain pandas implementation used as the test oracle and benchmark baseline.
 """
 

@@ -8,8 +8,9 @@ Pass 2 (labels, per shard): the spilled events of the task codes -> dense ``[row
 in row blocks that bound the memory, staged into whole ``tte.zarr`` chunks; the train event-time
 histogram that fixes the bins. Parquet is decoded once; pass 2 reads a few flat arrays back.
 The per-event work is in the compiled ``kernels`` (their numpy reference is in tests/unit/ehr/numpy_ref.py).
-Everything goes to ``OUT.partial`` and is renamed at the end, so a killed run never leaves a
-half-valid labels folder.
+Everything goes to ``.OUT.partial`` and is renamed at the end, so a killed run never leaves a
+half-valid labels folder. Folders are replaced only when they carry the labels owner marker
+(``tte_scale.outputs``): a command never deletes what it did not write.
 
 Legend: E events, F future events, R rows (labelled scans), K tasks, T benchmark tasks, S
 subjects of a shard, C code columns of a shard.
@@ -33,15 +34,36 @@ import pyarrow.parquet as pq
 from tte_scale.config import to_dict
 from tte_scale.ehr import core, kernels
 from tte_scale.ehr.config import LabelsConfig, TaskSet
-from tte_scale.ehr.meds import Scans, ShardEvents, open_meds, read_parents, read_scans, read_shard, read_splits
+from tte_scale.ehr.meds import (
+    SPLITS,
+    Scans,
+    ShardEvents,
+    open_meds,
+    read_parents,
+    read_scans,
+    read_shard,
+    read_splits,
+    unknown_splits,
+)
+from tte_scale.ehr.precomputed import PrecomputedBench
 from tte_scale.ehr.store import (
-    BENCH_SCHEMA, EXCLUDED_SCHEMA, FORMAT_VERSION, ROWS_SCHEMA, TteWriter, bench_table, write_vocab,
+    BENCH_SCHEMA,
+    EXCLUDED_SCHEMA,
+    FORMAT_VERSION,
+    ROWS_SCHEMA,
+    TteWriter,
+    bench_table,
+    write_vocab,
 )
 from tte_scale.ehr.summary import summarize
 from tte_scale.ehr.vocab import CodeRegistry, Ontology
 from tte_scale.errors import InputError
+from tte_scale.outputs import check_not_input, check_replaceable, mark, remove_own
 
 __all__ = ["build_labels"]
+
+COMMAND = "labels"
+"""Owner name in the ``tte_scale.outputs`` marker of a labels folder."""
 
 _SPILL = (("r", np.int32), ("gid", np.int32), ("t", np.int64))
 
@@ -75,6 +97,8 @@ class _Stats:
     subjects: int = 0
     excluded: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+    """What the input checks found and the limits they used (summary.json ``checks``)."""
 
 
 def _progress(items, desc: str, enabled: bool):
@@ -123,7 +147,40 @@ def _bench_csr(codes: list[str], tasks: TaskSet):
     return offsets, np.array([j for _, j in pairs], np.int64)
 
 
-def _plan_shard(path: Path, ev: ShardEvents, scans: Scans, splits: dict, excluded: list) -> _ShardPlan:
+@dataclass(frozen=True)
+class _Checks:
+    """What makes a scan untrustworthy beyond the end of record (``LabelsConfig`` fields)."""
+
+    birth_code: str
+    """"": no birth check."""
+    max_event_us: int
+    """A subject with a timed event after this is excluded."""
+
+
+# One reason per excluded scan: the first that applies, in this order (docs/formats.md).
+EXCLUSION_REASONS = (
+    "subject_not_in_splits",
+    "unknown_split",
+    "no_timed_events",
+    "event_after_max_time",
+    "prediction_time_before_birth",
+    "prediction_time_at_or_after_end_of_record",
+    "unknown_subject",
+)
+
+
+def _birth(ev: ShardEvents, code: str) -> np.ndarray:
+    """int64 [S]: each subject's first timed ``code`` event (INT64_MIN: none, so that no
+    prediction time is before it)."""
+    birth_S = np.full(len(ev.subject_ids), core.INT64_MAX, np.int64)
+    if code and code in ev.codes:
+        m = (ev.code_E == ev.codes.index(code)) & ev.timed_E  # one vector pass; the hits are few
+        np.minimum.at(birth_S, ev.subj_E[m], ev.time_E[m])
+    birth_S[birth_S == core.INT64_MAX] = core.INT64_MIN
+    return birth_S
+
+
+def _plan_shard(path: Path, ev: ShardEvents, scans: Scans, splits: dict, excluded: list, checks: _Checks) -> _ShardPlan:
     """The shard's labelled rows (row order) and its excluded scans."""
     S = len(ev.subject_ids)
     eor_S = kernels.end_of_record(ev.subj_E, ev.time_E, ev.timed_E, S)
@@ -133,10 +190,15 @@ def _plan_shard(path: Path, ev: ShardEvents, scans: Scans, splits: dict, exclude
     sel = np.repeat(lo, cnt) + np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
     subj = np.searchsorted(ev.subject_ids, scans.subject_id[sel])
     eor = eor_S[subj]
+    pred = scans.pred_us[sel]
     split = np.array([splits.get(int(s)) for s in scans.subject_id[sel]], dtype=object)
     reason = np.full(len(sel), None, dtype=object)
-    reason[scans.pred_us[sel] >= eor] = "prediction_time_at_or_after_end_of_record"
+    # Assigned from the last reason of EXCLUSION_REASONS to the first: the first that applies wins.
+    reason[pred >= eor] = "prediction_time_at_or_after_end_of_record"
+    reason[pred < _birth(ev, checks.birth_code)[subj]] = "prediction_time_before_birth"
+    reason[(eor > checks.max_event_us) & (eor != core.INT64_MIN)] = "event_after_max_time"
     reason[eor == core.INT64_MIN] = "no_timed_events"
+    reason[np.array([s is not None and s not in SPLITS for s in split], bool)] = "unknown_split"
     reason[split == None] = "subject_not_in_splits"  # noqa: E711
     bad = reason != None  # noqa: E711
     excluded.extend(zip(sel[bad].tolist(), reason[bad].tolist()))
@@ -144,18 +206,44 @@ def _plan_shard(path: Path, ev: ShardEvents, scans: Scans, splits: dict, exclude
     return _ShardPlan(path, S, sel[ok], subj[ok], eor[ok], split[ok] == "train", split[ok])
 
 
-def _bench_rows(ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, pred_R, scans: Scans, tasks: TaskSet) -> pa.Table:
+def _bench_rows(
+    ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, pred_R, scans: Scans, tasks: TaskSet
+) -> pa.Table:
     """Benchmark labels of the shard's rows: exact code sets, all timed events for "first after",
     static rows as prior."""
     boff, btgt = _bench_csr(ev.codes, tasks)
-    first_RT, ever_ST = kernels.bench_first(ev.subj_E, ev.time_E, ev.timed_E, ev.code_E, boff, btgt, len(tasks.tasks), rows.start_S, rows.end_S - rows.start_S, pred_R)
+    first_RT, ever_ST = kernels.bench_first(
+        ev.subj_E,
+        ev.time_E,
+        ev.timed_E,
+        ev.code_E,
+        boff,
+        btgt,
+        len(tasks.tasks),
+        rows.start_S,
+        rows.end_S - rows.start_S,
+        pred_R,
+        np.array([round(t.start_days * core.US_PER_DAY) for t in tasks.tasks], np.int64),
+    )
     horizon = [t.horizon_days for t in tasks.tasks]
     excl_prior = [t.exclude_prior for t in tasks.tasks]
     lab, days, bev, bexc = core.bench_labels(first_RT, ever_ST[plan.subj_R], pred_R, plan.eor_R, horizon, excl_prior)
-    return bench_table(scans.scan_id[plan.scan_idx], scans.subject_id[plan.scan_idx], plan.split_R, tasks.names, lab, days, bev, bexc)
+    return bench_table(
+        scans.scan_id[plan.scan_idx], scans.subject_id[plan.scan_idx], plan.split_R, tasks.names, lab, days, bev, bexc
+    )
 
 
-def _train_counts(ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, off_S, row_F, code_F, gid_C, registry: CodeRegistry, ontology: Ontology) -> None:
+def _train_counts(
+    ev: ShardEvents,
+    plan: _ShardPlan,
+    rows: core.RowIndex,
+    off_S,
+    row_F,
+    code_F,
+    gid_C,
+    registry: CodeRegistry,
+    ontology: Ontology,
+) -> None:
     """Add to ``registry.counts`` the number of train rows after which each code occurs.
     Runs on train subjects' events only: tuning/held_out events cannot influence the vocabulary."""
     train_S = np.zeros(plan.num_subjects, bool)
@@ -164,12 +252,26 @@ def _train_counts(ev: ShardEvents, plan: _ShardPlan, rows: core.RowIndex, off_S,
         return
     offsets, targets, cols_gid = registry.csr(ev.codes, ontology, gid_C)
     identity = not ontology.has_ancestors(ev.codes)  # column = code (``registry.csr``)
-    counts = kernels.count_rows_after(off_S, row_F, code_F, rows.start_S, train_S, offsets, targets, identity, len(cols_gid))
+    counts = kernels.count_rows_after(
+        off_S, row_F, code_F, rows.start_S, train_S, offsets, targets, identity, len(cols_gid)
+    )
     registry.counts[cols_gid] += counts
 
 
-def _pass_scan(ds, scans: Scans, splits: dict, ontology: Ontology, tasks: TaskSet, cfg: LabelsConfig, tmp: Path, stats: _Stats, progress: bool):
-    """Pass 1: plans per shard, exclusions, bench.parquet, train counts per code, spills."""
+def _pass_scan(
+    ds,
+    scans: Scans,
+    splits: dict,
+    ontology: Ontology,
+    tasks: TaskSet,
+    checks: _Checks,
+    tmp: Path,
+    stats: _Stats,
+    progress: bool,
+    pre: PrecomputedBench | None = None,
+):
+    """Pass 1: plans per shard, exclusions, bench.parquet, train counts per code, spills.
+    ``pre``: precomputed benchmark labels that replace the computed ones of their tasks."""
     registry = CodeRegistry()
     plans: list[_ShardPlan] = []
     excluded: list[tuple[int, str]] = []
@@ -188,7 +290,7 @@ def _pass_scan(ds, scans: Scans, splits: dict, ontology: Ontology, tasks: TaskSe
             stats.static_events += int((~ev.timed_E).sum())
             seen.append(ev.subject_ids)
             seen_files.append(path)
-            plan = _plan_shard(path, ev, scans, splits, excluded)
+            plan = _plan_shard(path, ev, scans, splits, excluded, checks)
             plans.append(plan)
             num_train_rows += int(plan.train_R.sum())
             if len(plan.scan_idx):
@@ -196,12 +298,15 @@ def _pass_scan(ds, scans: Scans, splits: dict, ontology: Ontology, tasks: TaskSe
                 pred_R = scans.pred_us[plan.scan_idx]
                 if len(work) < 2 * (ev.num_events + 1):  # scratch kept across shards: fresh memory costs page faults
                     work = np.empty(2 * (ev.num_events + 1), np.int64)
-                off_S, row_F, code_F, time_F = kernels.future_events(ev.subj_E, ev.time_E, ev.timed_E, ev.code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, work)
+                off_S, row_F, code_F, time_F = kernels.future_events(
+                    ev.subj_E, ev.time_E, ev.timed_E, ev.code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, work
+                )
                 gid_C = registry.ids_of(ev.codes)
                 plan.spill, plan.fut_off = spill_dir / f"{i:06d}", off_S
                 _spill_write(plan.spill, r=row_F, gid=gid_C[code_F], t=time_F)
                 _train_counts(ev, plan, rows, off_S, row_F, code_F, gid_C, registry, ontology)
-                writer.write_table(_bench_rows(ev, plan, rows, pred_R, scans, tasks))
+                bench = _bench_rows(ev, plan, rows, pred_R, scans, tasks)
+                writer.write_table(pre.apply(bench) if pre is not None else bench)
             bar.set_postfix(events=stats.events)
     finally:
         writer.close()
@@ -210,7 +315,9 @@ def _pass_scan(ds, scans: Scans, splits: dict, ontology: Ontology, tasks: TaskSe
     dup = np.unique(all_sorted[1:][all_sorted[1:] == all_sorted[:-1]])
     if len(dup):  # checked once at the end (cheap); the output folder is still partial
         files = [f for f, ids in zip(seen_files, seen) if np.isin(ids, dup).any()]
-        raise InputError(f"{files[-1]}: subjects {dup[:5].tolist()} also appear in {files[0]}; a MEDS subject must live in one file")
+        raise InputError(
+            f"{files[-1]}: subjects {dup[:5].tolist()} also appear in {files[0]}; a MEDS subject must live in one file"
+        )
     stats.subjects = len(all_seen)
     unknown = np.flatnonzero(~np.isin(scans.subject_id, all_seen))
     excluded.extend((int(i), "unknown_subject") for i in unknown)
@@ -267,18 +374,41 @@ def _pass_labels(plans, scans, vocab_gid, registry, ontology, cfg, tmp: Path, pr
             hist_R = plan.train_R & core.subject_sample(scans.subject_id[plan.scan_idx], bin_stride)
             # The hour histogram must reach the longest censoring time among the rows it takes.
             if hist_R.any():
-                need = int(core.hours_of_days(((plan.eor_R - pred_R)[hist_R] / core.US_PER_DAY).astype(np.float32)).max()) + 1
+                need = (
+                    int(core.hours_of_days(((plan.eor_R - pred_R)[hist_R] / core.US_PER_DAY).astype(np.float32)).max())
+                    + 1
+                )
                 if need > len(hist):
                     hist = np.concatenate([hist, np.zeros(need - len(hist), np.int64)])
             for b0, b1 in core.row_blocks(rows, K, block_cells, align=out.chunk_rows, offset=plan.offset):
                 # Blocks end at subject boundaries and the spill is grouped by subject.
                 e0, e1 = plan.fut_off[plan.subj_R[b0]], plan.fut_off[plan.subj_R[b1 - 1] + 1]
                 time_RK, event_RK = out.reserve(b1 - b0)
-                args = (e0, e1, sp["r"], sp["gid"], sp["t"], task_of, toff, ttgt, b0, first_R, pred_R, plan.eor_R, plan.train_R, hist_R, time_RK, event_RK, events_K, train_events_K, hist)
-                need = kernels.fill_labels(*args, work)
+                block = kernels.LabelBlock(
+                    e0=e0,
+                    e1=e1,
+                    row_F=sp["r"],
+                    gid_F=sp["gid"],
+                    time_F=sp["t"],
+                    task_of=task_of,
+                    task_off=toff,
+                    task_tgt=ttgt,
+                    b0=b0,
+                    first_R=first_R,
+                    pred_R=pred_R,
+                    eor_R=plan.eor_R,
+                    train_R=plan.train_R,
+                    hist_R=hist_R,
+                    time_RK=time_RK,
+                    event_RK=event_RK,
+                    events_K=events_K,
+                    train_events_K=train_events_K,
+                    hist=hist,
+                )
+                need = kernels.fill_labels(block, work)
                 if need:  # grow the scratch (kept across blocks and shards: fresh memory costs page faults)
                     work = np.empty(need + need // 2, np.int64)
-                    kernels.fill_labels(*args, work)
+                    kernels.fill_labels(block, work)
                 out.commit(b1 - b0)
         out.close()
     except BaseException:
@@ -288,40 +418,89 @@ def _pass_labels(plans, scans, vocab_gid, registry, ontology, cfg, tmp: Path, pr
     return hist, events_K, train_events_K
 
 
-def build_labels(meds: str | Path, scans_path: str | Path, out: str | Path, cfg: LabelsConfig, tasks: TaskSet, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Build the labels folder ``out`` (docs/formats.md) and return the run summary."""
+def build_labels(
+    meds: str | Path,
+    scans_path: str | Path,
+    out: str | Path,
+    cfg: LabelsConfig,
+    tasks: TaskSet,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    inputs: tuple = (),
+) -> dict:
+    """Build the labels folder ``out`` (docs/formats.md) and return the run summary.
+
+    ``out`` is replaced only when ``overwrite`` is set and it is a labels folder (it carries the
+    ``tte_scale.outputs`` marker of ``labels``) that neither is nor holds an input; the same
+    rule covers the ``.OUT.partial``/``.OUT.old`` folders beside it. All of it is checked before
+    any work. ``inputs`` names further inputs of the run (the benchmark task file)."""
     out = Path(out)
+    tmp = out.parent / f".{out.name}.partial"
+    old = out.parent / f".{out.name}.old"
+    inputs = [meds, scans_path, cfg.bench_labels, *inputs]
+    check_not_input(out, inputs)
     if out.exists() and not overwrite:
         raise InputError(f"{out}: labels folder exists; pass --overwrite to replace it")
+    for path in (out, tmp, old):
+        check_replaceable(path, COMMAND, inputs, flag="--out" if path == out else "leftover")
     ds = open_meds(meds)
     scans = read_scans(scans_path)
     splits = read_splits(ds)
-    ontology = Ontology(read_parents(ds), enabled=cfg.ontology)
+    other = unknown_splits(splits)
+    if other and cfg.unknown_splits == "error":
+        named = ", ".join(f"{n!r} ({c} subjects)" for n, c in sorted(other.items()))
+        raise InputError(
+            f"{ds.splits_path}: field 'split' has names other than {list(SPLITS)}: {named}; their scans could "
+            "never be used. Rename them, or pass --unknown-splits exclude to leave those scans out (reported)"
+        )
+    ontology = Ontology(read_parents(ds) if cfg.ontology else {}, enabled=cfg.ontology)
+    checks = _Checks(birth_code=cfg.birth_code, max_event_us=cfg.max_event_us())
+    pre = PrecomputedBench(cfg.bench_labels, tasks.names) if cfg.bench_labels else None
     stats = _Stats()
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by a killed run: never valid
+    stats.checks = {
+        "unknown_splits": other,
+        "birth_code": cfg.birth_code or None,
+        "max_event_time": str(np.datetime64(checks.max_event_us, "us")),
+        "ontology": cfg.ontology,
+    }
+    remove_own(tmp, COMMAND, inputs)  # left by a killed run of ours: never valid
     tmp.mkdir(parents=True)
+    mark(tmp, COMMAND)  # travels with the folder when it is renamed to ``out``
     try:
-        summary = _build(ds, scans, splits, ontology, cfg, tasks, tmp, stats, progress, meds, scans_path)
+        summary = _build(ds, scans, splits, ontology, checks, cfg, tasks, tmp, stats, progress, meds, scans_path, pre)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # ours: created and marked above
         raise
     if out.exists():
-        old = out.parent / f".{out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
+        remove_own(old, COMMAND, inputs)
         out.rename(old)
         tmp.rename(out)
-        shutil.rmtree(old)
+        shutil.rmtree(old)  # the labels folder checked above, renamed
     else:
         tmp.rename(out)
     return summary
 
 
-def _build(ds, scans: Scans, splits, ontology, cfg: LabelsConfig, tasks: TaskSet, tmp: Path, stats: _Stats, progress: bool, meds, scans_path) -> dict:
+def _build(
+    ds,
+    scans: Scans,
+    splits,
+    ontology,
+    checks: _Checks,
+    cfg: LabelsConfig,
+    tasks: TaskSet,
+    tmp: Path,
+    stats: _Stats,
+    progress: bool,
+    meds,
+    scans_path,
+    pre: PrecomputedBench | None = None,
+) -> dict:
     t0 = _time.perf_counter()
-    registry, plans, excluded, num_train_rows = _pass_scan(ds, scans, splits, ontology, tasks, cfg, tmp, stats, progress)
+    registry, plans, excluded, num_train_rows = _pass_scan(
+        ds, scans, splits, ontology, tasks, checks, tmp, stats, progress, pre
+    )
     stats.seconds["pass_scan"] = _time.perf_counter() - t0
     if stats.events == 0:
         raise InputError(f"{ds.root / 'data'}: empty cohort: the event files hold no rows")
@@ -329,13 +508,22 @@ def _build(ds, scans: Scans, splits, ontology, cfg: LabelsConfig, tasks: TaskSet
     for p in plans:
         p.offset = offset
         offset += len(p.scan_idx)
-    reasons = {}
+    counted = {}
     for _, why in excluded:
-        reasons[why] = reasons.get(why, 0) + 1
+        counted[why] = counted.get(why, 0) + 1
+    reasons = {why: counted[why] for why in EXCLUSION_REASONS if why in counted}
     if offset == 0:
-        raise InputError(f"{scans.path}: no scan could be labelled (excluded: {reasons})")
+        hint = ""
+        if "event_after_max_time" in reasons:
+            hint = (
+                f"; events after {stats.checks['max_event_time']}: for a cohort whose dates are shifted into "
+                "the future pass --max-event-time"
+            )
+        raise InputError(f"{scans.path}: no scan could be labelled (excluded: {reasons}){hint}")
     if num_train_rows == 0:
-        raise InputError(f"{scans.path}: no labelled scan of a train-split subject; the task vocabulary needs train scans")
+        raise InputError(
+            f"{scans.path}: no labelled scan of a train-split subject; the task vocabulary needs train scans"
+        )
     codes = np.array(registry.codes, dtype=object)
     counts = registry.all_counts()
     pick, scores = core.rank_codes(codes, counts, num_train_rows, cfg.num_tasks, cfg.min_count, cfg.ranking)
@@ -344,7 +532,9 @@ def _build(ds, scans: Scans, splits, ontology, cfg: LabelsConfig, tasks: TaskSet
     write_vocab(tmp / "vocab.parquet", codes[pick].tolist(), counts[pick], scores)
     t1 = _time.perf_counter()
     bin_stride = core.sample_stride(int(counts[pick].sum()), cfg.bin_sample_events)
-    hist, events_K, train_events_K = _pass_labels(plans, scans, pick, registry, ontology, cfg, tmp, progress, bin_stride)
+    hist, events_K, train_events_K = _pass_labels(
+        plans, scans, pick, registry, ontology, cfg, tmp, progress, bin_stride
+    )
     stats.seconds["pass_labels"] = _time.perf_counter() - t1
     if not np.array_equal(train_events_K, counts[pick]):  # both passes must agree exactly
         raise RuntimeError("internal error: pass 2 train event counts differ from pass 1 counts")
@@ -356,13 +546,21 @@ def _build(ds, scans: Scans, splits, ontology, cfg: LabelsConfig, tasks: TaskSet
         "format_version": FORMAT_VERSION,
         "bin_starts_days": starts,
         "num_bins": len(starts),
-        "config": {"labels": to_dict(cfg), "requested_num_bins": cfg.num_bins, "bench": to_dict(tasks), "meds": str(meds), "scans": str(scans_path)},
+        "config": {
+            "labels": to_dict(cfg),
+            "requested_num_bins": cfg.num_bins,
+            "bench": to_dict(tasks),
+            "meds": str(meds),
+            "scans": str(scans_path),
+        },
         "bench_tasks": tasks.names,
         "software": _versions(__version__),
     }
     (tmp / "bins.json").write_text(json.dumps(bins, indent=2))
     follow = np.concatenate([(p.eor_R - scans.pred_us[p.scan_idx]) for p in plans]) / core.US_PER_DAY
     summary = summarize(stats, scans, plans, reasons, num_train_rows, events_K, offset, cfg, starts, follow, tmp)
+    if pre is not None:
+        summary["bench_precomputed"] = pre.report()
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -6,12 +6,15 @@ another cohort means editing the YAML's code lists, not this code.
 
 from __future__ import annotations
 
+import datetime
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tte_scale.config import ConfigError, check, load_config
+import numpy as np
+
+from tte_scale.config import ConfigError, check, load_config, resolve_config_path
 
 __all__ = ["BenchTask", "TaskSet", "LabelsConfig", "load_task_set", "resolve_repo_path"]
 
@@ -33,13 +36,26 @@ class BenchTask:
     exclude_prior: bool = False
     """Exclude scans (label null, reason ``prior_event``) whose subject had a code of the set at
     or before the prediction time (static rows with a null time count as prior)."""
+    start_days: float = 0.0
+    """The event is the first occurrence more than this many days after the prediction time
+    (the seed paper's TTE finding tasks use 1 day, so that codes of the scan's own report and
+    encounter do not count); times stay measured from the prediction time."""
 
     def __post_init__(self) -> None:
         check(bool(_NAME.match(self.name)), "name", f"{self.name!r} must match {_NAME.pattern}")
         check(len(self.codes) > 0, "codes", f"task {self.name!r}: needs at least one code")
-        check(all(isinstance(c, str) and c for c in self.codes), "codes", f"task {self.name!r}: codes must be non-empty strings")
+        check(
+            all(isinstance(c, str) and c for c in self.codes),
+            "codes",
+            f"task {self.name!r}: codes must be non-empty strings",
+        )
         check(len(set(self.codes)) == len(self.codes), "codes", f"task {self.name!r}: duplicate codes {self.codes}")
         check(self.horizon_days > 0, "horizon_days", f"task {self.name!r}: must be > 0, got {self.horizon_days}")
+        check(
+            0 <= self.start_days < self.horizon_days,
+            "start_days",
+            f"task {self.name!r}: must be in [0, horizon_days), got {self.start_days}",
+        )
 
 
 @dataclass(kw_only=True, slots=True)
@@ -75,9 +91,27 @@ class LabelsConfig:
     """Task ranking: train event count, or Bernoulli entropy of the train event rate (paper)."""
     ontology: bool = True
     """Count an occurrence of a code also for its ancestors (metadata/codes.parquet parent_codes)."""
+    unknown_splits: Literal["error", "exclude"] = "error"
+    """A subject whose split (metadata/subject_splits.parquet) is not train, tuning or held_out:
+    an error naming the names and counts (a `Train` or `test` would silently leave those scans
+    out of every stage), or ``exclude``: their scans are excluded, reason ``unknown_split``."""
+    birth_code: str = "MEDS_BIRTH"
+    """Code of the birth event (MEDS). A scan whose prediction time is before the subject's
+    first birth event is excluded, reason ``prediction_time_before_birth`` (its label times
+    would span the subject's life and move the last bin). "" turns the check off."""
+    max_event_time: str | None = None
+    """Latest plausible event time (ISO date or date-time). A subject with a timed event after it
+    (a date in 2200 moves the end of record, hence every censoring time) has its scans excluded,
+    reason ``event_after_max_time``. None: the end of the day of the run (no record can be
+    dated in the future). The value used is in summary.json."""
     bench_tasks: str = "configs/tasks/inspect.yaml"
     """Benchmark task YAML (a TaskSet); relative paths resolve from the current directory,
     then from the repository root."""
+    bench_labels: str | None = None
+    """Precomputed benchmark labels (``tte-scale convert inspect``'s bench_labels.parquet,
+    ``tte_scale.ehr.precomputed``): the tasks it holds take their labels (and time/event where
+    given) from it instead of the codes: a release whose EHR has the outcome codes scrubbed
+    (INSPECT) would otherwise get all-negative labels without any error."""
     chunk_rows: int = 1024
     """Rows per Zarr chunk of the [N, K] arrays (a chunk spans all K columns)."""
     bin_sample_events: int = 1_000_000
@@ -96,17 +130,31 @@ class LabelsConfig:
         check(self.chunk_rows >= 1, "chunk_rows", f"must be >= 1, got {self.chunk_rows}")
         check(self.bin_sample_events >= 0, "bin_sample_events", f"must be >= 0, got {self.bin_sample_events}")
         check(self.block_cells >= 1, "block_cells", f"must be >= 1, got {self.block_cells}")
+        if self.max_event_time is not None:
+            check(_parse_time(self.max_event_time) is not None, "max_event_time", "expected an ISO date or date-time")
+
+    def max_event_us(self, today: datetime.date | None = None) -> int:
+        """``max_event_time`` in microseconds since the epoch (see the field)."""
+        if self.max_event_time is not None:
+            return int(_parse_time(self.max_event_time).astype("datetime64[us]").astype(np.int64))
+        day = np.datetime64(today or datetime.date.today(), "us") + np.timedelta64(1, "D")
+        return int(day.astype(np.int64)) - 1
+
+
+def _parse_time(text) -> np.datetime64 | None:
+    try:
+        t = np.datetime64(str(text), "us")
+    except ValueError:
+        return None
+    return None if np.isnat(t) else t
 
 
 def resolve_repo_path(path: str | Path) -> Path:
-    """A config-relative path: as given (cwd) if it exists, else relative to the repo root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / p).exists():
-        return repo / p
-    raise ConfigError(f"bench_tasks: file {p} not found (looked in {Path.cwd()} and {repo})")
+    """A config path as given (cwd) if it exists, else the packaged copy (``configs/...``)."""
+    p = resolve_config_path(path)
+    if not p.exists():
+        raise ConfigError(f"bench_tasks: file {p} not found (looked in {Path.cwd()} and the installed configs)")
+    return p
 
 
 def load_task_set(path: str | Path) -> TaskSet:

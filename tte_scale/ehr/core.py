@@ -13,14 +13,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from tte_scale.formats.units import US_PER_DAY
+
 __all__ = [
-    "INT64_MAX", "INT64_MIN", "US_PER_DAY", "US_PER_HOUR", "RowIndex", "hours_of_days", "sample_stride", "subject_sample",
-    "bin_starts_from_histogram", "rank_codes", "bench_labels", "row_blocks",
+    "INT64_MAX",
+    "INT64_MIN",
+    "US_PER_DAY",
+    "US_PER_HOUR",
+    "RowIndex",
+    "hours_of_days",
+    "sample_stride",
+    "subject_sample",
+    "bin_starts_from_histogram",
+    "rank_codes",
+    "bench_labels",
+    "row_blocks",
 ]
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
-US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 
 
@@ -38,10 +49,15 @@ class RowIndex:
         self.has_next_R = np.zeros(len(row_subj_R), bool)
         self.has_next_R[:-1] = row_subj_R[1:] == row_subj_R[:-1]
         # Rows grouped by level, highest first: the suffix pass walks levels downward.
-        self.levels = [np.flatnonzero((self.level_R == lv) & self.has_next_R) for lv in range(int(self.level_R.max(initial=0)), -1, -1)]
+        self.levels = [
+            np.flatnonzero((self.level_R == lv) & self.has_next_R)
+            for lv in range(int(self.level_R.max(initial=0)), -1, -1)
+        ]
 
 
-def row_blocks(rows: RowIndex, num_cols: int, block_cells: int, align: int = 0, offset: int = 0) -> list[tuple[int, int]]:
+def row_blocks(
+    rows: RowIndex, num_cols: int, block_cells: int, align: int = 0, offset: int = 0
+) -> list[tuple[int, int]]:
     """Split rows into [b0, b1) blocks at subject boundaries with about ``block_cells`` cells.
 
     ``align`` > 0: a block also ends at the first subject boundary at or after the next
@@ -106,7 +122,9 @@ def bin_starts_from_histogram(hist: np.ndarray, num_bins: int) -> list[float]:
     return starts
 
 
-def rank_codes(codes: np.ndarray, counts: np.ndarray, num_train_rows: int, num_tasks: int, min_count: int, ranking: str) -> tuple[np.ndarray, np.ndarray]:
+def rank_codes(
+    codes: np.ndarray, counts: np.ndarray, num_train_rows: int, num_tasks: int, min_count: int, ranking: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Pick the task vocabulary: (indices into ``codes`` in task order, their scores).
 
     Score = count, or the Bernoulli entropy of p = count / train rows (in nats). Ties break by

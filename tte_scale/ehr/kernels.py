@@ -18,12 +18,23 @@ Times are int64 microseconds; label times float32 days, exactly as the numpy ref
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-__all__ = ["dense_subject_index", "end_of_record", "future_events", "count_rows_after", "bench_first", "fill_labels"]
+from tte_scale.formats.units import US_PER_DAY
 
-US_PER_DAY = 86_400_000_000
+__all__ = [
+    "dense_subject_index",
+    "end_of_record",
+    "future_events",
+    "count_rows_after",
+    "bench_first",
+    "fill_labels",
+    "LabelBlock",
+]
+
 INT64_MIN = np.iinfo(np.int64).min
 
 _jit = njit(cache=True, nogil=True)
@@ -162,13 +173,14 @@ def count_rows_after(off_S, row_F, code_F, start_S, count_S, col_off, col_tgt, i
 
 
 @_jit
-def bench_first(subj_E, time_E, timed_E, code_E, code_off, code_tgt, num_tasks, start_S, size_S, pred_R):
+def bench_first(subj_E, time_E, timed_E, code_E, code_off, code_tgt, num_tasks, start_S, size_S, pred_R, delay_T):
     """The two inputs of ``core.bench_labels`` in one pass over the events, for the few codes of
     the benchmark tasks (``code_tgt[code_off[c]:code_off[c + 1]]``: the tasks of code c).
 
     Returns ``first_RT`` int64 [R, T]: first timed event of the task strictly after each row's
-    prediction time (INT64_MAX: none); ``ever_ST`` int64 [S, T]: the subject's earliest event of
-    the task, INT64_MIN for a static one (null time), INT64_MAX: none."""
+    prediction time plus the task's ``delay_T`` (microseconds, ``BenchTask.start_days``;
+    INT64_MAX: none); ``ever_ST`` int64 [S, T]: the subject's earliest event of the task,
+    INT64_MIN for a static one (null time), INT64_MAX: none."""
     T = num_tasks
     INT64_MAX = np.iinfo(np.int64).max
     first_RT = np.full((len(pred_R), T), INT64_MAX, np.int64)
@@ -188,7 +200,7 @@ def bench_first(subj_E, time_E, timed_E, code_E, code_off, code_tgt, num_tasks, 
             ever_ST[s, k] = min(ever_ST[s, k], t)
             if timed_E[e]:
                 for r in range(start_S[s], start_S[s] + size_S[s]):
-                    first_RT[r, k] = min(first_RT[r, k], t if pred_R[r] < t else INT64_MAX)
+                    first_RT[r, k] = min(first_RT[r, k], t if pred_R[r] + delay_T[k] < t else INT64_MAX)
     return first_RT, ever_ST
 
 
@@ -205,8 +217,53 @@ def _update(i, k, K, days, t_flat, e_flat, new_i, new_k, n):
     return n
 
 
+class LabelBlock(NamedTuple):
+    """Everything ``fill_labels`` reads and writes for one block of rows, by name: numba passes
+    a NamedTuple to a compiled function as a record of typed fields, so two arrays of one dtype
+    cannot be swapped by position (they could in the flat argument list this replaced)."""
+
+    e0: int
+    """First future event of the block (events ``e0:e1`` are the block's subjects' only)."""
+    e1: int
+    """One past its last future event."""
+    row_F: np.ndarray
+    """int32 [F]: the row whose future an event is first in (the spill's ``r``)."""
+    gid_F: np.ndarray
+    """int32 [F]: global code id of each event."""
+    time_F: np.ndarray
+    """int64 [F]: event time (us)."""
+    task_of: np.ndarray
+    """int32 [G]: the task of each code (-1: none), when no code has more than one; else empty."""
+    task_off: np.ndarray
+    """int64 [G + 1]: CSR offsets of each code's tasks into ``task_tgt``."""
+    task_tgt: np.ndarray
+    """int32: task columns of the codes (CSR targets)."""
+    b0: int
+    """First row of the block (rows ``b0 : b0 + len(time_RK)``)."""
+    first_R: np.ndarray
+    """int64 [R]: first row of each row's subject."""
+    pred_R: np.ndarray
+    """int64 [R]: prediction time (us)."""
+    eor_R: np.ndarray
+    """int64 [R]: end of record (us)."""
+    train_R: np.ndarray
+    """bool [R]: train rows (counted in ``train_events_K``)."""
+    hist_R: np.ndarray
+    """bool [R]: rows whose event times enter the bins' hour histogram."""
+    time_RK: np.ndarray
+    """float32 [rows of the block, K] (out): days to the first event, else to the censoring."""
+    event_RK: np.ndarray
+    """bool [rows of the block, K] (out)."""
+    events_K: np.ndarray
+    """int64 [K] (added to): cells that became events, all rows."""
+    train_events_K: np.ndarray
+    """int64 [K] (added to): the same over ``train_R`` rows."""
+    hist: np.ndarray
+    """int64 [hours] (added to): hour histogram of the ``hist_R`` rows' event times."""
+
+
 @_jit
-def fill_labels(e0, e1, row_F, gid_F, time_F, task_of, task_off, task_tgt, b0, first_R, pred_R, eor_R, train_R, hist_R, time_RK, event_RK, events_K, train_events_K, hist, work):
+def fill_labels(block, work):
     """Write the labels of rows ``b0 : b0 + len(time_RK)`` in place (float32 days, bool), from
     the future events ``e0:e1`` (grouped by subject; all of the block's subjects and no other).
     A code's tasks: ``task_of[g]`` (-1: none) when no code has more than one, else
@@ -227,6 +284,11 @@ def fill_labels(e0, e1, row_F, gid_F, time_F, task_of, task_off, task_tgt, b0, f
     work here): the (event, task) pairs are gathered with branch-free appends, and an event
     reaches rows first_R..row level by level (every pair its subject's first row, then the
     pairs that reach deeper), so no inner loop has a random trip count."""
+    e0, e1, row_F, gid_F, time_F = block.e0, block.e1, block.row_F, block.gid_F, block.time_F
+    task_of, task_off, task_tgt = block.task_of, block.task_off, block.task_tgt
+    b0, first_R, pred_R, eor_R = block.b0, block.first_R, block.pred_R, block.eor_R
+    train_R, hist_R, time_RK, event_RK = block.train_R, block.hist_R, block.time_RK, block.event_RK
+    events_K, train_events_K, hist = block.events_K, block.train_events_K, block.hist
     single = len(task_of) > 0
     num_pairs = 0
     cells = 0

@@ -21,7 +21,18 @@ import pyarrow.parquet as pq
 
 from tte_scale.errors import InputError
 
-__all__ = ["MedsDataset", "ShardEvents", "Scans", "open_meds", "read_shard", "read_splits", "read_parents", "read_scans"]
+__all__ = [
+    "MedsDataset",
+    "ShardEvents",
+    "Scans",
+    "open_meds",
+    "read_shard",
+    "read_splits",
+    "read_parents",
+    "read_scans",
+    "unknown_splits",
+    "SPLITS",
+]
 
 EVENT_COLUMNS = ("subject_id", "time", "code")
 
@@ -159,7 +170,9 @@ def read_shard(path: Path) -> ShardEvents:
         pf = pq.ParquetFile(path, read_dictionary=["code"])
         cols = [c for c in EVENT_COLUMNS if c in pf.schema_arrow.names]  # a missing one: error below
         schema = pa.schema([pf.schema_arrow.field(c) for c in cols])
-        tab = pa.Table.from_batches(list(pf.iter_batches(batch_size=1 << 24, columns=cols, use_threads=False)), schema=schema)
+        tab = pa.Table.from_batches(
+            list(pf.iter_batches(batch_size=1 << 24, columns=cols, use_threads=False)), schema=schema
+        )
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read events: {exc}") from None
     _check_columns(path, tab.schema, _EVENT_CHECKS)
@@ -184,7 +197,9 @@ def read_shard(path: Path) -> ShardEvents:
     if code_col.num_chunks > 1:
         code_col = pa.table({"c": code_col}).unify_dictionaries().column("c")
     codes = code_col.chunk(0).dictionary.cast(pa.string()).to_pylist()
-    code_E = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in code_col.chunks]).astype(np.int32, copy=False)
+    code_E = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in code_col.chunks]).astype(
+        np.int32, copy=False
+    )
     return _frozen(ShardEvents(path, uniq.astype(np.int64), subj_E, time_E, timed_E, code_E, codes))
 
 
@@ -199,28 +214,64 @@ def _frozen(ev: ShardEvents) -> ShardEvents:
     return ev
 
 
+SPLITS = ("train", "tuning", "held_out")
+"""The split names the pipeline uses (MEDS's own): tasks and bins are chosen on ``train``."""
+
+
+def _read_parquet(path: Path, what: str) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable parquet file ({what}): {exc}") from None
+
+
 def read_splits(ds: MedsDataset) -> dict[int, str]:
     """``subject_id -> split`` from ``metadata/subject_splits.parquet``."""
     path = ds.splits_path
-    tab = pq.read_table(path)
+    tab = _read_parquet(path, "subject splits")
     _check_columns(path, tab.schema, {"subject_id": _check_int, "split": _check_str})
     sid = tab.column("subject_id").to_numpy(zero_copy_only=False)
     split = tab.column("split").cast(pa.string()).to_pylist()
     if tab.column("subject_id").null_count or any(s is None for s in split):
-        raise InputError(f"{path}: null subject_id or split")
+        bad = pc.or_(pc.is_null(tab.column("subject_id")), pc.is_null(tab.column("split")))
+        raise InputError(f"{path}: null 'subject_id' or 'split' in {_rows(bad.to_numpy(zero_copy_only=False))}")
     uniq, counts = np.unique(sid, return_counts=True)
     if (counts > 1).any():
         raise InputError(f"{path}: subjects listed more than once: {uniq[counts > 1][:5].tolist()}")
     return dict(zip(sid.astype(np.int64).tolist(), split))
 
 
+def unknown_splits(splits: dict[int, str]) -> dict[str, int]:
+    """Split names other than :data:`SPLITS` -> number of subjects (empty when all are known)."""
+    out: dict[str, int] = {}
+    for name in splits.values():
+        if name not in SPLITS:
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
 def read_parents(ds: MedsDataset) -> dict[str, list[str]]:
-    """``code -> parent codes`` from ``metadata/codes.parquet`` (empty when absent)."""
+    """``code -> parent codes`` from ``metadata/codes.parquet``.
+
+    Only called when the ontology is used: a missing file or column, or one of another type,
+    is an error (without it the vocabulary would silently change)."""
+    path = ds.root / "metadata" / "codes.parquet"
+    hint = "ontology expansion needs it; pass --no-ontology (ontology: false) to build without"
     if ds.codes_path is None:
+        raise InputError(f"{path}: not found; {hint}")
+    tab = _read_parquet(path, "codes metadata")
+    missing = [c for c in ("code", "parent_codes") if c not in tab.column_names]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; has {tab.column_names}; {hint}")
+    if tab.num_rows == 0:
         return {}
-    tab = pq.read_table(ds.codes_path)
-    if "code" not in tab.column_names or "parent_codes" not in tab.column_names:
-        return {}
+    _check_str(path, "code", tab.schema.field("code").type)
+    typ = tab.schema.field("parent_codes").type
+    vt = getattr(typ, "value_type", None)  # list<null>: every list empty (no code has a parent)
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) or not (
+        pa.types.is_string(vt) or pa.types.is_large_string(vt) or pa.types.is_null(vt)
+    ):
+        raise InputError(f"{path}: column 'parent_codes' must be a list of strings, got {typ}")
     out: dict[str, list[str]] = {}
     for code, parents in zip(tab.column("code").to_pylist(), tab.column("parent_codes").to_pylist()):
         if code is not None and parents:

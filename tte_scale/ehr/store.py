@@ -16,8 +16,17 @@ import pyarrow.parquet as pq
 from tte_scale.errors import InputError
 
 __all__ = [
-    "VOCAB_VERSION", "FORMAT_VERSION", "Labels", "load_labels", "ROWS_SCHEMA", "EXCLUDED_SCHEMA",
-    "BENCH_SCHEMA", "EXCLUDED_REASONS", "write_vocab", "open_tte_arrays", "TteWriter",
+    "VOCAB_VERSION",
+    "FORMAT_VERSION",
+    "Labels",
+    "load_labels",
+    "ROWS_SCHEMA",
+    "EXCLUDED_SCHEMA",
+    "BENCH_SCHEMA",
+    "EXCLUDED_REASONS",
+    "write_vocab",
+    "open_tte_arrays",
+    "TteWriter",
 ]
 
 VOCAB_VERSION = "1"
@@ -31,12 +40,30 @@ EXCLUDED_REASONS = (
 )
 
 TS = pa.timestamp("us")
-ROWS_SCHEMA = pa.schema([("scan_id", pa.string()), ("subject_id", pa.int64()), ("split", pa.string()), ("prediction_time", TS), ("end_of_record", TS)])
-EXCLUDED_SCHEMA = pa.schema([("scan_id", pa.string()), ("subject_id", pa.int64()), ("prediction_time", TS), ("reason", pa.string())])
-BENCH_SCHEMA = pa.schema([
-    ("scan_id", pa.string()), ("subject_id", pa.int64()), ("split", pa.string()), ("task", pa.string()),
-    ("label", pa.bool_()), ("time", pa.float32()), ("event", pa.bool_()), ("excluded", pa.string()),
-])
+ROWS_SCHEMA = pa.schema(
+    [
+        ("scan_id", pa.string()),
+        ("subject_id", pa.int64()),
+        ("split", pa.string()),
+        ("prediction_time", TS),
+        ("end_of_record", TS),
+    ]
+)
+EXCLUDED_SCHEMA = pa.schema(
+    [("scan_id", pa.string()), ("subject_id", pa.int64()), ("prediction_time", TS), ("reason", pa.string())]
+)
+BENCH_SCHEMA = pa.schema(
+    [
+        ("scan_id", pa.string()),
+        ("subject_id", pa.int64()),
+        ("split", pa.string()),
+        ("task", pa.string()),
+        ("label", pa.bool_()),
+        ("time", pa.float32()),
+        ("event", pa.bool_()),
+        ("excluded", pa.string()),
+    ]
+)
 
 
 def write_vocab(path: Path, codes: list[str], counts: np.ndarray, scores: np.ndarray) -> None:
@@ -69,8 +96,16 @@ def open_tte_arrays(path: Path, num_rows: int, num_tasks: int, chunk_rows: int):
     chunks = (max(1, min(chunk_rows, num_rows)), max(1, num_tasks))
     # Every chunk is written (no fill-value chunks): skips Zarr's all-equal scan of each chunk.
     kw = dict(shape=(num_rows, num_tasks), chunks=chunks, config={"write_empty_chunks": True})
-    time = group.create_array("time", dtype="float32", fill_value=float("nan"), compressors=[ZstdCodec(level=TIME_ZSTD_LEVEL)], **kw)
-    event = group.create_array("event", dtype="bool", fill_value=False, compressors=[BloscCodec(shuffle="bitshuffle", typesize=1, **EVENT_BLOSC)], **kw)
+    time = group.create_array(
+        "time", dtype="float32", fill_value=float("nan"), compressors=[ZstdCodec(level=TIME_ZSTD_LEVEL)], **kw
+    )
+    event = group.create_array(
+        "event",
+        dtype="bool",
+        fill_value=False,
+        compressors=[BloscCodec(shuffle="bitshuffle", typesize=1, **EVENT_BLOSC)],
+        **kw,
+    )
     group.attrs.update({"format_version": FORMAT_VERSION, "num_tasks": num_tasks})
     return time, event
 
@@ -90,8 +125,10 @@ class _ChunkFiles:
         import numcodecs
 
         self.ok = sys.byteorder == "little"
-        self.arrays = [(root / "time", time, numcodecs.Zstd(level=TIME_ZSTD_LEVEL, checksum=False)),
-                       (root / "event", event, numcodecs.Blosc(shuffle=numcodecs.Blosc.BITSHUFFLE, blocksize=0, **EVENT_BLOSC))]
+        self.arrays = [
+            (root / "time", time, numcodecs.Zstd(level=TIME_ZSTD_LEVEL, checksum=False)),
+            (root / "event", event, numcodecs.Blosc(shuffle=numcodecs.Blosc.BITSHUFFLE, blocksize=0, **EVENT_BLOSC)),
+        ]
 
     def write(self, index: int, *blocks: np.ndarray) -> None:
         for (folder, arr, codec), block in zip(self.arrays, blocks):
@@ -111,7 +148,9 @@ class TteWriter:
     when a buffer is full, the unwritten tail (less than a chunk) moves to the other buffer.
     ``close()`` waits for the writes and re-raises their errors; ``abort()`` just waits."""
 
-    def __init__(self, path: Path, num_rows: int, num_tasks: int, chunk_rows: int, block_rows: int, background: bool = True):
+    def __init__(
+        self, path: Path, num_rows: int, num_tasks: int, chunk_rows: int, block_rows: int, background: bool = True
+    ):
         from concurrent.futures import ThreadPoolExecutor
 
         self.time, self.event = open_tte_arrays(path, num_rows, num_tasks, chunk_rows)
@@ -293,7 +332,9 @@ def load_labels(root: str | Path) -> Labels:
     if bench.num_rows != N * T:
         raise InputError(f"{root / 'bench.parquet'}: {bench.num_rows} rows != {N} scans x {T} tasks")
     lab = bench.column("label")
-    label = np.where(lab.is_null().to_numpy(zero_copy_only=False), -1, lab.fill_null(False).to_numpy(zero_copy_only=False)).astype(np.int8)
+    label = np.where(
+        lab.is_null().to_numpy(zero_copy_only=False), -1, lab.fill_null(False).to_numpy(zero_copy_only=False)
+    ).astype(np.int8)
     return Labels(
         root=root,
         rows=rows,

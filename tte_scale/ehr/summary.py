@@ -16,7 +16,19 @@ def _dist(x: np.ndarray) -> dict:
     return dict(zip(["min", "p10", "median", "p90", "max"], [float(v) for v in q]))
 
 
-def summarize(stats, scans, plans, reasons: dict, num_train_rows: int, events_K: np.ndarray, num_rows: int, cfg, starts, follow_days, tmp) -> dict:
+def summarize(
+    stats,
+    scans,
+    plans,
+    reasons: dict,
+    num_train_rows: int,
+    events_K: np.ndarray,
+    num_rows: int,
+    cfg,
+    starts,
+    follow_days,
+    tmp,
+) -> dict:
     # pyarrow + numpy only: pandas is not a runtime dependency.
     bench = pq.read_table(tmp / "bench.parquet", columns=["task", "label", "excluded"])
     # Rows are (scan, task) in task order, so the task of row i is names[i % T]; counts by bincount.
@@ -44,6 +56,7 @@ def summarize(stats, scans, plans, reasons: dict, num_train_rows: int, events_K:
         "scans_labelled": num_rows,
         "scans_train": num_train_rows,
         "scans_excluded": reasons,
+        "checks": stats.checks,
         "tasks_requested": cfg.num_tasks,
         "tasks_kept": int(len(events_K)),
         "task_event_rate": _dist(events_K / max(1, num_rows)),
@@ -65,7 +78,16 @@ def format_summary(s: dict) -> str:
         f"bins {len(s['bin_starts_days'])} (requested {s['bins_requested']}): starts (days) {[round(c, 2) for c in s['bin_starts_days']]}",
         f"median follow-up {s['median_follow_up_days']:.1f} days",
     ]
+    c = s.get("checks") or {}
+    if c:
+        lines.append(
+            f"checks: events after {c.get('max_event_time')} exclude their subject's scans; birth code "
+            f"{c.get('birth_code') or 'off'}; ontology {'on' if c.get('ontology') else 'off'}"
+            + (f"; unknown split names excluded {c['unknown_splits']}" if c.get("unknown_splits") else "")
+        )
     for name, b in s["bench"].items():
-        lines.append(f"  bench {name:<16} pos {b['positive']:>6} neg {b['negative']:>6} censored<horizon {b['censored_before_horizon']:>6} prior {b['prior_event']:>6}")
+        lines.append(
+            f"  bench {name:<16} pos {b['positive']:>6} neg {b['negative']:>6} censored<horizon {b['censored_before_horizon']:>6} prior {b['prior_event']:>6}"
+        )
     lines.append(f"time {s['seconds']['total']:.1f} s ({s['events_per_second'] or 0:,.0f} events/s)")
     return "\n".join(lines)

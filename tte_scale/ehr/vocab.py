@@ -68,7 +68,9 @@ class CodeRegistry:
             out = [self.id(c) if i is None else i for c, i in zip(codes, out)]
         return np.asarray(out, np.int32)
 
-    def csr(self, local_codes: list[str], ontology: Ontology, gids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def csr(
+        self, local_codes: list[str], ontology: Ontology, gids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a shard's code dictionary: CSR (offsets, column targets) into a compact column
         space, plus the global id of each column. Without ancestors to add, column = local code.
         ``gids``: ``ids_of(local_codes)`` when the caller has it already."""

@@ -21,7 +21,9 @@ def subject_weights(subject_id_N, num: int, seed: int) -> torch.Tensor:
     s = int(inv_N.max()) + 1 if inv_N.size else 0
     gen = torch.Generator().manual_seed(seed)
     draws_BS = torch.randint(0, max(s, 1), (num, s), generator=gen)
-    counts_BS = torch.zeros(num, s, dtype=torch.float64).scatter_add_(1, draws_BS, torch.ones(num, s, dtype=torch.float64))
+    counts_BS = torch.zeros(num, s, dtype=torch.float64).scatter_add_(
+        1, draws_BS, torch.ones(num, s, dtype=torch.float64)
+    )
     return counts_BS[:, torch.from_numpy(inv_N.astype(np.int64))]
 
 

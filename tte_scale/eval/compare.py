@@ -10,9 +10,50 @@ import numpy as np
 from tte_scale.eval import bootstrap as bs
 from tte_scale.eval.protocol import EvalResult
 
-__all__ = ["compare_models", "format_table", "format_differences", "paired_differences", "HIGHER_IS_BETTER"]
+__all__ = [
+    "compare_models",
+    "format_table",
+    "format_differences",
+    "paired_differences",
+    "HIGHER_IS_BETTER",
+    "METRICS",
+]
 
-HIGHER_IS_BETTER = {"auroc": True, "auprc": True, "c_index": True, "c_index_td": True, "ibs": False}
+HIGHER_IS_BETTER = {
+    "auroc": True,
+    "auprc": True,
+    "c_index": True,
+    "c_index_uno": True,
+    "c_index_full": True,
+    "c_index_td": True,
+    "ibs": False,
+    "ece": False,
+    "km_cal_error": False,
+}
+TARGETS = {"cal_slope": "→1", "cal_intercept": "→0"}
+"""Metrics best at a value, not at an end (the table's arrow column)."""
+
+METRICS = {
+    "auroc": "AUROC of the binary label at the task's horizon",
+    "auprc": "average precision (AUPRC) of the binary label at the task's horizon",
+    "c_index": "Harrell's C at the task's horizon: only events before it anchor a pair (administrative "
+    "censoring at the horizon), so 1-, 6- and 12-month tasks of one outcome are three different measures",
+    "c_index_uno": "Uno's C at the task's horizon: the same pairs weighted by 1/G(t)^2 (inverse probability "
+    "of censoring, G from the train split), less dependent on the held-out censoring",
+    "c_index_full": "Harrell's C over the whole follow-up, horizon-free: reported once per outcome (tasks "
+    "with the same code set share it; its task mean is over outcomes, not tasks)",
+    "c_index_td": "Antolini's time-dependent C from the probe's survival curves, at the task's horizon",
+    "ibs": "integrated Brier score (IPCW) up to the task's horizon",
+    "cal_slope": "calibration slope b of logit P(event) = a + b * logit(prediction): 1 is calibrated, < 1 "
+    "predictions too extreme",
+    "cal_intercept": "calibration intercept a of logit P(event) = a + logit(prediction): 0 is calibrated, > 0 "
+    "predictions too low on average",
+    "ece": "expected calibration error: size-weighted mean |observed - predicted| over equal-width probability bins "
+    "(no CI: resampling inflates a binned absolute deviation, its bootstrap interval would sit above the estimate)",
+    "km_cal_error": "calibration at the horizon: size-weighted mean |observed - predicted| risk by the horizon "
+    "over deciles of predicted risk, observed = 1 - Kaplan-Meier at the horizon (no CI, as for ece)",
+}
+"""What each metric name means: report legend, summary.json and docs/formats.md."""
 
 
 def _mean_replicates(res: EvalResult, probe: str, metric: str, tasks: list[str]) -> np.ndarray | None:
@@ -48,17 +89,28 @@ def compare_models(results: dict[str, EvalResult], ci_level: float = 0.95) -> li
             vals = [values[(t, probe, metric)] for t in tasks]
             reps = _mean_replicates(res, probe, metric, tasks)
             lo, hi, nb = bs.percentile_ci(reps, ci_level) if reps is not None else (None, None, 0)
-            out.append({
-                "model": model, "task": "mean", "probe": probe, "metric": metric,
-                "value": sum(vals) / len(vals) if vals else None, "ci_low": lo, "ci_high": hi,
-                "n": len(vals), "n_positive": None, "n_boot": nb, "l2": None,
-                "note": "" if vals else "no task has a value",
-            })
+            out.append(
+                {
+                    "model": model,
+                    "task": "mean",
+                    "probe": probe,
+                    "metric": metric,
+                    "value": sum(vals) / len(vals) if vals else None,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n": len(vals),
+                    "n_positive": None,
+                    "n_boot": nb,
+                    "l2": None,
+                    "note": "" if vals else "no task has a value",
+                }
+            )
     return out
 
 
-def paired_differences(results: dict[str, EvalResult], reference: str, probe_metrics: list[tuple[str, str]],
-                       ci_level: float = 0.95) -> list[dict[str, Any]]:
+def paired_differences(
+    results: dict[str, EvalResult], reference: str, probe_metrics: list[tuple[str, str]], ci_level: float = 0.95
+) -> list[dict[str, Any]]:
     """Mean over tasks of ``reference`` minus each other model's, with a paired bootstrap CI.
 
     Both means are taken over the tasks where both models have a value, replicate by
@@ -90,8 +142,20 @@ def paired_differences(results: dict[str, EvalResult], reference: str, probe_met
                 lo, hi, nb = bs.percentile_ci(d, ci_level)
                 fin = d[np.isfinite(d)]
                 p = float((fin <= 0).mean()) if fin.size else None
-            out.append({"reference": reference, "model": model, "probe": probe, "metric": metric,
-                        "tasks": len(tasks), "diff": diff, "ci_low": lo, "ci_high": hi, "n_boot": nb, "p_le_0": p})
+            out.append(
+                {
+                    "reference": reference,
+                    "model": model,
+                    "probe": probe,
+                    "metric": metric,
+                    "tasks": len(tasks),
+                    "diff": diff,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n_boot": nb,
+                    "p_le_0": p,
+                }
+            )
     return out
 
 
@@ -100,8 +164,10 @@ def format_differences(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     ref = rows[0]["reference"]
-    lines = [f"| {ref} minus | probe | metric | difference of task means [95% paired CI] | P(diff <= 0) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"| {ref} minus | probe | metric | difference of task means [95% paired CI] | P(diff <= 0) |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         ci = f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r["ci_low"] is not None else ""
         p = f"{r['p_le_0']:.3f}" if r["p_le_0"] is not None else "-"
@@ -130,6 +196,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| task | probe | metric | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
     for task, probe, metric in keys:
         cells = [_cell(index.get((m, task, probe, metric))) for m in models]
-        arrow = "↑" if HIGHER_IS_BETTER.get(metric, True) else "↓"
+        arrow = TARGETS.get(metric) or ("↑" if HIGHER_IS_BETTER.get(metric, True) else "↓")
         lines.append(f"| {task} | {probe} | {metric} {arrow} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

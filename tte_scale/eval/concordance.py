@@ -13,9 +13,20 @@ Conventions (identical to ``sksurv.metrics.concordance_index_censored`` and
   ``S_i(t_i) < S_j(t_i)`` strictly; ties count 0. Survival curves are step functions on a grid
   and are read at the last grid point <= t_i (pycox ``steps='post'``, clipped to the first).
 
+Truncation at a horizon ``tau`` (administrative censoring, the C-index *at* a task's horizon):
+only events before ``tau`` anchor a pair (``t_i < tau``), every row stays a partner. This is
+``sksurv.metrics.concordance_index_ipcw(..., tau)``'s set of pairs; Harrell's C at ``tau`` is
+Harrell's C of ``(min(t, tau), event and t < tau)``.
+
+* Uno's C (Uno et al. 2011, ``uno_cindex``): the same truncated pairs, each weighted by
+  ``1 / G(t_i)^2``, the inverse squared censoring survival at the anchor's time (``G`` is the
+  reverse Kaplan-Meier of the *training* rows, ``survival.censoring_km``). Identical to
+  ``sksurv.metrics.concordance_index_ipcw`` up to its 1e-8 risk-tie tolerance.
+
 Weights: every function takes ``weight_BN`` (B weight vectors over the N rows). A weight is a
 multiplicity: the result equals the unweighted index on the data with row i repeated w_i times.
-That is how the subject-level bootstrap evaluates B resamples at once.
+That is how the subject-level bootstrap evaluates B resamples at once. Uno's anchor weights
+multiply the multiplicities of the anchor row.
 
 Harrell in O(N log N): rows sorted by time, the risk ranks' bits are visited from the top
 (a wavelet matrix). At each bit level, rows sharing the higher bits form contiguous groups,
@@ -40,6 +51,8 @@ __all__ = [
     "ConcordanceCounts",
     "harrell_counts",
     "harrell_cindex",
+    "uno_cindex",
+    "truncate",
     "antolini_cindex",
     "HarrellCIndex",
 ]
@@ -72,7 +85,9 @@ def _as_1d(x, dtype) -> torch.Tensor:
 def _check_inputs(time_N: torch.Tensor, event_N: torch.Tensor, score_N: torch.Tensor) -> None:
     n = time_N.shape[0]
     if event_N.shape[0] != n or score_N.shape[0] != n:
-        raise ValueError(f"time, event and risk must have the same length, got {n}, {event_N.shape[0]}, {score_N.shape[0]}")
+        raise ValueError(
+            f"time, event and risk must have the same length, got {n}, {event_N.shape[0]}, {score_N.shape[0]}"
+        )
     if torch.isnan(time_N).any():
         raise ValueError(f"time has NaN at rows {torch.nonzero(torch.isnan(time_N)).flatten()[:10].tolist()}")
     if torch.isnan(score_N).any():
@@ -115,15 +130,32 @@ def _changes(*keys: torch.Tensor) -> torch.Tensor:
     return out
 
 
-
-def harrell_counts(time_N, event_N, risk_N, weight_BN=None) -> ConcordanceCounts:
-    """Weighted concordant / tied / comparable pair counts of Harrell's C, exact, O(N log N)."""
+def truncate(time_N, event_N, tau: float | None):
+    """Administrative censoring at ``tau``: ``(min(t, tau), event and t < tau)``; ``tau`` None:
+    unchanged. Harrell's C of the result is the C-index at the horizon ``tau``."""
     time_N = _as_1d(time_N, torch.float64)
     event_N = _as_1d(event_N, torch.bool).to(time_N.device)
+    if tau is None:
+        return time_N, event_N
+    return time_N.clamp(max=float(tau)), event_N & (time_N < float(tau))
+
+
+def harrell_counts(time_N, event_N, risk_N, weight_BN=None, *, tau=None, anchor_weight_N=None) -> ConcordanceCounts:
+    """Weighted concordant / tied / comparable pair counts of Harrell's C, exact, O(N log N).
+
+    ``tau``: only events before it anchor a pair (the C-index at a horizon). ``anchor_weight_N``:
+    a weight per row applied to the pairs it anchors (Uno's IPCW), on top of ``weight_BN``."""
+    time_N, event_N = truncate(time_N, event_N, tau)
     risk_N = _as_1d(risk_N, torch.float64).to(time_N.device)
     _check_inputs(time_N, event_N, risk_N)
     n = time_N.shape[0]
     w_BN = _weights(weight_BN, n, time_N.device)
+    if anchor_weight_N is not None:
+        a_N = _as_1d(anchor_weight_N, torch.float64).to(time_N.device)
+        if a_N.shape[0] != n:
+            raise ValueError(f"anchor weights have {a_N.shape[0]} rows, expected {n}")
+    else:
+        a_N = torch.ones(n, dtype=torch.float64, device=time_N.device)
     zeros_B = torch.zeros(w_BN.shape[0], dtype=torch.float64, device=time_N.device)
     if n < 2:
         return ConcordanceCounts(zeros_B, zeros_B.clone(), zeros_B.clone())
@@ -133,6 +165,7 @@ def harrell_counts(time_N, event_N, risk_N, weight_BN=None) -> ConcordanceCounts
     ev_N = event_N[order]
     rr_N = torch.unique(risk_N, return_inverse=True)[1][order]  # dense risk rank
     w_BN = w_BN[:, order]
+    a_N = a_N[order]
     cens_N = ~ev_N
     idx_N = torch.arange(n, device=time_N.device)
     n_levels = max(0, int(rr_N.max().item()).bit_length())
@@ -155,14 +188,14 @@ def harrell_counts(time_N, event_N, risk_N, weight_BN=None) -> ConcordanceCounts
 
     everything = torch.ones(n, dtype=torch.bool, device=time_N.device)
     grp_N = torch.zeros(n, dtype=torch.int64, device=time_N.device)
-    comparable = (w_BN * ev_N * partner_weight(everything, grp_N)).sum(1)
+    comparable = (w_BN * (a_N * ev_N) * partner_weight(everything, grp_N)).sum(1)
 
     concordant = zeros_B.clone()
     for level in range(n_levels - 1, -1, -1):
         bit_N = (rr_N >> level) & 1
         zero_N = bit_N == 0
         lower = partner_weight(zero_N, grp_N)
-        concordant += (w_BN * (ev_N & ~zero_N) * lower).sum(1)
+        concordant += (w_BN * (a_N * (ev_N & ~zero_N)) * lower).sum(1)
         # Stable partition inside each group: 0-rows first, then 1-rows, time order kept.
         grp_start = _changes(grp_N)
         gs = _seg_start(grp_start)
@@ -176,22 +209,45 @@ def harrell_counts(time_N, event_N, risk_N, weight_BN=None) -> ConcordanceCounts
         perm = torch.empty_like(new_pos)
         perm[new_pos] = idx_N
         grp_N = (grp_N * 2 + bit_N)[perm]
-        tr_N, ev_N, cens_N, rr_N = tr_N[perm], ev_N[perm], cens_N[perm], rr_N[perm]
+        tr_N, ev_N, cens_N, rr_N, a_N = tr_N[perm], ev_N[perm], cens_N[perm], rr_N[perm], a_N[perm]
         w_BN = w_BN[:, perm]
     # Groups are now exactly the sets of equal risk: partners inside a group are risk ties.
-    tied = (w_BN * ev_N * partner_weight(everything, grp_N)).sum(1)
+    tied = (w_BN * (a_N * ev_N) * partner_weight(everything, grp_N)).sum(1)
     return ConcordanceCounts(concordant, tied, comparable)
 
 
-def harrell_cindex(time_N, event_N, risk_N, weight_BN=None) -> torch.Tensor:
+def harrell_cindex(time_N, event_N, risk_N, weight_BN=None, *, tau=None) -> torch.Tensor:
     """Harrell's C (higher risk = earlier event); shape [B] with weights, else a scalar.
 
-    NaN when there is no comparable pair. Example::
+    ``tau``: the C-index at that horizon (only events before it anchor a pair). NaN when there
+    is no comparable pair. Example::
 
         >>> harrell_cindex([1.0, 2.0, 3.0], [True, True, False], [3.0, 2.0, 1.0]).item()
         1.0
+        >>> harrell_cindex([1.0, 2.0, 3.0], [True, True, False], [1.0, 3.0, 2.0], tau=1.5).item()
+        0.0
     """
-    c = harrell_counts(time_N, event_N, risk_N, weight_BN).cindex
+    c = harrell_counts(time_N, event_N, risk_N, weight_BN, tau=tau).cindex
+    return c if weight_BN is not None else c[0]
+
+
+def uno_cindex(time_N, event_N, risk_N, cens, weight_BN=None, *, tau=None) -> torch.Tensor:
+    """Uno's IPCW C-index truncated at ``tau`` (None: no truncation); shape [B] with weights.
+
+    ``cens`` is the censoring survival ``G`` (``survival.censoring_km`` of the training rows, a
+    callable on times). Raises ValueError when ``G`` is 0 at an anchor's time (its weight would
+    be infinite: choose a smaller ``tau``). NaN without comparable pairs.
+    """
+    time_N, event_N = truncate(time_N, event_N, tau)
+    g_N = torch.as_tensor(cens(time_N), dtype=torch.float64).to(time_N.device)
+    zero = event_N & (g_N <= 0)
+    if zero.any():
+        raise ValueError(
+            f"censoring survival G(t) is 0 at event times {time_N[zero][:5].tolist()} (before the horizon): "
+            "Uno's weights are infinite there; choose a smaller horizon"
+        )
+    a_N = torch.where(event_N, 1.0 / g_N.clamp(min=1e-300).square(), torch.zeros_like(g_N))
+    c = harrell_counts(time_N, event_N, risk_N, weight_BN, anchor_weight_N=a_N).cindex
     return c if weight_BN is not None else c[0]
 
 
@@ -264,7 +320,9 @@ class HarrellCIndex(Metric):
         """Add rows: predicted risk (higher = earlier event), time, event indicator."""
         risk, time, event = risk.reshape(-1), time.reshape(-1), event.reshape(-1)
         if not (risk.shape == time.shape == event.shape):
-            raise ValueError(f"risk, time, event must have the same length, got {risk.shape}, {time.shape}, {event.shape}")
+            raise ValueError(
+                f"risk, time, event must have the same length, got {risk.shape}, {time.shape}, {event.shape}"
+            )
         self.risk.append(risk.to(torch.float64))
         self.time.append(time.to(torch.float64))
         # gloo cannot all-gather bool tensors: keep the indicator as uint8.

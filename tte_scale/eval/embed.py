@@ -1,16 +1,27 @@
-"""Frozen-encoder embeddings of every scan of a shards folder, cached on disk.
+"""Frozen-encoder embeddings of every scan of a shards folder: verified reads, a keyed cache.
 
-Reads the canonical int16 volumes straight from the Zarr store (row = labels row, see
-docs/formats.md), in manifest order, so every `ok` scan of a split is embedded exactly once
-(the training loader drops a remainder per epoch; evaluation must not). The cache key is the
-encoder's weights digest plus the manifest digest: a new checkpoint or new shards re-embed.
+Volumes come from the Zarr copy (row = labels row, docs/formats.md) through the training
+loader's own reader, ``tte_scale.data.readers.ZarrReader``: the same checks (chunk crc32c,
+a volume made only of the fill value reported as missing, shape, label digests, the volume
+sha256 where no CRC covers it) and the same messages. A scan that fails is not embedded: it
+is returned in ``Embeddings.excluded`` (and reported); more than ``max_bad_fraction`` of a
+split (the loader's limit, ``LoaderConfig.max_bad_fraction``) stops the run with
+``DataIntegrityError``. Every readable `ok` scan of a split is embedded exactly once, in
+manifest order (the training loader drops a remainder per epoch; evaluation must not).
+
+Cache: ``cache_dir/<name>-<digest>.npz``, where the digest is a sha256 of the *key*, a dict of
+everything the embeddings depend on (:func:`embedding_key`: the encoder's weights and
+architecture, the shards' manifest, the HU window, the splits, the device type). The key is
+stored inside the file and compared when it is read: a file whose key differs, or that cannot
+be read, is computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,77 +29,221 @@ import torch
 
 from tte_scale.errors import InputError
 
-__all__ = ["Embeddings", "embed_shards", "file_digest"]
+__all__ = ["Embeddings", "embed_shards", "embedding_key", "file_digest", "weights_digest", "CACHE_VERSION"]
+
+log = logging.getLogger("tte_scale.eval")
+
+CACHE_VERSION = 2
+"""Bump when what an embedding depends on, or the cache file layout, changes."""
 
 
 @dataclass(frozen=True)
 class Embeddings:
-    """Per split: the scan ids (manifest order) and their pooled features [N, D]."""
+    """Per split: the scan ids (manifest order) and their pooled features [N, D]; the scans
+    that could not be read, each ``{"split", "scan_id", "row", "kind", "reason", "where"}``."""
 
     scan_id: dict[str, np.ndarray]
     features: dict[str, np.ndarray]
+    excluded: list[dict] = field(default_factory=list)
 
 
-def file_digest(*paths: Path) -> str:
+def file_digest(*paths: Path | str) -> str:
+    """sha256 (16 hex digits) of the files' contents; a path may be an fsspec URL."""
+    from tte_scale.data.storage import is_remote, read_bytes
+
     h = hashlib.sha256()
     for p in paths:
+        if is_remote(p):
+            h.update(read_bytes(str(p)))
+            continue
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
 
 
-def _manifest(shards: Path):
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of the model's state (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _manifest(shards: str) -> str:
+    """The manifest's samples table of the shards folder (a local path or an fsspec URL)."""
+    from tte_scale.data.storage import exists, join
+
+    path = join(shards, "manifest", "samples.parquet")
+    if not exists(path):
+        raise InputError(f"{path}: not found; is {shards} a folder written by `tte-scale shard`?")
+    if not exists(join(shards, "zarr", "zarr.json")):
+        raise InputError(
+            f"{join(shards, 'zarr')}: not found; evaluation reads the Zarr copy (shard with --format zarr or both)"
+        )
+    return path
+
+
+def embedding_key(
+    encoder: torch.nn.Module, shards_dir: str | Path, splits, hu_window, device: str | torch.device
+) -> dict:
+    """Everything the embeddings of ``encoder`` on ``shards_dir`` depend on (see the module doc)."""
+    cfg = getattr(encoder, "cfg", None)
+    arch = cfg.to_json() if hasattr(cfg, "to_json") else repr(cfg)
+    return {
+        "version": CACHE_VERSION,
+        "encoder": {"class": type(encoder).__name__, "architecture": arch, "weights_sha256": weights_digest(encoder)},
+        "shards_manifest_sha256": file_digest(_manifest(str(shards_dir))),
+        "hu_window": [float(hu_window[0]), float(hu_window[1])],
+        "splits": list(splits),
+        "device_type": torch.device(device).type,
+    }
+
+
+def _key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path, key: dict, splits) -> Embeddings | None:
+    """The cached embeddings when ``path`` holds exactly ``key``'s, else None (reported)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = json.loads(str(z["key"]))
+            if stored != key:
+                log.warning("%s: embeddings of another encoder or input (key differs); computing them again", path)
+                return None
+            excluded = json.loads(str(z["excluded"]))
+            return Embeddings({s: z[f"{s}/scan_id"] for s in splits}, {s: z[f"{s}/features"] for s in splits}, excluded)
+    except Exception as exc:  # a damaged cache file is never trusted, only recomputed
+        log.warning("%s: unreadable cached embeddings (%s: %s); computing them again", path, type(exc).__name__, exc)
+        return None
+
+
+def _write_cache(path: Path, key: dict, emb: Embeddings) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    arrays = {f"{s}/scan_id": emb.scan_id[s] for s in emb.scan_id} | {
+        f"{s}/features": v for s, v in emb.features.items()
+    }
+    np.savez(tmp, key=np.array(json.dumps(key, sort_keys=True)), excluded=np.array(json.dumps(emb.excluded)), **arrays)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps({"key": key, "excluded": emb.excluded}, indent=1))
+
+
+def _ordered_index(shards: str, split: str):
+    """The loader's index of ``split`` and its samples in manifest order (``k`` per position)."""
+    import io
+
     import pyarrow.parquet as pq
 
-    path = shards / "manifest" / "samples.parquet"
-    if not path.is_file():
-        raise InputError(f"{path}: not found; is {shards} a folder written by `tte-scale shard`?")
-    if not (shards / "zarr").is_dir():
-        raise InputError(f"{shards / 'zarr'}: not found; evaluation reads the Zarr copy (shard with --format zarr or both)")
-    return path, pq.read_table(path, columns=["row", "scan_id", "split", "status"]).to_pydict()
+    from tte_scale.data.split_index import read_split_index
+    from tte_scale.data.storage import join, read_bytes
+
+    index = read_split_index(str(shards), split, "zarr")
+    table = io.BytesIO(read_bytes(join(shards, "manifest", "samples.parquet")))
+    rows = pq.read_table(table, columns=["row"]).column("row").to_numpy()
+    position = np.full(int(rows.max(initial=-1)) + 1, -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    return index, np.argsort(position[index.rows], kind="stable")
 
 
 @torch.no_grad()
-def embed_shards(encoder: torch.nn.Module, shards_dir: str | Path, splits: tuple[str, ...], *,
-                 batch_size: int = 8, hu_window: tuple[float, float] = (-1000.0, 1000.0),
-                 device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
-                 cache_key: str = "", progress: bool = True) -> Embeddings:
-    """Embed every `ok` scan of ``splits``; reuse ``cache_dir/<key>.npz`` when it matches."""
-    import zarr
+def embed_shards(
+    encoder: torch.nn.Module,
+    shards_dir: str | Path,
+    splits: tuple[str, ...],
+    *,
+    batch_size: int = 8,
+    hu_window: tuple[float, float] = (-1000.0, 1000.0),
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+    name: str = "model",
+    max_bad_fraction: float | None = None,
+    progress: bool = True,
+) -> Embeddings:
+    """Embed every readable `ok` scan of ``splits``; reuse ``cache_dir`` when its key matches."""
     from tqdm import tqdm
 
-    from tte_scale.data import hu_to_float
+    from tte_scale.data import DataIntegrityError, LoaderConfig, hu_to_float
 
-    shards = Path(shards_dir)
-    mpath, man = _manifest(shards)
-    key = f"{cache_key}-{file_digest(mpath)}-{hu_window[0]:g}_{hu_window[1]:g}"
-    cache = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            if all(f"{s}/features" in z for s in splits):
-                return Embeddings({s: z[f"{s}/scan_id"] for s in splits}, {s: z[f"{s}/features"] for s in splits})
-    volumes = zarr.open_group(str(shards / "zarr"), mode="r")["volumes"]
+    shards = str(shards_dir)  # a local folder or an fsspec URL
+    limit = LoaderConfig().max_bad_fraction if max_bad_fraction is None else max_bad_fraction
+    key = embedding_key(encoder, shards, splits, hu_window, device)
+    cache = Path(cache_dir) / f"{name}-{_key_digest(key)}.npz" if cache_dir is not None else None
+    if cache is not None and (hit := _read_cache(cache, key, splits)) is not None:
+        return hit
     encoder = encoder.to(device).eval()
-    ids, feats = {}, {}
+    ids, feats, excluded = {}, {}, []
     for split in splits:
-        pick = [i for i, (sp, st) in enumerate(zip(man["split"], man["status"])) if sp == split and st == "ok"]
-        if not pick:
-            raise InputError(f"{mpath}: no readable scans in split {split!r}")
-        rows = [man["row"][i] for i in pick]
-        out = []
-        for start in tqdm(range(0, len(rows), batch_size), desc=f"embed {split}", disable=not progress,
-                          unit="batch"):
-            chunk = rows[start:start + batch_size]
-            vol = np.stack([np.asarray(volumes[r]) for r in chunk])[:, None]  # [b, 1, D, H, W] int16
-            x = hu_to_float(torch.from_numpy(vol).to(device), *hu_window)
+        index, order = _ordered_index(shards, split)
+        bad: list[dict] = []
+        good, out = [], []
+        bar = tqdm(total=len(order), desc=f"embed {split}", disable=not progress, unit="scan")
+        for vol_B1DHW, scan_ids in _verified_batches(index, order, batch_size, split, bad):
+            x = hu_to_float(torch.from_numpy(vol_B1DHW).to(device), *hu_window)
             out.append(encoder(x).float().cpu().numpy())
-        ids[split] = np.asarray([man["scan_id"][i] for i in pick])
+            good += scan_ids
+            bar.update(len(scan_ids))
+        bar.close()
+        if len(bad) > limit * index.num_samples:
+            first = "; ".join(f"{b['scan_id']} (row {b['row']}, {b['where']}: {b['reason']})" for b in bad[:10])
+            raise DataIntegrityError(
+                f"{len(bad)} corrupt or missing samples of split {split!r} under {shards}, more than "
+                f"max_bad_fraction={limit} of {index.num_samples}; first ones: {first}"
+            )
+        if not good:
+            raise InputError(f"{shards}: no readable scans in split {split!r}")
+        ids[split] = np.asarray(good)
         feats[split] = np.concatenate(out).astype(np.float32)
+        excluded += bad
+    emb = Embeddings(ids, feats, excluded)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f"{s}/scan_id": ids[s] for s in splits}, **{f"{s}/features": feats[s] for s in splits})
-        tmp.replace(cache)
-        (cache.parent / f"{key}.json").write_text(json.dumps({"shards": str(shards), "splits": list(splits)}))
-    return Embeddings(ids, feats)
+        _write_cache(cache, key, emb)
+    return emb
+
+
+def _verified_batches(index, order: np.ndarray, batch_size: int, split: str, bad: list[dict]):
+    """Yield (int16 [n, 1, D, H, W], scan ids) batches of the scans that pass the loader's
+    checks, in ``order``; each scan that does not is appended to ``bad`` and logged."""
+    from tte_scale.data.readers import SampleError, ZarrReader
+
+    reader = ZarrReader(index)
+    vol_B1DHW = np.empty((batch_size, 1, *index.shape), np.int16)
+    scan_ids: list[str] = []
+    try:
+        for k in order.tolist():
+            try:
+                reader.read(k, vol_B1DHW[len(scan_ids), 0])
+            except SampleError as exc:
+                bad.append(
+                    {
+                        "split": split,
+                        "scan_id": index.scan_ids[k],
+                        "row": int(index.rows[k]),
+                        "kind": exc.kind,
+                        "reason": exc.reason,
+                        "where": exc.shard,
+                    }
+                )
+                log.warning("%s sample scan_id=%s row=%d shard=%s: %s; not evaluated", *_fields(bad[-1]))
+                continue
+            except Exception as exc:  # the store itself (not one sample) cannot be opened
+                raise InputError(
+                    f"{index.root}/zarr: cannot open the Zarr store: {type(exc).__name__}: {exc}"
+                ) from None
+            scan_ids.append(index.scan_ids[k])
+            if len(scan_ids) == batch_size:
+                yield vol_B1DHW, scan_ids
+                scan_ids = []
+        if scan_ids:
+            yield vol_B1DHW[: len(scan_ids)], scan_ids
+    finally:
+        reader.close()
+
+
+def _fields(bad: dict) -> tuple:
+    return bad["kind"], bad["scan_id"], bad["row"], bad["where"], bad["reason"]

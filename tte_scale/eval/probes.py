@@ -22,7 +22,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Standardizer", "LogisticProbe", "CoxProbe", "PEMProbe", "fit_logistic", "fit_cox", "fit_pem", "pem_edges"]
+__all__ = [
+    "Standardizer",
+    "LogisticProbe",
+    "CoxProbe",
+    "PEMProbe",
+    "fit_logistic",
+    "fit_cox",
+    "fit_pem",
+    "pem_edges",
+    "breslow",
+    "breslow_survival",
+]
 
 F64 = torch.float64
 
@@ -41,7 +52,7 @@ class Standardizer:
     std_D: torch.Tensor
 
     @classmethod
-    def fit(cls, x_ND) -> "Standardizer":
+    def fit(cls, x_ND) -> Standardizer:
         x_ND = _t(x_ND)
         std = x_ND.std(0, correction=0)
         return cls(x_ND.mean(0), torch.where(std > 1e-12, std, torch.ones_like(std)))
@@ -52,8 +63,13 @@ class Standardizer:
 
 def _lbfgs(params: list[torch.Tensor], loss_fn, max_iter: int) -> float:
     opt = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-10, tolerance_change=1e-14,
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
     )
 
     def closure():
@@ -129,6 +145,25 @@ class _CoxStructure:
         return (torch.log(denom).sum() + m * self.ev_idx.shape[0] - eta_N[self.ev_idx].sum()) / self.n
 
 
+def breslow(eta_N, time_N, event_N) -> tuple[torch.Tensor, torch.Tensor]:
+    """Breslow cumulative baseline hazard of a fitted risk ``eta`` on the training rows: the
+    unique event times [U] and ``H0`` there (``sum_{u <= t} d_u / sum_{t_j >= u} exp(eta_j)``)."""
+    st = _CoxStructure(time_N, event_N)
+    with torch.no_grad():
+        m, risk_U, _ = st.sums(_t(eta_N))
+        hazard_U = st.d_U / (risk_U * torch.exp(m))
+        has_ev = st.d_U > 0
+        return st.uniq_U[has_ev], torch.cumsum(hazard_U[has_ev], 0)
+
+
+def breslow_survival(base_time_U, base_cumhaz_U, eta_N, grid_G) -> torch.Tensor:
+    """S_i(t) = exp(-H0(t) exp(eta_i)) at each grid time, [N, G] (H0 a right-continuous step)."""
+    grid_G = _t(grid_G)
+    idx = torch.bucketize(grid_G, base_time_U, right=True) - 1
+    h0_G = torch.where(idx >= 0, base_cumhaz_U[idx.clamp(min=0)], torch.zeros_like(grid_G))
+    return torch.exp(-h0_G[None, :] * torch.exp(_t(eta_N))[:, None])
+
+
 @dataclass(frozen=True)
 class CoxProbe:
     beta_D: torch.Tensor
@@ -140,10 +175,7 @@ class CoxProbe:
 
     def survival(self, x_ND, grid_G) -> torch.Tensor:
         """S_i(t) = exp(-H0(t) exp(eta_i)) at each grid time, [N, G]."""
-        grid_G = _t(grid_G)
-        idx = torch.bucketize(grid_G, self.base_time_U, right=True) - 1
-        h0_G = torch.where(idx >= 0, self.base_cumhaz_U[idx.clamp(min=0)], torch.zeros_like(grid_G))
-        return torch.exp(-h0_G[None, :] * torch.exp(self.risk(x_ND))[:, None])
+        return breslow_survival(self.base_time_U, self.base_cumhaz_U, self.risk(x_ND), grid_G)
 
 
 def fit_cox(x_ND, time_N, event_N, l2: float, *, init: CoxProbe | None = None, max_iter: int = 500) -> CoxProbe:
@@ -155,12 +187,7 @@ def fit_cox(x_ND, time_N, event_N, l2: float, *, init: CoxProbe | None = None, m
     beta = (init.beta_D.clone() if init else torch.zeros(x_ND.shape[1], dtype=F64)).requires_grad_(True)
     _lbfgs([beta], lambda: st.nll(x_ND @ beta) + 0.5 * l2 * beta.square().sum(), max_iter)
     beta = beta.detach()
-    with torch.no_grad():
-        m, risk_U, _ = st.sums(x_ND @ beta)
-        hazard_U = st.d_U / (risk_U * torch.exp(m))
-        has_ev = st.d_U > 0
-        cum_U = torch.cumsum(hazard_U[has_ev], 0)
-    return CoxProbe(beta, st.uniq_U[has_ev], cum_U)
+    return CoxProbe(beta, *breslow(x_ND @ beta, time_N, event_N))
 
 
 # ----------------------------------------------------------------------------- PEM
@@ -212,7 +239,9 @@ def _pem_nll(logh_NJ, r_NJ, bin_N, event_N):
     return ((torch.exp(logh_NJ) * r_NJ).sum(1) - ev_term).mean()
 
 
-def fit_pem(x_ND, time_N, event_N, starts_J, l2: float, *, init: PEMProbe | None = None, max_iter: int = 500) -> PEMProbe:
+def fit_pem(
+    x_ND, time_N, event_N, starts_J, l2: float, *, init: PEMProbe | None = None, max_iter: int = 500
+) -> PEMProbe:
     """L2-penalized piecewise-exponential probe on standardized features."""
     x_ND, time_N, event_N, starts_J = _t(x_ND), _t(time_N), _t(event_N, torch.bool), _t(starts_J)
     r_NJ, bin_N = _exposure(time_N, starts_J)

@@ -45,7 +45,9 @@ def _counts(time_N, event_N):
     time_N = torch.as_tensor(np.ascontiguousarray(time_N), dtype=torch.float64)
     event_N = torch.as_tensor(np.ascontiguousarray(event_N)).to(torch.bool)
     if time_N.shape != event_N.shape or time_N.ndim != 1 or time_N.numel() == 0:
-        raise ValueError(f"time and event must be non-empty 1-D arrays of equal length, got {tuple(time_N.shape)} and {tuple(event_N.shape)}")
+        raise ValueError(
+            f"time and event must be non-empty 1-D arrays of equal length, got {tuple(time_N.shape)} and {tuple(event_N.shape)}"
+        )
     uniq_U, inv_N = torch.unique(time_N, return_inverse=True)
     n_U = torch.bincount(inv_N, minlength=uniq_U.shape[0]).to(torch.float64)
     d_U = torch.bincount(inv_N, weights=event_N.to(torch.float64), minlength=uniq_U.shape[0])

@@ -12,13 +12,14 @@ Legend: N rows, T tasks.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from tte_scale.errors import InputError
 
-__all__ = ["BenchTable", "bench_tables_from_long"]
+__all__ = ["BenchTable", "bench_tables_from_long", "outcome_groups"]
 
 
 def _rows(mask) -> str:
@@ -73,8 +74,41 @@ class BenchTable:
         """Rows with a non-null binary label."""
         return np.flatnonzero(self.label[:, self.column(task)] >= 0)
 
+    def take(self, rows: np.ndarray) -> BenchTable:
+        """The table of the given rows, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pick = {f: getattr(self, f)[rows] for f in ("subject_id", "label", "time", "event")}
+        for f in ("include", "scan_id"):
+            if getattr(self, f) is not None:
+                pick[f] = getattr(self, f)[rows]
+        return dataclasses.replace(self, **pick)
 
-def bench_tables_from_long(table, tasks: list[str] | None = None, source: str = "bench.parquet") -> dict[str, BenchTable]:
+
+def outcome_groups(tables: dict[str, BenchTable] | BenchTable, tasks: list[str]) -> list[list[str]]:
+    """Tasks that share one outcome, in task order: the same time, event and include columns in
+    every split (e.g. mortality_1m, _6m and _12m: one code set, three horizons). Their survival
+    probe is fit once and their horizon-free metrics are reported once, on the group's first task.
+    """
+    tabs = list(tables.values()) if isinstance(tables, dict) else [tables]
+
+    def key(task):
+        cols = []
+        for tb in tabs:
+            k = tb.column(task)
+            inc = tb.include[:, k] if tb.include is not None else np.ones(len(tb.subject_id), bool)
+            t = np.where(inc, tb.time[:, k], -2.0)  # rows left out must agree too, whatever their time
+            cols.append((np.nan_to_num(t, nan=-1.0).tobytes(), (tb.event[:, k] & inc).tobytes(), inc.tobytes()))
+        return tuple(cols)
+
+    groups: dict[tuple, list[str]] = {}
+    for task in tasks:
+        groups.setdefault(key(task), []).append(task)
+    return list(groups.values())
+
+
+def bench_tables_from_long(
+    table, tasks: list[str] | None = None, source: str = "bench.parquet"
+) -> dict[str, BenchTable]:
     """Split-wise BenchTables from the long ``bench.parquet`` table (docs/formats.md).
 
     Rows keep their first-appearance order per split (labels row order, recorded in
@@ -118,5 +152,7 @@ def bench_tables_from_long(table, tasks: list[str] | None = None, source: str = 
             include[row, k] = d["excluded"][r] != "prior_event"
         subj = np.array([v[1] for v in s["scans"].values()], np.int64)
         scans = np.array(list(s["scans"]), dtype=object)
-        out[split] = BenchTable(subj, label, time, event, tuple(tasks), include, scans, source=f"{source} (split {split})")
+        out[split] = BenchTable(
+            subj, label, time, event, tuple(tasks), include, scans, source=f"{source} (split {split})"
+        )
     return out

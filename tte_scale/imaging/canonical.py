@@ -41,6 +41,24 @@ def scan_center_ras(raw: RawVolume) -> np.ndarray:
     return raw.affine_ras[:3, :3] @ half + raw.affine_ras[:3, 3]
 
 
+def covered_fraction(raw: RawVolume, cfg: ImagingConfig, samples: int = 24) -> float:
+    """Fraction of the canonical volume that lies inside the scanned voxel box.
+
+    Measured on a grid of at most ``samples`` points per axis spread over the canonical volume
+    (the full grid has millions of points; the fraction is a threshold check, and a coarse grid
+    is within a few percent of it). A point is inside when its input voxel coordinates are within
+    half a voxel of the array, the box the scan's voxels cover.
+    """
+    out_aff = canonical_affine(cfg, scan_center_ras(raw))
+    vox_map = np.linalg.inv(raw.affine_ras) @ out_aff
+    axes = [np.linspace(0, n - 1, min(n, samples)) for n in cfg.shape]
+    dhw = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    ijk = dhw @ vox_map[:3, :3].T + vox_map[:3, 3]
+    size = np.asarray(raw.hu_IJK.shape, dtype=np.float64)
+    inside = np.all((ijk >= -0.5) & (ijk <= size - 0.5), axis=1)
+    return float(inside.mean())
+
+
 def canonicalize(raw: RawVolume, cfg: ImagingConfig) -> tuple[np.ndarray, np.ndarray]:
     """Return (``vol_DHW`` int16, its RAS affine)."""
     import torch

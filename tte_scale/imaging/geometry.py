@@ -53,7 +53,10 @@ class SeriesGeometry:
 
 
 def series_geometry(
-    iop_S6: np.ndarray, ipp_S3: np.ndarray, pixel_spacing: tuple[float, float], tol: SliceTolerances,
+    iop_S6: np.ndarray,
+    ipp_S3: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    tol: SliceTolerances,
     single_slice_mm: float = 1.0,
 ) -> SeriesGeometry:
     """Check a series' slice positions and build its affine; raise ScanReadError when unusable.
@@ -80,7 +83,9 @@ def series_geometry(
     proj_S = ipp_S3 @ normal
     order = np.argsort(proj_S, kind="stable")
     if n_slices == 1:
-        return SeriesGeometry(order, _affine(normal * single_slice_mm, row_dir, col_dir, pixel_spacing, ipp_S3[0]), single_slice_mm)
+        return SeriesGeometry(
+            order, _affine(normal * single_slice_mm, row_dir, col_dir, pixel_spacing, ipp_S3[0]), single_slice_mm
+        )
     gaps = np.diff(proj_S[order])
     step = float(np.median(gaps))
     allowed = max(tol.gap_rel * step, tol.gap_abs_mm)

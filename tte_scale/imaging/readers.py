@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tte_scale.imaging.config import ImagingConfig
 from tte_scale.imaging.deid import scanner_fields
 from tte_scale.imaging.geometry import SliceTolerances, check_affine, series_geometry
 from tte_scale.imaging.volume import RawVolume, ScanReadError
+from tte_scale.remote import StorageConfig, is_url, local_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -31,15 +33,32 @@ def tolerances(cfg: ImagingConfig) -> SliceTolerances:
     )
 
 
-def resolve_image_path(image_path: str | Path, scans_table: str | Path) -> Path:
+def resolve_image_path(image_path: str | Path, scans_table: str | Path) -> Path | str:
     """Where an ``image_path`` of a scans table points: a relative path is relative to the
-    table's folder (so a cohort folder can be moved or copied whole); an absolute one is kept."""
-    p = Path(image_path)
+    table's folder (so a cohort folder can be moved or copied whole); an absolute one is kept;
+    an fsspec URL (``s3://...``) is returned untouched, as a string (``file://`` is a local path)."""
+    if is_url(image_path):
+        return str(image_path)
+    p = Path(local_path(image_path))
     return p if p.is_absolute() else Path(scans_table).resolve().parent / p
 
 
-def read_scan(path: str | Path, modality: str | None, cfg: ImagingConfig) -> RawVolume:
-    """Read a scan; ``modality`` is the scans table's column (checked for NIfTI files)."""
+def read_scan(
+    path: str | Path, modality: str | None, cfg: ImagingConfig, storage: StorageConfig | None = None
+) -> RawVolume:
+    """Read a scan; ``modality`` is the scans table's column (checked for NIfTI files).
+
+    ``path`` may be a URL: the scan is then downloaded whole into a temporary folder first
+    (:mod:`tte_scale.imaging.fetch`, with ``storage``'s retries and concurrency) and read as a local
+    file; error details name the URL."""
+    if is_url(path):
+        from tte_scale.imaging.fetch import as_url, fetched
+
+        with fetched(str(path), storage or StorageConfig()) as local:
+            try:
+                return read_scan(local, modality, cfg)
+            except ScanReadError as exc:
+                raise ScanReadError(exc.reason, as_url(exc.detail, local, str(path))) from None
     path = Path(path)
     if not path.exists():
         raise ScanReadError("file_not_found", str(path))
@@ -89,8 +108,37 @@ def _is_localizer(ds) -> bool:
     return "LOCALIZER" in image_type or "SCOUT" in image_type
 
 
+# Signatures of files that share a folder with DICOM slices but are not DICOM (viewers and PACS
+# exports put thumbnails, reports and archives there).
+_OTHER_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"%PDF", b"PK\x03\x04", b"BM")
+
+
+def _is_other_file(path: Path) -> bool:
+    """Whether a file pydicom refused is plainly not DICOM (text, an image, a PDF, empty), rather
+    than a damaged DICOM file.
+
+    DICOM files carry "DICM" after a 128-byte preamble; files written without the preamble start
+    with a binary data element, whose 16-bit group number holds a zero byte. A README has neither:
+    its first KiB is text. Anything else stays an unreadable DICOM file.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if head[128:132] == b"DICM":
+        return False
+    if not head or head.startswith(_OTHER_MAGIC):
+        return True
+    text = head.decode("utf-8", errors="replace")
+    if len(head) == 1024 and text.endswith("\ufffd"):  # a multi-byte character cut at the end of the KiB
+        text = text.rstrip("\ufffd")
+    return "\ufffd" not in text and all(c.isprintable() or c in "\r\n\t\f" for c in text)
+
+
 def read_dicom_series(folder: Path, cfg: ImagingConfig) -> RawVolume:
-    """Read the one CT series in ``folder`` (files grouped by SeriesInstanceUID)."""
+    """Read the one CT series in ``folder`` (files grouped by SeriesInstanceUID).
+
+    Files that are not DICOM at all are skipped and listed in ``RawVolume.ignored_files``; a
+    DICOM file that cannot be parsed rejects the series (`unreadable_file`).
+    """
     import pydicom
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -98,20 +146,39 @@ def read_dicom_series(folder: Path, cfg: ImagingConfig) -> RawVolume:
         raise ScanReadError("no_dicom_files", str(folder))
     with _quiet_pydicom():
         series: dict[str, list] = {}
+        ignored = []
         for f in files:
             try:
                 ds = pydicom.dcmread(f)
             except Exception as exc:
+                if _is_other_file(f):
+                    ignored.append(f.relative_to(folder).as_posix())
+                    continue
                 raise ScanReadError("unreadable_file", f"{f}: {type(exc).__name__}") from None
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             series.setdefault(uid, []).append((f, ds))
+        if not series:
+            raise ScanReadError("no_dicom_files", f"{folder}: {len(ignored)} file(s), none of them DICOM")
         kept = {uid: s for uid, s in series.items() if not _is_localizer(s[0][1])}
         if not kept:
             raise ScanReadError("localizer", f"{folder}: only localizer images")
         if len(kept) > 1:
             raise ScanReadError("multiple_series", f"{folder}: {len(kept)} series")
         slices = next(iter(kept.values()))
-        return _series_volume(folder, slices, cfg)
+        raw = _series_volume(folder, slices, cfg)
+    raw.ignored_files = ignored
+    return raw
+
+
+def _rescale(ds, keyword: str, default: float) -> float:
+    """RescaleSlope / RescaleIntercept: the default when absent or empty, else a finite number."""
+    raw = ds.get(keyword, None)
+    if raw is None or raw == "":
+        return default
+    value = float(raw)
+    if not math.isfinite(value) or (keyword == "RescaleSlope" and value == 0):
+        raise ValueError(keyword)
+    return value
 
 
 def _series_volume(folder: Path, slices: list, cfg: ImagingConfig) -> RawVolume:
@@ -148,10 +215,11 @@ def _series_volume(folder: Path, slices: list, cfg: ImagingConfig) -> RawVolume:
         if pixels.shape != (rows, cols):
             raise ScanReadError("pixel_decode_failed", f"{f}: pixel array of shape {pixels.shape}")
         try:
-            slope = float(ds.get("RescaleSlope", 1) or 1)
-            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+            slope = _rescale(ds, "RescaleSlope", 1.0)
+            intercept = _rescale(ds, "RescaleIntercept", 0.0)
         except (TypeError, ValueError):
-            raise ScanReadError("pixel_decode_failed", f"{f}: malformed RescaleSlope/RescaleIntercept") from None
+            # NaN, inf or a zero slope would silently turn every voxel into one value
+            raise ScanReadError("bad_rescale", f"{f}: RescaleSlope/RescaleIntercept not a usable number") from None
         # per slice: scanners may store a different slope/intercept in every file
         hu_IJK[out_i] = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     check_affine(geom.affine_ras)

@@ -13,9 +13,11 @@ import numpy as np
 
 # reason code -> what it means (documented in the manifest's build.json as well)
 REASONS: dict[str, str] = {
-    "file_not_found": "image_path does not exist",
+    "file_not_found": "image_path does not exist (a URL: no such object, or nothing under the prefix)",
+    "remote_read_failed": "an object of an image_path URL could not be read: access denied, or an error that "
+    "persisted through storage.attempts tries (a re-run tries again)",
     "unreadable_file": "a file could not be parsed as DICOM/NIfTI (truncated, no preamble, bad header)",
-    "no_dicom_files": "the folder holds no files",
+    "no_dicom_files": "the folder holds no files, or none that is DICOM",
     "unsupported_path": "image_path is neither a folder of DICOM files nor a .nii/.nii.gz file",
     "multiple_series": "the folder holds more than one non-localizer series",
     "not_ct": "modality is not CT",
@@ -32,6 +34,11 @@ REASONS: dict[str, str] = {
     "pixel_decode_failed": "pixel data could not be decoded (truncated, or no installed plugin)",
     "not_3d": "the image is not a single 3D volume",
     "bad_affine": "the voxel-to-world transform is singular or not finite",
+    "bad_rescale": "RescaleSlope or RescaleIntercept is not a finite number (or the slope is 0)",
+    "nonfinite_voxels": "NaN or infinite voxel values (imaging.nonfinite_fill_hu is not set)",
+    "too_small": "the scanned box is thinner than imaging.min_extent_mm along an axis",
+    "low_coverage": "the scan covers less than imaging.min_coverage of the canonical volume",
+    "implausible_hu": "fewer voxels below imaging.air_hu than imaging.min_air_fraction: not CT Hounsfield units",
     "worker_error": "an unexpected error while processing the scan",
 }
 
@@ -54,12 +61,14 @@ class RawVolume:
     ``hu_IJK`` float32 [I, J, K] (array axes in file order); ``affine_ras`` float64 4x4 maps a
     voxel index (i, j, k, 1) to RAS+ millimetres (x toward the patient's left, y toward
     anterior, z toward superior; nibabel's convention). ``scanner`` holds only whitelisted
-    fields (see :mod:`tte_scale.imaging.deid`).
+    fields (see :mod:`tte_scale.imaging.deid`). ``ignored_files``: files of a DICOM folder that
+    are not DICOM at all (a README, a thumbnail), as paths relative to the folder.
     """
 
     hu_IJK: np.ndarray
     affine_ras: np.ndarray
     scanner: dict = field(default_factory=dict)
+    ignored_files: list[str] = field(default_factory=list)
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:

@@ -1,18 +1,21 @@
 """Models: the 3D ViT family (registry by name), the MOTOR-style TTE head, export/import.
 
-* ``create_model("vit3d_base", img_size=(160, 224, 224))``, ``list_models()``, ``model_info``.
+* ``create_model("vit3d_base", img_size=(160, 224, 224))``, ``list_models()``, ``model_info``: the
+  sizes are registered in ``vit3d.py`` (``registry.py`` is a leaf that imports no model), parameter
+  counts and FLOPs are computed from the config in ``accounting.py``.
 * ``TTEHead`` / ``TTEModel``: the survival head; the loss runs in the head's forward (ZeRO-3).
 * ``SupervisedHead`` / ``SupervisedModel``: the supervised-pretraining baseline (benchmark labels).
 * ``save_pretrained`` / ``load_pretrained``: safetensors + JSON, no DeepSpeed needed.
 * Input volumes are normalized by ``tte_scale.data.hu_to_float`` (the one HU window of the pipeline).
 """
 
-from tte_scale.kernels.reference import empirical_log_hazard
+from tte_scale.loss.reference import empirical_log_hazard
+from tte_scale.models.accounting import model_info, vit_flops, vit_params
 from tte_scale.models.io import load_pretrained, read_export_config, save_pretrained
-from tte_scale.models.registry import create_model, get_config, list_models, model_info, register_model, vit_flops, vit_params
+from tte_scale.models.registry import get_config, list_models, register_model
 from tte_scale.models.supervised_head import SupervisedHead, SupervisedModel
 from tte_scale.models.tte_head import TTEHead, TTEModel
-from tte_scale.models.vit3d import ViTConfig, VisionTransformer3D, sincos_pos_embed_3d
+from tte_scale.models.vit3d import VisionTransformer3D, ViTConfig, create_model, sincos_pos_embed_3d
 
 __all__ = [
     "SupervisedHead",

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from tte_scale.config import ConfigError, from_dict
 from tte_scale.errors import InputError
-from tte_scale.models.vit3d import ViTConfig, VisionTransformer3D
+from tte_scale.models.vit3d import VisionTransformer3D, ViTConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_export_config", "EXPORT_FORMAT_VERSION"]
 
@@ -30,8 +30,14 @@ NORMALIZER = "tte_scale.data.hu_to_float"
 CONFIG = "config.json"
 
 
-def save_pretrained(model: VisionTransformer3D, path: str | Path, model_name: str | None = None, *,
-                    hu_window: tuple[float, float] | None = None, pretraining: dict | None = None) -> Path:
+def save_pretrained(
+    model: VisionTransformer3D,
+    path: str | Path,
+    model_name: str | None = None,
+    *,
+    hu_window: tuple[float, float] | None = None,
+    pretraining: dict | None = None,
+) -> Path:
     """Write ``path/model.safetensors`` and ``path/config.json`` (weights first, config last,
     each through a temporary file, so a folder with a config always has complete weights).
 
@@ -95,8 +101,10 @@ def read_export_config(path: str | Path) -> dict:
     pre = meta.get("preprocessing")
     if pre is not None:
         if pre.get("normalizer") != NORMALIZER:
-            raise InputError(f"{cfg_file}: preprocessing.normalizer {pre.get('normalizer')!r}; this version "
-                             f"knows {NORMALIZER!r} only")
+            raise InputError(
+                f"{cfg_file}: preprocessing.normalizer {pre.get('normalizer')!r}; this version "
+                f"knows {NORMALIZER!r} only"
+            )
         pre["hu_window"] = _check_window(pre.get("hu_window"), f"{cfg_file}: preprocessing.hu_window")
     return meta
 
@@ -122,5 +130,7 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", 
     state = load_file(str(w_file), device=str(map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise InputError(f"{w_file}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise InputError(
+            f"{w_file}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     return model.to(map_location)

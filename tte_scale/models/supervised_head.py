@@ -58,7 +58,9 @@ class SupervisedHead(nn.Module):
     def forward(self, h_BE: torch.Tensor, label_BT: torch.Tensor) -> torch.Tensor:
         """Mean BCE over the known labels of the batch; 0 (with a graph) when none is known."""
         if label_BT.shape != (h_BE.shape[0], self.num_tasks):
-            raise InputError(f"benchmark labels: shape {tuple(label_BT.shape)}, expected [{h_BE.shape[0]}, {self.num_tasks}]")
+            raise InputError(
+                f"benchmark labels: shape {tuple(label_BT.shape)}, expected [{h_BE.shape[0]}, {self.num_tasks}]"
+            )
         logit_BT = self.proj(self.feature_norm(h_BE)).float()
         known_BT = label_BT >= 0
         bce_BT = F.binary_cross_entropy_with_logits(logit_BT, (label_BT == 1).float(), reduction="none")

@@ -6,7 +6,7 @@ Legend: B batch, E encoder feature width, J time bins, R head rank, K tasks.
 tte_scale/models/feature_norm.py) -> ``Linear(E, J*R)`` -> LayerNorm over each bin's R
 vector -> ``z_BJR`` -> log-hazard ``logh_BJK = z_BJR @ W_KR^T + bias_JK``. Training never builds
 ``logh_BJK``: the head's ``forward`` computes the loss with ``fused_survival_loss`` (chunked
-over tasks, Triton on CUDA), see ``tte_scale/kernels``.
+over tasks, Triton on CUDA), see ``tte_scale/loss``.
 
 **DeepSpeed ZeRO-3.** The fused loss reads the task embedding ``W_KR`` and ``bias_JK`` directly
 instead of calling a submodule, so both are *direct* parameters of ``TTEHead`` and the loss
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tte_scale.errors import InputError
-from tte_scale.kernels import DEFAULT_HAZARD_FLOOR, empirical_log_hazard, fused_survival_loss
+from tte_scale.loss import DEFAULT_HAZARD_FLOOR, empirical_log_hazard, fused_survival_loss
 from tte_scale.models.feature_norm import make_feature_norm
 from tte_scale.models.with_head import EncoderWithHead
 
@@ -113,11 +113,17 @@ class TTEHead(nn.Module):
         return (z @ self.task_weight.to(z.dtype).t()).float() + self.bias.float()
 
     def forward(self, h_BE, time_BK, event_BK, bin_starts_J) -> torch.Tensor:
-        """Loss (normalized by B*K, see ``tte_scale/kernels/reference.py``) via the fused kernel."""
+        """Loss (normalized by B*K, see ``tte_scale/loss/reference.py``) via the fused kernel."""
         z = self.bin_vectors(h_BE)
         return fused_survival_loss(
-            z, self.task_weight, self.bias, time_BK, event_BK, bin_starts_J,
-            backend=self.loss_backend, chunk=self.loss_chunk,
+            z,
+            self.task_weight,
+            self.bias,
+            time_BK,
+            event_BK,
+            bin_starts_J,
+            backend=self.loss_backend,
+            chunk=self.loss_chunk,
         )
 
     def loss(self, h_BE, time_BK, event_BK, bin_starts_J) -> torch.Tensor:

@@ -37,8 +37,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tte_scale.config import check
+from tte_scale.models.accounting import vit_flops
+from tte_scale.models.registry import get_config, register_model
 
-__all__ = ["ViTConfig", "VisionTransformer3D", "sincos_pos_embed_3d"]
+__all__ = ["ViTConfig", "VisionTransformer3D", "create_model", "sincos_pos_embed_3d"]
 
 
 def _triple(v) -> tuple[int, int, int]:
@@ -98,21 +100,36 @@ class ViTConfig:
         )
         check(self.in_chans >= 1, "in_chans", f"must be >= 1, got {self.in_chans}")
         check(self.depth >= 1, "depth", f"must be >= 1, got {self.depth}")
-        check(self.num_heads >= 1 and self.embed_dim % self.num_heads == 0, "num_heads",
-              f"{self.num_heads} must divide embed_dim {self.embed_dim}")
+        check(
+            self.num_heads >= 1 and self.embed_dim % self.num_heads == 0,
+            "num_heads",
+            f"{self.num_heads} must divide embed_dim {self.embed_dim}",
+        )
         check(self.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
         check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
         check(self.pool in ("cls", "mean"), "pool", f"must be 'cls' or 'mean', got {self.pool!r}")
-        check(self.pos_embed in ("sincos", "learned"), "pos_embed", f"must be 'sincos' or 'learned', got {self.pos_embed!r}")
+        check(
+            self.pos_embed in ("sincos", "learned"),
+            "pos_embed",
+            f"must be 'sincos' or 'learned', got {self.pos_embed!r}",
+        )
         check(self.stem in ("patch", "conv"), "stem", f"must be 'patch' or 'conv', got {self.stem!r}")
         if self.stem == "conv":
-            check(all(p & (p - 1) == 0 for p in self.patch_size), "patch_size",
-                  f"a conv stem downsamples by 2 per stage, so patch sides must be powers of 2, got {self.patch_size}")
+            check(
+                all(p & (p - 1) == 0 for p in self.patch_size),
+                "patch_size",
+                f"a conv stem downsamples by 2 per stage, so patch sides must be powers of 2, got {self.patch_size}",
+            )
             n = len(self.stem_strides)
             check(n >= 1, "patch_size", "a conv stem needs a patch side of at least 2")
-            check(len(self.stem_channels) in (0, n), "stem_channels",
-                  f"needs {n} widths (one per stride-2 stage for patch {self.patch_size}), got {len(self.stem_channels)}")
-            check(all(c >= 1 for c in self.stem_channels), "stem_channels", f"must be positive, got {self.stem_channels}")
+            check(
+                len(self.stem_channels) in (0, n),
+                "stem_channels",
+                f"needs {n} widths (one per stride-2 stage for patch {self.patch_size}), got {len(self.stem_channels)}",
+            )
+            check(
+                all(c >= 1 for c in self.stem_channels), "stem_channels", f"must be positive, got {self.stem_channels}"
+            )
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -136,7 +153,9 @@ class ViTConfig:
         return int(self.embed_dim * self.mlp_ratio)
 
     def to_json(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
+        }
 
 
 def sincos_pos_embed_3d(grid: tuple[int, int, int], dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -229,8 +248,11 @@ class ConvStem(nn.Module):
         layers: list[nn.Module] = []
         c_in = cfg.in_chans
         for stride, c in zip(cfg.stem_strides, cfg.stem_widths):
-            layers += [nn.Conv3d(c_in, c, kernel_size=3, stride=stride, padding=1, bias=False),
-                       nn.GroupNorm(math.gcd(c, 8), c), nn.GELU(approximate="tanh")]
+            layers += [
+                nn.Conv3d(c_in, c, kernel_size=3, stride=stride, padding=1, bias=False),
+                nn.GroupNorm(math.gcd(c, 8), c),
+                nn.GELU(approximate="tanh"),
+            ]
             c_in = c
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Conv3d(c_in, cfg.embed_dim, kernel_size=1)
@@ -344,6 +366,59 @@ class VisionTransformer3D(nn.Module):
     # ----- accounting -------------------------------------------------------------------
     def flops_per_sample(self, training: bool = True, img_size: tuple[int, int, int] | None = None) -> float:
         """Analytic matmul FLOPs for one sample (training = 3x forward: fwd + 2x in backward)."""
-        from tte_scale.models.registry import vit_flops
-
         return vit_flops(self.cfg, img_size=img_size, training=training)
+
+
+# ----- registered sizes -------------------------------------------------------------------
+
+
+def create_model(name: str, **overrides) -> VisionTransformer3D:
+    """Build a registered size; ``overrides`` are ViTConfig fields (img_size, pool, ...)."""
+    return VisionTransformer3D(get_config(name, **overrides))
+
+
+def _size(embed_dim: int, depth: int, num_heads: int, overrides: dict, **defaults) -> ViTConfig:
+    fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise TypeError(f"unknown ViTConfig field(s): {sorted(unknown)}")
+    kw = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, **defaults)
+    kw.update(overrides)
+    return ViTConfig(**kw)
+
+
+# Widths/depths follow the ViT family (Ti/S/B/L/H), then ~1B and ~3B sizes for scaling runs;
+# the large ones default to qk-norm, which keeps attention logits bounded in bf16.
+@register_model
+def vit3d_tiny(**kw) -> ViTConfig:  # 6.1 M (3D patches: the 16^3 projection alone is 0.8 M)
+    return _size(192, 12, 3, kw)
+
+
+@register_model
+def vit3d_small(**kw) -> ViTConfig:  # 22.9 M
+    return _size(384, 12, 6, kw)
+
+
+@register_model
+def vit3d_base(**kw) -> ViTConfig:  # 88 M
+    return _size(768, 12, 12, kw)
+
+
+@register_model
+def vit3d_large(**kw) -> ViTConfig:  # 307 M
+    return _size(1024, 24, 16, kw)
+
+
+@register_model
+def vit3d_huge(**kw) -> ViTConfig:  # 635 M
+    return _size(1280, 32, 16, kw, qk_norm=True)
+
+
+@register_model
+def vit3d_1b(**kw) -> ViTConfig:  # 1.03 B
+    return _size(1536, 36, 16, kw, qk_norm=True)
+
+
+@register_model
+def vit3d_3b(**kw) -> ViTConfig:  # 3.16 B
+    return _size(2560, 40, 32, kw, qk_norm=True)

@@ -31,4 +31,6 @@ class EncoderWithHead(nn.Module):
         return self.head(self.encoder(volume_BCDHW), *targets)
 
     def flops_per_sample(self, training: bool = True, img_size=None) -> float:
-        return self.encoder.flops_per_sample(training=training, img_size=img_size) + self.head.flops_per_sample(training)
+        return self.encoder.flops_per_sample(training=training, img_size=img_size) + self.head.flops_per_sample(
+            training
+        )

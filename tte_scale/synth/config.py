@@ -107,8 +107,11 @@ class SynthConfig:
         check(self.chunk_subjects >= 1, "chunk_subjects", "must be >= 1")
         check(self.profile in PROFILES, "profile", f"one of {sorted(PROFILES)}, got {self.profile!r}")
         fr = self.split_fractions
-        check(all(f >= 0 for f in fr) and abs(sum(fr) - 1.0) < 1e-6, "split_fractions",
-              f"three non-negative fractions summing to 1, got {fr}")
+        check(
+            all(f >= 0 for f in fr) and abs(sum(fr) - 1.0) < 1e-6,
+            "split_fractions",
+            f"three non-negative fractions summing to 1, got {fr}",
+        )
         check(0.0 <= self.second_scan_prob <= 1.0, "second_scan_prob", "must be in [0, 1]")
         lo, hi = self.first_scan_years
         check(1950 <= lo <= hi <= 2100, "first_scan_years", f"needs 1950 <= low <= high <= 2100, got {(lo, hi)}")

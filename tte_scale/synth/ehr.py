@@ -76,15 +76,17 @@ class _Events:
             codes = np.broadcast_to(codes, times.shape)
         self.t.append(times)
         self.c.append(codes)
-        self.v.append(np.full(times.shape, np.nan, np.float32) if values is None
-                      else np.atleast_1d(np.asarray(values, np.float32)))
+        self.v.append(
+            np.full(times.shape, np.nan, np.float32)
+            if values is None
+            else np.atleast_1d(np.asarray(values, np.float32))
+        )
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.concatenate(self.t), np.concatenate(self.c), np.concatenate(self.v)
 
 
-def _visits(rng, ev: _Events, vocab: Vocab, X_K: np.ndarray, times_V: np.ndarray, kind: str,
-            end_V: np.ndarray) -> None:
+def _visits(rng, ev: _Events, vocab: Vocab, X_K: np.ndarray, times_V: np.ndarray, kind: str, end_V: np.ndarray) -> None:
     """Record the Visit/<kind> code and the codes of each visit; codes fall within [start, end)."""
     if len(times_V) == 0:
         return
@@ -180,9 +182,21 @@ def simulate_subject(index: int, cfg: SynthConfig, vocab: Vocab) -> SubjectRecor
     keep = np.isnan(t_E) | (t_E <= end)
     alive = scan_S < end  # a planned later scan does not happen after death
     scan_S, x_SF, X_SK = scan_S[alive], x_SF[alive], X_SK[alive]
-    return SubjectRecord(index=index, subject_id=100_000 + index, split=split, male=male, frailty=frailty,
-                         birth_day=birth, scan_days=scan_S, x_SF=x_SF, X_SK=X_SK, time_E=t_E[keep],
-                         code_E=c_E[keep], value_E=v_E[keep], death_day=death)
+    return SubjectRecord(
+        index=index,
+        subject_id=100_000 + index,
+        split=split,
+        male=male,
+        frailty=frailty,
+        birth_day=birth,
+        scan_days=scan_S,
+        x_SF=x_SF,
+        X_SK=X_SK,
+        time_E=t_E[keep],
+        code_E=c_E[keep],
+        value_E=v_E[keep],
+        death_day=death,
+    )
 
 
 def _ph_codes(rng, ev: _Events, ph_day: float) -> None:

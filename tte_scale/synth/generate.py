@@ -8,7 +8,8 @@ Output layout (the input contract of DESIGN.md, plus ground truth kept apart)::
                                          (image paths relative to OUT, so the folder can be moved)
     OUT/images/<chunk>/<scan_id>.nii.gz  int16 HU volumes (and OUT/dicom/<chunk>/<scan_id>/ with dicom)
     OUT/truth/                           latent factors, true log-hazards, labels, model.json
-    OUT/synth.json                       config + summary (also marks OUT as ours for --overwrite)
+    OUT/synth.json                       config + summary
+    OUT/.tte_scale_output.json           owner marker (tte_scale.outputs): --overwrite replaces only such a folder
 
 Memory is bounded by one chunk per worker: the parent holds only per-scan tables.
 """
@@ -30,14 +31,16 @@ import pyarrow.parquet as pq
 from tte_scale import __version__
 from tte_scale.config import to_dict
 from tte_scale.errors import InputError
+from tte_scale.outputs import mark, remove_own
 from tte_scale.synth.config import SynthConfig, scanner_for
 from tte_scale.synth.model import BENCH_TASKS, OUTCOMES
-from tte_scale.synth.truth import harrell_c
 from tte_scale.synth.vocab import Vocab, build_vocab, codes_table
 from tte_scale.synth.worker import run_chunk, to_timestamp_us
 
 __all__ = ["SynthSummary", "generate", "chunk_bounds"]
 
+COMMAND = "synth"
+"""Owner name in the ``tte_scale.outputs`` marker of a cohort folder."""
 MARKER = "synth.json"
 STATE = ".parts/state.json"
 
@@ -62,10 +65,13 @@ class SynthSummary:
     def lines(self) -> list[str]:
         rates = ", ".join(f"{t} {r:.1%}" for t, r in self.event_rates.items())
         cidx = ", ".join(f"{t} {c:.3f}" for t, c in self.oracle_c_index.items())
-        return [f"wrote {self.out} in {self.seconds:.1f} s: {self.subjects} subjects "
-                f"({', '.join(f'{k} {v}' for k, v in self.split_counts.items())}), {self.scans} scans, "
-                f"{self.events} events, {self.codes} distinct codes, {self.files} files",
-                f"event rates: {rates}", f"oracle C-index: {cidx}"]
+        return [
+            f"wrote {self.out} in {self.seconds:.1f} s: {self.subjects} subjects "
+            f"({', '.join(f'{k} {v}' for k, v in self.split_counts.items())}), {self.scans} scans, "
+            f"{self.events} events, {self.codes} distinct codes, {self.files} files",
+            f"event rates: {rates}",
+            f"oracle C-index: {cidx}",
+        ]
 
 
 def chunk_bounds(n: int, chunk_subjects: int) -> list[tuple[int, int]]:
@@ -88,11 +94,9 @@ def _prepare_out(out: Path, cfg: SynthConfig, overwrite: bool, resume: bool) -> 
             return
         if not overwrite:
             raise InputError(f"--out {out}: not empty; pass --overwrite to replace it (or --resume)")
-        if not (out / MARKER).is_file() and not state.is_file():
-            raise InputError(f"--out {out}: not empty and not a `tte-scale synth` output (no {MARKER}); "
-                             "refusing to delete it")
-        shutil.rmtree(out)
+        remove_own(out, COMMAND)  # only a folder marked as a synth output (tte_scale.outputs)
     (out / ".parts").mkdir(parents=True, exist_ok=True)
+    mark(out, COMMAND)  # before the first chunk: an interrupted run is ours to resume or replace
     state.write_text(wanted)
 
 
@@ -119,9 +123,15 @@ def _metadata(out: Path, cfg: SynthConfig, vocab: Vocab) -> None:
         meds_version = meds.__version__
     except ImportError:  # meds is a dev dependency only
         meds_version = "0.4.1"
-    info = {"dataset_name": "tte_scale_synth", "dataset_version": f"seed-{cfg.seed}-n-{cfg.subjects}",
-            "etl_name": "tte_scale.synth", "etl_version": __version__, "meds_version": meds_version,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "license": "CC0-1.0 (synthetic data)"}
+    info = {
+        "dataset_name": "tte_scale_synth",
+        "dataset_version": f"seed-{cfg.seed}-n-{cfg.subjects}",
+        "etl_name": "tte_scale.synth",
+        "etl_version": __version__,
+        "meds_version": meds_version,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "license": "CC0-1.0 (synthetic data)",
+    }
     (meta / "dataset.json").write_text(json.dumps(info, indent=2))
 
 
@@ -136,16 +146,23 @@ def _read_parts(out: Path, name: str, chunks: int) -> pa.Table:
 def _merge(out: Path, cfg: SynthConfig, n_chunks: int) -> tuple[pa.Table, pa.Table]:
     """Concatenate the per-chunk tables (chunk order = subject order) into the final files."""
     scans = _read_parts(out, "scans", n_chunks)
-    pq.write_table(pa.table({
-        "subject_id": scans["subject_id"].cast(pa.int64()),
-        "scan_id": scans["scan_id"].cast(pa.string()),
-        "prediction_time": to_timestamp_us(scans["prediction_day"].to_numpy()),
-        "image_path": scans["image_path"].cast(pa.string()),
-        "modality": pa.array(["CT"] * len(scans), pa.string()),
-    }), out / "scans.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "subject_id": scans["subject_id"].cast(pa.int64()),
+                "scan_id": scans["scan_id"].cast(pa.string()),
+                "prediction_time": to_timestamp_us(scans["prediction_day"].to_numpy()),
+                "image_path": scans["image_path"].cast(pa.string()),
+                "modality": pa.array(["CT"] * len(scans), pa.string()),
+            }
+        ),
+        out / "scans.parquet",
+    )
     subjects = _read_parts(out, "subjects", n_chunks)
-    pq.write_table(pa.table({"subject_id": subjects["subject_id"].cast(pa.int64()),
-                             "split": subjects["split"].cast(pa.string())}), out / "metadata" / "subject_splits.parquet")
+    pq.write_table(
+        pa.table({"subject_id": subjects["subject_id"].cast(pa.int64()), "split": subjects["split"].cast(pa.string())}),
+        out / "metadata" / "subject_splits.parquet",
+    )
     truth = out / "truth"
     truth.mkdir(exist_ok=True)
     split_of = dict(zip(subjects["subject_id"].to_pylist(), subjects["split"].to_pylist()))
@@ -162,15 +179,22 @@ def _merge(out: Path, cfg: SynthConfig, n_chunks: int) -> tuple[pa.Table, pa.Tab
                 col = pa.array([f"../{p}" for p in col.to_pylist()], pa.string())
             factors = factors.append_column(name, col)
     pq.write_table(factors, truth / "scans.parquet")
-    model = {"outcomes": {k: {"intercept": a, "coef": b} for k, (a, b) in OUTCOMES.items()},
-             "bench_tasks": {k: {"outcome": o, "codes": list(c), "horizon_days": h, "exclude_prior": e}
-                             for k, (o, c, h, e) in BENCH_TASKS.items()},
-             "hazard_unit": "per day", "scanner": to_dict(scanner_for(cfg))}
+    model = {
+        "outcomes": {k: {"intercept": a, "coef": b} for k, (a, b) in OUTCOMES.items()},
+        "bench_tasks": {
+            k: {"outcome": o, "codes": list(c), "horizon_days": h, "exclude_prior": e}
+            for k, (o, c, h, e) in BENCH_TASKS.items()
+        },
+        "hazard_unit": "per day",
+        "scanner": to_dict(scanner_for(cfg)),
+    }
     (truth / "model.json").write_text(json.dumps(model, indent=2))
     return scans, bench
 
 
 def _rates(bench: pa.Table) -> tuple[dict[str, float], dict[str, float]]:
+    from tte_scale.eval.concordance import harrell_cindex  # the one C-index; torch only here, not in workers
+
     rates, cidx = {}, {}
     task = np.asarray(bench["task"].to_pylist(), object)
     label = bench["label"].to_pandas()
@@ -179,12 +203,13 @@ def _rates(bench: pa.Table) -> tuple[dict[str, float], dict[str, float]]:
         m = task == t
         lab = label[m].dropna()
         rates[t] = float(lab.astype(bool).mean()) if len(lab) else float("nan")
-        cidx[t] = harrell_c(time_[m], event[m], logh[m])
+        cidx[t] = float(harrell_cindex(time_[m], event[m], logh[m]))
     return rates, cidx
 
 
-def generate(cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,
-             progress: bool = True) -> SynthSummary:
+def generate(
+    cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False, progress: bool = True
+) -> SynthSummary:
     """Write the synthetic cohort described by ``cfg`` into ``out``; see the module docstring."""
     from tqdm import tqdm
 
@@ -202,8 +227,13 @@ def generate(cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, resu
             stats[c] = json.loads(done.read_text())
         else:
             todo.append((cfg, out, c, a, b))
-    bar = tqdm(total=cfg.subjects, initial=sum(s["subjects"] for s in stats.values()), unit="subj",
-               desc="synth", disable=not progress)
+    bar = tqdm(
+        total=cfg.subjects,
+        initial=sum(s["subjects"] for s in stats.values()),
+        unit="subj",
+        desc="synth",
+        disable=not progress,
+    )
     if cfg.workers == 1 or len(todo) <= 1:
         _init_worker(vocab)
         results = map(_work, todo)
@@ -229,13 +259,24 @@ def generate(cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, resu
     rates, cidx = _rates(bench)
     counts = pq.read_table(out / "metadata" / "subject_splits.parquet")["split"].value_counts().to_pylist()
     summary = SynthSummary(
-        out=str(out), subjects=cfg.subjects, scans=len(scans), events=sum(s["events"] for s in stats.values()),
+        out=str(out),
+        subjects=cfg.subjects,
+        scans=len(scans),
+        events=sum(s["events"] for s in stats.values()),
         codes=len(set().union(*(s["codes"] for s in stats.values()))),
-        split_counts={d["values"]: d["counts"] for d in counts}, event_rates=rates, oracle_c_index=cidx,
-        files=0, seconds=0.0)
+        split_counts={d["values"]: d["counts"] for d in counts},
+        event_rates=rates,
+        oracle_c_index=cidx,
+        files=0,
+        seconds=0.0,
+    )
     shutil.rmtree(out / ".parts")
     summary.files = sum(len(f) for _, _, f in os.walk(out)) + 1
     summary.seconds = time.perf_counter() - t0
-    (out / MARKER).write_text(json.dumps({"config": to_dict(cfg), "summary": dataclasses.asdict(summary),
-                                          "software": {"tte_scale": __version__}}, indent=2))
+    (out / MARKER).write_text(
+        json.dumps(
+            {"config": to_dict(cfg), "summary": dataclasses.asdict(summary), "software": {"tte_scale": __version__}},
+            indent=2,
+        )
+    )
     return summary

@@ -54,9 +54,15 @@ class Geometry:
         return "".join(nib.aff2axcodes(self.affine))
 
 
-def make_geometry(*, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                  center_ras: np.ndarray, axis_world: tuple[int, int, int], axis_sign: tuple[int, int, int],
-                  noise_hu: float = 0.0) -> Geometry:
+def make_geometry(
+    *,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    center_ras: np.ndarray,
+    axis_world: tuple[int, int, int],
+    axis_sign: tuple[int, int, int],
+    noise_hu: float = 0.0,
+) -> Geometry:
     """An axis-aligned grid: voxel axis a runs along world axis ``axis_world[a]`` with sign ``axis_sign[a]``,
     centred on ``center_ras``."""
     if sorted(axis_world) != [0, 1, 2]:
@@ -68,8 +74,13 @@ def make_geometry(*, shape: tuple[int, int, int], spacing: tuple[float, float, f
     affine[:3, :3] = rot
     affine[:3, 3] = np.asarray(center_ras, float) - rot @ ((np.array(shape) - 1) / 2.0)
     feet_first = axis_sign[list(axis_world).index(2)] < 0
-    return Geometry(shape=tuple(int(n) for n in shape), affine=affine, slice_thickness=float(spacing[2]),
-                    noise_hu=float(noise_hu), feet_first=bool(feet_first))
+    return Geometry(
+        shape=tuple(int(n) for n in shape),
+        affine=affine,
+        slice_thickness=float(spacing[2]),
+        noise_hu=float(noise_hu),
+        feet_first=bool(feet_first),
+    )
 
 
 def sample_geometry(rng: np.random.Generator, sc: ScannerConfig, z_center: float = 0.0) -> Geometry:
@@ -89,9 +100,14 @@ def sample_geometry(rng: np.random.Generator, sc: ScannerConfig, z_center: float
     if rng.random() < sc.feet_first_prob:
         axis_sign[2] = -1
     center = np.array([rng.normal(0.0, 8.0), rng.normal(0.0, 8.0), z_center])
-    return make_geometry(shape=(matrix, matrix, n_slices), spacing=(spacing, spacing, dz), center_ras=center,
-                         axis_world=tuple(axis_world), axis_sign=tuple(axis_sign),
-                         noise_hu=float(rng.uniform(*sc.noise_hu)))
+    return make_geometry(
+        shape=(matrix, matrix, n_slices),
+        spacing=(spacing, spacing, dz),
+        center_ras=center,
+        axis_world=tuple(axis_world),
+        axis_sign=tuple(axis_sign),
+        noise_hu=float(rng.uniform(*sc.noise_hu)),
+    )
 
 
 def voxel_axes(geom: Geometry) -> list[tuple[int, np.ndarray]]:

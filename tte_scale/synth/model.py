@@ -47,12 +47,34 @@ _FACTOR_PRIOR = {
 # Intercepts are calibrated (README) so that at N = 2,000: 12-month mortality ~18%,
 # 12-month readmission ~30%, incident PH ~9%, PE within 2 days ~15%.
 OUTCOMES: dict[str, tuple[float, dict[str, float]]] = {
-    "death": (-10.6, {"emphysema": 1.4, "cardiomegaly": 1.6, "nodules": 1.6, "effusion": 2.2,
-                     "clot": 2.0, "calcification": 0.8, "pa_enlargement": 1.4,
-                     "age_z": 0.5, "frailty": 0.35}),
-    "ip": (-8.8, {"emphysema": 1.2, "cardiomegaly": 1.5, "nodules": 0.6, "effusion": 1.8,
-                  "clot": 1.2, "calcification": 0.4, "pa_enlargement": 1.0,
-                  "age_z": 0.3, "frailty": 0.5}),
+    "death": (
+        -10.6,
+        {
+            "emphysema": 1.4,
+            "cardiomegaly": 1.6,
+            "nodules": 1.6,
+            "effusion": 2.2,
+            "clot": 2.0,
+            "calcification": 0.8,
+            "pa_enlargement": 1.4,
+            "age_z": 0.5,
+            "frailty": 0.35,
+        },
+    ),
+    "ip": (
+        -8.8,
+        {
+            "emphysema": 1.2,
+            "cardiomegaly": 1.5,
+            "nodules": 0.6,
+            "effusion": 1.8,
+            "clot": 1.2,
+            "calcification": 0.4,
+            "pa_enlargement": 1.0,
+            "age_z": 0.3,
+            "frailty": 0.5,
+        },
+    ),
     "ph": (-9.6, {"pa_enlargement": 6.0, "emphysema": 1.0, "cardiomegaly": 1.0, "clot": 1.0}),
     "pe": (-8.0, {"clot": 10.0}),
     # Visits other than inpatient: more of them when sick, frail or old.

@@ -14,8 +14,8 @@ adds bright plaques on the aorta and coronaries, nodules adds soft-tissue sphere
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -49,8 +49,14 @@ class Patient:
 def sample_patient(rng: np.random.Generator, scale: float, fat_mm: float, age_z: float) -> Patient:
     """Per-scan position and contrast around the subject's fixed habitus."""
     origin = np.array([rng.normal(0, 12), rng.normal(-10, 12), rng.normal(20, 20)])
-    return Patient(origin=origin, scale=scale, fat_mm=fat_mm, pa_hu=float(rng.normal(330, 50)),
-                   aorta_hu=float(rng.normal(230, 40)), age_z=age_z)
+    return Patient(
+        origin=origin,
+        scale=scale,
+        fat_mm=fat_mm,
+        pa_hu=float(rng.normal(330, 50)),
+        aorta_hu=float(rng.normal(230, 40)),
+        age_z=age_z,
+    )
 
 
 class Canvas:
@@ -109,12 +115,16 @@ def capsule(p0, p1, r):
 
 def zcyl(cx, cy, a, b, z0, z1):
     """Elliptic cylinder along z."""
-    return (np.array([cx - a, cy - b, z0]), np.array([cx + a, cy + b, z1]),
-            lambda xyz: ((xyz[0] - cx) / a) ** 2 + ((xyz[1] - cy) / b) ** 2 <= 1.0)
+    return (
+        np.array([cx - a, cy - b, z0]),
+        np.array([cx + a, cy + b, z1]),
+        lambda xyz: ((xyz[0] - cx) / a) ** 2 + ((xyz[1] - cy) / b) ** 2 <= 1.0,
+    )
 
 
-def render_sphere(geom: Geometry, center_ras, radius: float, value: float = 1000.0,
-                  background: float = AIR) -> np.ndarray:
+def render_sphere(
+    geom: Geometry, center_ras, radius: float, value: float = 1000.0, background: float = AIR
+) -> np.ndarray:
     """A single sphere at a world position: the reference for affine tests. float32 [I, J, K]."""
     cv = Canvas(geom, background)
     cv.paint(*ellipsoid(center_ras, [radius] * 3), value)
@@ -151,12 +161,18 @@ def render_phantom(geom: Geometry, pat: Patient, x_F: np.ndarray, rng: np.random
     # Lungs: darker with emphysema, denser posteriorly (gravity), smooth texture.
     lung_hu = -850.0 - 110.0 * f["emphysema"]
     tex = _texture(rng, 40.0)
-    lungs = [([0.47 * cw, -0.05 * cd, 15], [0.48 * cw, 0.85 * cd, 145]),
-             ([-0.50 * cw, -0.05 * cd, 10], [0.44 * cw, 0.85 * cd, 140])]
+    lungs = [
+        ([0.47 * cw, -0.05 * cd, 15], [0.48 * cw, 0.85 * cd, 145]),
+        ([-0.50 * cw, -0.05 * cd, 10], [0.44 * cw, 0.85 * cd, 140]),
+    ]
     for c, r in lungs:
         lo, hi, inside = ellipsoid(c, r)
-        cv.paint(lo, hi, lambda xyz, inside=inside: inside(xyz) & in_cav(xyz),
-                 lambda xyz, c=c, r=r: lung_hu + tex(xyz) - 40.0 * (xyz[1] - c[1]) / r[1])
+        cv.paint(
+            lo,
+            hi,
+            lambda xyz, inside=inside: inside(xyz) & in_cav(xyz),
+            lambda xyz, c=c, r=r: lung_hu + tex(xyz) - 40.0 * (xyz[1] - c[1]) / r[1],
+        )
     is_lung = lambda cur: cur < -500  # noqa: E731
     for _ in range(rng.poisson(14 * f["emphysema"])):
         side = lungs[rng.integers(2)]
@@ -207,9 +223,11 @@ def render_phantom(geom: Geometry, pat: Patient, x_F: np.ndarray, rng: np.random
     # Pulmonary arteries: trunk widened by pa_enlargement; clot = filling defects in the lumen.
     rp = 13.0 * s * (1.0 + 0.7 * f["pa_enlargement"])
     bif = np.array([-8 * s, 12 * s, 12.0])
-    vessels = [(np.array([-5 * s, 40 * s, -30.0]), bif, rp),
-               (bif, np.array([60 * s, 0.0, 8.0]), 0.72 * rp),
-               (bif, np.array([-62 * s, -10 * s, 18.0]), 0.72 * rp)]
+    vessels = [
+        (np.array([-5 * s, 40 * s, -30.0]), bif, rp),
+        (bif, np.array([60 * s, 0.0, 8.0]), 0.72 * rp),
+        (bif, np.array([-62 * s, -10 * s, 18.0]), 0.72 * rp),
+    ]
     for sign, end in ((1, vessels[1][1]), (-1, vessels[2][1])):
         for d in ([15, -10, -60], [25, -25, 10], [10, 10, 45]):
             vessels.append((end, end + np.array([sign * d[0] * s, d[1] * s, d[2]]), 0.45 * rp))

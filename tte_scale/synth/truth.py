@@ -13,17 +13,27 @@ import pyarrow as pa
 from tte_scale.synth.ehr import SubjectRecord
 from tte_scale.synth.model import BENCH_TASKS, FACTORS, log_hazards
 
-__all__ = ["bench_rows", "factor_rows", "harrell_c", "BENCH_SCHEMA"]
+__all__ = ["bench_rows", "factor_rows", "BENCH_SCHEMA"]
 
-BENCH_SCHEMA = pa.schema([("scan_id", pa.string()), ("subject_id", pa.int64()), ("task", pa.string()),
-                          ("log_hazard", pa.float64()), ("time", pa.float32()), ("event", pa.bool_()),
-                          ("label", pa.bool_()), ("excluded", pa.string())])
+BENCH_SCHEMA = pa.schema(
+    [
+        ("scan_id", pa.string()),
+        ("subject_id", pa.int64()),
+        ("task", pa.string()),
+        ("log_hazard", pa.float64()),
+        ("time", pa.float32()),
+        ("event", pa.bool_()),
+        ("label", pa.bool_()),
+        ("excluded", pa.string()),
+    ]
+)
 
 
 def bench_rows(rec: SubjectRecord) -> dict[str, list]:
     """Long-format truth, one row per (scan, benchmark task), as column lists."""
-    cols: dict[str, list] = {k: [] for k in ("scan_id", "subject_id", "task", "log_hazard", "time",
-                                             "event", "label", "excluded")}
+    cols: dict[str, list] = {
+        k: [] for k in ("scan_id", "subject_id", "task", "log_hazard", "time", "event", "label", "excluded")
+    }
     timed = ~np.isnan(rec.time_E)
     t_E, c_E = rec.time_E[timed], rec.code_E[timed]
     end = float(t_E.max())
@@ -61,22 +71,3 @@ def factor_rows(rec: SubjectRecord) -> dict[str, list]:
     cols["male"] = [rec.male] * len(rec.scan_days)
     cols["frailty"] = [rec.frailty] * len(rec.scan_days)
     return cols
-
-
-def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, max_n: int = 4000,
-              seed: int = 0) -> float:
-    """Harrell's C-index (higher risk = earlier event); ties in risk count 1/2.
-
-    Exact for n <= max_n, else on a fixed random subsample of max_n (O(n^2) pair counting).
-    """
-    time, event, risk = (np.asarray(a) for a in (time, event, risk))
-    if len(time) > max_n:
-        idx = np.random.default_rng(seed).choice(len(time), max_n, replace=False)
-        time, event, risk = time[idx], event[idx], risk[idx]
-    num = den = 0.0
-    for i0 in range(0, len(time), 512):
-        ti, ei, ri = time[i0:i0 + 512, None], event[i0:i0 + 512, None].astype(bool), risk[i0:i0 + 512, None]
-        comparable = ei & (ti < time[None, :])
-        den += comparable.sum()
-        num += (comparable & (ri > risk[None, :])).sum() + 0.5 * (comparable & (ri == risk[None, :])).sum()
-    return float(num / den) if den else float("nan")

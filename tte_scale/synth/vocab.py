@@ -62,16 +62,40 @@ _NAMED = [
     ("ICD10CM/C34.90", "Malignant neoplasm of lung, unspecified", "dx", -5.0, {"nodules": 3.5}, None),
     ("ICD10CM/I70.0", "Atherosclerosis of aorta", "dx", -4.0, {"calcification": 4.0}, None),
     ("ICD10CM/I25.10", "Atherosclerotic heart disease", "dx", -3.0, {"calcification": 3.0, "age_z": 0.4}, None),
-    ("ICD10CM/I82.409", "Acute embolism and thrombosis of deep veins of lower extremity", "dx", -5.0,
-     {"clot": 4.0}, None),
+    (
+        "ICD10CM/I82.409",
+        "Acute embolism and thrombosis of deep veins of lower extremity",
+        "dx",
+        -5.0,
+        {"clot": 4.0},
+        None,
+    ),
     ("ICD10CM/I10", "Essential (primary) hypertension", "dx", -1.5, {"age_z": 0.6}, None),
     ("ICD10CM/E11.9", "Type 2 diabetes mellitus without complications", "dx", -2.0, {"frailty": 0.5}, None),
-    ("LOINC/30934-4", "Natriuretic peptide B [Mass/volume] in Serum or Plasma", "lab", -2.5,
-     {"cardiomegaly": 2.0, "pa_enlargement": 1.5}, (80.0, 60.0)),
-    ("LOINC/48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma", "lab", -3.0, {"clot": 3.0},
-     (0.5, 0.4)),
-    ("LOINC/6598-7", "Troponin T.cardiac [Mass/volume] in Serum or Plasma", "lab", -2.5,
-     {"clot": 1.5, "cardiomegaly": 1.0}, (0.02, 0.02)),
+    (
+        "LOINC/30934-4",
+        "Natriuretic peptide B [Mass/volume] in Serum or Plasma",
+        "lab",
+        -2.5,
+        {"cardiomegaly": 2.0, "pa_enlargement": 1.5},
+        (80.0, 60.0),
+    ),
+    (
+        "LOINC/48065-7",
+        "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma",
+        "lab",
+        -3.0,
+        {"clot": 3.0},
+        (0.5, 0.4),
+    ),
+    (
+        "LOINC/6598-7",
+        "Troponin T.cardiac [Mass/volume] in Serum or Plasma",
+        "lab",
+        -2.5,
+        {"clot": 1.5, "cardiomegaly": 1.0},
+        (0.02, 0.02),
+    ),
     ("LOINC/718-7", "Hemoglobin [Mass/volume] in Blood", "lab", -0.5, {}, (13.5, 1.6)),
     ("LOINC/2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "lab", -0.6, {"age_z": 0.2}, (1.0, 0.3)),
     ("RxNorm/1364430", "apixaban", "med", -5.0, {"clot": 5.0}, None),
@@ -80,15 +104,36 @@ _NAMED = [
     ("RxNorm/69120", "tiotropium", "med", -4.0, {"emphysema": 4.0}, None),
     ("RxNorm/83367", "atorvastatin", "med", -2.5, {"calcification": 2.5}, None),
     ("RxNorm/136411", "sildenafil", "med", -5.0, {"pa_enlargement": 5.0}, None),
+    # The findings of the seed paper's TTE tasks (configs/tasks/paper_tte.yaml) also recur at
+    # follow-up visits, so that their time to the next occurrence after a scan is an outcome.
+    ("SNOMED/46621007", "Atelectasis", "dx", -4.5, {"effusion": 2.5, "emphysema": 1.0}, None),
+    ("SNOMED/8186001", "Cardiomegaly", "dx", -4.5, {"cardiomegaly": 4.0}, None),
+    ("SNOMED/95436008", "Lung consolidation", "dx", -4.5, {"frailty": 1.0, "age_z": 0.3}, None),
+    ("SNOMED/267038008", "Edema", "dx", -5.0, {"cardiomegaly": 2.5, "effusion": 2.5}, None),
+    ("SNOMED/60046008", "Pleural effusion", "dx", -4.5, {"effusion": 4.0}, None),
 ]
 # Lab numeric values move with these covariates (in units of the lab's sd).
-_LAB_SHIFT = {"LOINC/30934-4": {"cardiomegaly": 3.0, "pa_enlargement": 2.0},
-              "LOINC/48065-7": {"clot": 4.0}, "LOINC/6598-7": {"clot": 2.0}}
+_LAB_SHIFT = {
+    "LOINC/30934-4": {"cardiomegaly": 3.0, "pa_enlargement": 2.0},
+    "LOINC/48065-7": {"clot": 4.0},
+    "LOINC/6598-7": {"clot": 2.0},
+}
 
-_ICD_CHAPTERS = [("A", "B", "A00-B99"), ("C", "C", "C00-D49"), ("E", "E", "E00-E89"), ("F", "F", "F01-F99"),
-                 ("G", "G", "G00-G99"), ("I", "I", "I00-I99"), ("J", "J", "J00-J99"), ("K", "K", "K00-K95"),
-                 ("L", "L", "L00-L99"), ("M", "M", "M00-M99"), ("N", "N", "N00-N99"), ("R", "R", "R00-R99"),
-                 ("Z", "Z", "Z00-Z99")]
+_ICD_CHAPTERS = [
+    ("A", "B", "A00-B99"),
+    ("C", "C", "C00-D49"),
+    ("E", "E", "E00-E89"),
+    ("F", "F", "F01-F99"),
+    ("G", "G", "G00-G99"),
+    ("I", "I", "I00-I99"),
+    ("J", "J", "J00-J99"),
+    ("K", "K", "K00-K95"),
+    ("L", "L", "L00-L99"),
+    ("M", "M", "M00-M99"),
+    ("N", "N", "N00-N99"),
+    ("R", "R", "R00-R99"),
+    ("Z", "Z", "Z00-Z99"),
+]
 
 
 def _icd_parents(code: str) -> list[tuple[str, str, list[str]]]:
@@ -99,8 +144,10 @@ def _icd_parents(code: str) -> list[tuple[str, str, list[str]]]:
     chapter = next(ch for lo, hi, ch in _ICD_CHAPTERS if lo <= letter <= hi or (letter == "D" and lo == "C"))
     # Real block for the PE/PH categories; decade blocks elsewhere.
     block = "I26-I28" if letter == "I" and 26 <= num <= 28 else f"{letter}{num // 10}0-{letter}{num // 10}9"
-    rows = [(f"ICD10CM/{chapter}", f"ICD-10-CM chapter {chapter}", []),
-            (f"ICD10CM/{block}", f"ICD-10-CM block {block}", [f"ICD10CM/{chapter}"])]
+    rows = [
+        (f"ICD10CM/{chapter}", f"ICD-10-CM chapter {chapter}", []),
+        (f"ICD10CM/{block}", f"ICD-10-CM block {block}", [f"ICD10CM/{chapter}"]),
+    ]
     if "." in body:
         rows.append((f"ICD10CM/{cat}", f"ICD-10-CM category {cat}", [f"ICD10CM/{block}"]))
     return rows
@@ -183,7 +230,7 @@ def build_vocab(seed: int, n_generic: int, noise_frac: float) -> Vocab:
         codes.append(code)
         is_lab.append(kind == "lab")
         # Zipf over ranks: P(recorded at a visit) ~ 0.25 * rank^-0.9, a few common codes, long tail.
-        p = 0.25 * rank ** -0.9
+        p = 0.25 * rank**-0.9
         alpha.append(float(np.log(p / (1 - p))))
         b = np.zeros(k)
         if rng.random() >= noise_frac:
@@ -196,9 +243,15 @@ def build_vocab(seed: int, n_generic: int, noise_frac: float) -> Vocab:
         mu.append(float(rng.uniform(1, 200)) if kind == "lab" else 0.0)
         sd.append(mu[-1] * 0.2)
         gamma.append(b * 0.5 if kind == "lab" else np.zeros(k))
-    return Vocab(codes=tuple(codes), is_lab=np.array(is_lab), alpha=np.array(alpha),
-                 beta=np.array(beta, dtype=np.float64), lab_mu=np.array(mu), lab_sd=np.array(sd),
-                 lab_gamma=np.array(gamma, dtype=np.float64))
+    return Vocab(
+        codes=tuple(codes),
+        is_lab=np.array(is_lab),
+        alpha=np.array(alpha),
+        beta=np.array(beta, dtype=np.float64),
+        lab_mu=np.array(mu),
+        lab_sd=np.array(sd),
+        lab_gamma=np.array(gamma, dtype=np.float64),
+    )
 
 
 def codes_table(vocab: Vocab) -> pa.Table:
@@ -209,11 +262,15 @@ def codes_table(vocab: Vocab) -> pa.Table:
         rows[code] = (desc, parents)
     for code, (desc, parent) in FINDING_CODES.items():
         rows[code] = (desc, [parent])
-    extra = {"ICD10CM/I26.99": "Other pulmonary embolism without acute cor pulmonale",
-             "ICD10CM/I26.09": "Other pulmonary embolism with acute cor pulmonale",
-             "ICD10CM/I27.20": "Pulmonary hypertension, unspecified",
-             "ICD10CM/I27.0": "Primary pulmonary hypertension"}
+    extra = {
+        "ICD10CM/I26.99": "Other pulmonary embolism without acute cor pulmonale",
+        "ICD10CM/I26.09": "Other pulmonary embolism with acute cor pulmonale",
+        "ICD10CM/I27.20": "Pulmonary hypertension, unspecified",
+        "ICD10CM/I27.0": "Primary pulmonary hypertension",
+    }
     for code in list(vocab.codes) + list(extra):
+        if code in FINDING_CODES:  # described above, with their SNOMED parent
+            continue
         desc = names.get(code) or extra.get(code) or f"synthetic {code.split('/')[0]} code {code.split('/')[1]}"
         rows[code] = (desc, _parent_of(code))
         if code.startswith("ICD10CM/"):
@@ -225,8 +282,10 @@ def codes_table(vocab: Vocab) -> pa.Table:
             for i, level in enumerate(chain):
                 rows.setdefault(f"ATC/{level}", (f"ATC class {level}", [f"ATC/{chain[i + 1]}"] if i < 3 else []))
     codes = sorted(rows)
-    return pa.table({
-        "code": pa.array(codes, pa.string()),
-        "description": pa.array([rows[c][0] for c in codes], pa.string()),
-        "parent_codes": pa.array([rows[c][1] for c in codes], pa.list_(pa.string())),
-    })
+    return pa.table(
+        {
+            "code": pa.array(codes, pa.string()),
+            "description": pa.array([rows[c][0] for c in codes], pa.string()),
+            "parent_codes": pa.array([rows[c][1] for c in codes], pa.list_(pa.string())),
+        }
+    )

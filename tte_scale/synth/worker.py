@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tte_scale.formats.units import US_PER_DAY
 from tte_scale.synth.config import SynthConfig, scanner_for
 from tte_scale.synth.ehr import SPLITS, SubjectRecord, simulate_subject
 from tte_scale.synth.geometry import sample_geometry
@@ -26,20 +27,21 @@ from tte_scale.synth.writers import fake_identity, write_dicom_series, write_nif
 
 __all__ = ["run_chunk", "DATA_SCHEMA", "to_timestamp_us"]
 
-DATA_SCHEMA = pa.schema([("subject_id", pa.int64()), ("time", pa.timestamp("us")), ("code", pa.string()),
-                         ("numeric_value", pa.float32())])
+DATA_SCHEMA = pa.schema(
+    [("subject_id", pa.int64()), ("time", pa.timestamp("us")), ("code", pa.string()), ("numeric_value", pa.float32())]
+)
 _EPOCH = datetime.datetime(1970, 1, 1)
 
 
 def to_timestamp_us(days: np.ndarray) -> pa.Array:
     """Float days since 1970 (NaN = null) -> timestamp[us]."""
     days = np.asarray(days, np.float64)
-    us = np.where(np.isnan(days), 0, np.rint(days * 86_400e6)).astype(np.int64)
+    us = np.where(np.isnan(days), 0, np.rint(days * US_PER_DAY)).astype(np.int64)
     return pa.array(us, pa.int64(), mask=np.isnan(days)).cast(pa.timestamp("us"))
 
 
 def _as_datetime(day: float) -> datetime.datetime:
-    return _EPOCH + datetime.timedelta(microseconds=int(round(day * 86_400e6)))
+    return _EPOCH + datetime.timedelta(microseconds=int(round(day * US_PER_DAY)))
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -52,8 +54,11 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 def _event_rows(rec: SubjectRecord, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The subject's rows in file order: shuffled (default) or by time with static rows first."""
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rec.index, 2)))
-    order = rng.permutation(len(rec.time_E)) if cfg.shuffle_rows else np.argsort(
-        np.nan_to_num(rec.time_E, nan=-np.inf), kind="stable")
+    order = (
+        rng.permutation(len(rec.time_E))
+        if cfg.shuffle_rows
+        else np.argsort(np.nan_to_num(rec.time_E, nan=-np.inf), kind="stable")
+    )
     return rec.time_E[order], rec.code_E[order], rec.value_E[order]
 
 
@@ -75,15 +80,34 @@ def _images(rec: SubjectRecord, cfg: SynthConfig, out: Path, chunk: int) -> list
         path = nifti
         if cfg.dicom:
             path = out / "dicom" / f"{chunk:05d}" / scan_id
-            write_dicom_series(path, vol, geom, scan_id=scan_id, subject_id=rec.subject_id,
-                               when=_as_datetime(rec.scan_days[s]), identity=identity,
-                               sex="M" if rec.male else "F", seed=cfg.seed, rng=rng)
-        rows.append({"scan_id": scan_id, "subject_id": rec.subject_id,
-                     "prediction_day": float(rec.scan_days[s]), "image_path": path.relative_to(out).as_posix(),
-                     "nifti_path": nifti.relative_to(out).as_posix(), "shape": list(geom.shape),
-                     "spacing_mm": list(geom.spacing), "orientation": geom.orientation(),
-                     "feet_first": geom.feet_first, "noise_hu": geom.noise_hu,
-                     "patient_origin_ras": [float(v) for v in pat.origin], "body_scale": scale})
+            write_dicom_series(
+                path,
+                vol,
+                geom,
+                scan_id=scan_id,
+                subject_id=rec.subject_id,
+                when=_as_datetime(rec.scan_days[s]),
+                identity=identity,
+                sex="M" if rec.male else "F",
+                seed=cfg.seed,
+                rng=rng,
+            )
+        rows.append(
+            {
+                "scan_id": scan_id,
+                "subject_id": rec.subject_id,
+                "prediction_day": float(rec.scan_days[s]),
+                "image_path": path.relative_to(out).as_posix(),
+                "nifti_path": nifti.relative_to(out).as_posix(),
+                "shape": list(geom.shape),
+                "spacing_mm": list(geom.spacing),
+                "orientation": geom.orientation(),
+                "feet_first": geom.feet_first,
+                "noise_hu": geom.noise_hu,
+                "patient_origin_ras": [float(v) for v in pat.origin],
+                "body_scale": scale,
+            }
+        )
     return rows
 
 
@@ -110,8 +134,15 @@ def run_chunk(cfg: SynthConfig, vocab: Vocab, out: Path, chunk: int, start: int,
         if not items:
             continue
         sid, t, c, v = (np.concatenate(x) for x in zip(*items))
-        table = pa.table([pa.array(sid, pa.int64()), to_timestamp_us(t), pa.array(c.tolist(), pa.string()),
-                          pa.array(v, pa.float32(), mask=np.isnan(v))], schema=DATA_SCHEMA)
+        table = pa.table(
+            [
+                pa.array(sid, pa.int64()),
+                to_timestamp_us(t),
+                pa.array(c.tolist(), pa.string()),
+                pa.array(v, pa.float32(), mask=np.isnan(v)),
+            ],
+            schema=DATA_SCHEMA,
+        )
         _write_parquet(table, out / "data" / split / f"{chunk}.parquet")
     _write_parquet(pa.Table.from_pylist(scans), parts / "scans.parquet")
     _write_parquet(pa.table(bench, schema=BENCH_SCHEMA), parts / "bench.parquet")

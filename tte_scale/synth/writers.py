@@ -22,8 +22,12 @@ __all__ = ["write_nifti", "write_dicom_series", "PRIVATE_CREATOR", "fake_identit
 PRIVATE_CREATOR = "TTE_SCALE_SYNTH"
 _FIRST = ["Ada", "Ben", "Chloe", "Dmitri", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Luca"]
 _LAST = ["Alvarez", "Brown", "Chen", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jensen"]
-_SCANNERS = [("SIEMENS", "SOMATOM Force"), ("GE MEDICAL SYSTEMS", "Revolution CT"),
-             ("Philips", "IQon Spectral CT"), ("TOSHIBA", "Aquilion ONE")]
+_SCANNERS = [
+    ("SIEMENS", "SOMATOM Force"),
+    ("GE MEDICAL SYSTEMS", "Revolution CT"),
+    ("Philips", "IQon Spectral CT"),
+    ("TOSHIBA", "Aquilion ONE"),
+]
 
 
 def write_nifti(path: Path, vol_IJK: np.ndarray, geom: Geometry) -> None:
@@ -43,8 +47,13 @@ def write_nifti(path: Path, vol_IJK: np.ndarray, geom: Geometry) -> None:
 def fake_identity(rng: np.random.Generator, subject_id: int, birth: datetime.date) -> dict[str, str]:
     """Fake identifying values for one subject (what de-identification must remove)."""
     name = f"{_LAST[rng.integers(len(_LAST))]}^{_FIRST[rng.integers(len(_FIRST))]}"
-    return {"PatientName": name, "PatientID": f"MRN{subject_id:08d}", "PatientBirthDate": birth.strftime("%Y%m%d"),
-            "OtherID": f"ALT{rng.integers(10**7, 10**8)}", "Address": f"{rng.integers(1, 999)} Synthetic Street"}
+    return {
+        "PatientName": name,
+        "PatientID": f"MRN{subject_id:08d}",
+        "PatientBirthDate": birth.strftime("%Y%m%d"),
+        "OtherID": f"ALT{rng.integers(10**7, 10**8)}",
+        "Address": f"{rng.integers(1, 999)} Synthetic Street",
+    }
 
 
 def _uid(*parts) -> str:
@@ -53,9 +62,19 @@ def _uid(*parts) -> str:
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
-def write_dicom_series(folder: Path, vol_IJK: np.ndarray, geom: Geometry, *, scan_id: str, subject_id: int,
-                       when: datetime.datetime, identity: dict[str, str], sex: str, seed: int,
-                       rng: np.random.Generator) -> int:
+def write_dicom_series(
+    folder: Path,
+    vol_IJK: np.ndarray,
+    geom: Geometry,
+    *,
+    scan_id: str,
+    subject_id: int,
+    when: datetime.datetime,
+    identity: dict[str, str],
+    sex: str,
+    seed: int,
+    rng: np.random.Generator,
+) -> int:
     """Write one CT series into ``folder`` (created); returns the number of files."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence

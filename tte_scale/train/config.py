@@ -7,46 +7,47 @@ Loaded with :func:`tte_scale.config.load_config` from ``configs/pretrain/*.yaml`
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tte_scale.config import ConfigError, check
+from tte_scale.data.config import LoaderSettings
+from tte_scale.models.vit3d import ViTConfig
 
 
 @dataclass(kw_only=True, slots=True)
-class ModelSection:
+class _ModelChoice:
     name: str = "vit3d_tiny"
-    """Registered encoder name (see ``tte_scale.models``), e.g. vit3d_base."""
-    img_size: tuple[int, int, int] = (32, 64, 64)
-    """Input volume shape (D, H, W); must match the shards."""
-    patch_size: tuple[int, int, int] | None = None
-    """Patch size (D, H, W); null keeps the registry default."""
-    drop_path_rate: float = 0.0
-    """Stochastic depth rate."""
-    grad_checkpointing: bool = False
-    """Activation checkpointing: recompute each block in backward to save memory."""
-    pool: str | None = None
-    """Feature pooling ('cls' or 'mean'); null keeps the registry default."""
-    embed_dim: int | None = None
-    """Token width; null keeps the registry default (small values make test models)."""
-    depth: int | None = None
-    """Transformer blocks; null keeps the registry default."""
-    num_heads: int | None = None
-    """Attention heads; null keeps the registry default."""
+    """Registered encoder name (``tte_scale.models.list_models()``), e.g. vit3d_base."""
     init_encoder: str | None = None
     """Fine-tuning: start the encoder from this export (a folder written by `tte-scale train`
     or save_pretrained) instead of a random init; its architecture and HU window must match
     this config (checked before training). Null: random init."""
-    stem: str | None = None
-    """Token embedding: 'patch' (one strided conv per patch) or 'conv' (a convolutional stem, for
-    small cohorts); null keeps the registry default ('patch')."""
-    stem_channels: list[int] | None = None
-    """Widths of the conv stem's stride-2 stages; null derives them from embed_dim."""
 
-    def __post_init__(self) -> None:
-        check(all(s > 0 for s in self.img_size), "model.img_size", f"must be positive, got {self.img_size}")
-        check(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", "must be in [0, 1)")
+
+def _architecture_fields() -> list[tuple[str, Any, Any]]:
+    """Every ``ViTConfig`` field, optional, default null (= the registered size's value)."""
+    hints = typing.get_type_hints(ViTConfig)
+    return [(f.name, hints[f.name] | None, field(default=None)) for f in dataclasses.fields(ViTConfig)]
+
+
+ModelSection = dataclasses.make_dataclass(
+    "ModelSection",
+    _architecture_fields(),
+    bases=(_ModelChoice,),
+    kw_only=True,
+    slots=True,
+)
+ModelSection.__module__ = __name__  # pickling finds it here (make_dataclass's module= is Python 3.12+)
+ModelSection.__doc__ = """The encoder: ``name`` (a registered size), ``init_encoder``, and every field of
+``tte_scale.models.ViTConfig`` (documented there: depth, embed_dim, qk_norm, stem, pool, ...),
+each null by default = the registered size's value. Derived from ViTConfig, never copied: a new
+architecture field is settable here (``--set model.<field>=...``) as soon as it exists.
+``img_size`` null (the default) takes the shards' canonical volume shape; a value that differs
+from the shards is refused before training."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -73,27 +74,33 @@ class HeadSection:
     def __post_init__(self) -> None:
         check(self.rank > 0, "head.rank", "must be positive")
         check(self.bias_floor > 0, "head.bias_floor", "must be positive")
-        check(self.feature_norm in ("batch", "none"), "head.feature_norm", f"must be 'batch' or 'none', got {self.feature_norm!r}")
+        check(
+            self.feature_norm in ("batch", "none"),
+            "head.feature_norm",
+            f"must be 'batch' or 'none', got {self.feature_norm!r}",
+        )
         check(self.task_init_std is None or self.task_init_std >= 0, "head.task_init_std", "must be >= 0 or null")
         check(self.bias_prefit_max_rows > 0, "head.bias_prefit_max_rows", "must be positive")
 
 
 @dataclass(kw_only=True, slots=True)
-class DataSection:
-    shards_dir: Path | None = None
-    """Shards folder written by `tte-scale shard` (required to train)."""
+class DataSection(LoaderSettings):
+    """Shards, labels and the loader. The loader's own settings (format, num_workers,
+    shuffle_window, max_bad_fraction, replacement_tries, verify_volume_sha256, prefetch_factor,
+    cache_dir, cache_max_bytes, pin_memory, multiprocessing_context) are inherited from
+    ``tte_scale.data.LoaderSettings``: declared and documented once, same defaults."""
+
+    shards_dir: str | None = None
+    """Shards folder written by `tte-scale shard` (required to train), or its fsspec URL
+    (`s3://bucket/shards`: WebDataset tars are downloaded whole into the loader's cache
+    (`cache_dir`), Zarr is read through zarr's fsspec store; README "Object storage")."""
     labels_dir: Path | None = None
-    """Labels folder (bins.json, rows.parquet, tte.zarr) the shards were built from."""
-    format: Literal["wds", "zarr"] = "zarr"
-    """Shard reader: WebDataset tars or the Zarr store."""
+    """Labels folder (bins.json, rows.parquet, tte.zarr) the shards were built from; checked
+    against the labels fingerprint in the shards' manifest/build.json before training."""
     train_split: str = "train"
     """Split to train on."""
     eval_split: str = "tuning"
     """Split for the validation TTE loss and the benchmark C-index."""
-    num_workers: int = 0
-    """DataLoader worker processes per rank."""
-    shuffle_window: int = 64
-    """Samples held in the streaming shuffle buffer."""
     augmentation: bool = False
     """Random flips/crops/intensity jitter on the train split."""
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
@@ -101,10 +108,12 @@ class DataSection:
     config.json so that evaluation and other users normalize volumes the same way."""
 
     def __post_init__(self) -> None:
-        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
-        check(len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1], "data.hu_window",
-              f"expected [min, max] with min < max, got {list(self.hu_window)}")
-        check(self.shuffle_window >= 1, "data.shuffle_window", "must be >= 1")
+        LoaderSettings.__post_init__(self)  # zero-argument super() does not work in slots dataclasses
+        check(
+            len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
+            "data.hu_window",
+            f"expected [min, max] with min < max, got {list(self.hu_window)}",
+        )
 
 
 @dataclass(kw_only=True, slots=True)
@@ -165,13 +174,19 @@ class CheckpointSection:
     keep_last: int = 3
     """Complete checkpoints kept; older ones are deleted."""
     resume: bool = False
-    """Resume from the newest complete checkpoint in <out_dir>/checkpoints (error if none)."""
+    """Continue the run in out_dir from the checkpoint `latest` names (or the newest complete one
+    before it when that one does not verify); an error if there is none."""
+    overwrite: bool = False
+    """Start a new run in an out_dir that holds one: first remove that run's own files
+    (checkpoints/, metrics.jsonl, tb/, encoder/), only when out_dir carries the train owner
+    marker; nothing else in out_dir is touched. Without it (or resume) such an out_dir is refused."""
     export_encoder: bool = True
-    """At the end, write <out_dir>/encoder.safetensors (+ JSON config) for load_pretrained."""
+    """At the end, write <out_dir>/encoder/ (model.safetensors + config.json) for load_pretrained."""
 
     def __post_init__(self) -> None:
         check(self.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
         check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+        check(not (self.resume and self.overwrite), "checkpoint.overwrite", "cannot be combined with resume")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -228,7 +243,7 @@ class ClusterSection:
 @dataclass(kw_only=True, slots=True)
 class PretrainConfig:
     out_dir: Path = Path("runs/pretrain")
-    """Run folder: checkpoints/, metrics.jsonl, tb/, encoder.safetensors."""
+    """Run folder: checkpoints/, metrics.jsonl, tb/, encoder/ and the owner marker (tte_scale.outputs)."""
     max_steps: int = 1000
     """Optimizer steps to train."""
     objective: Literal["tte", "supervised"] = "tte"

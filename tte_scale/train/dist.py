@@ -57,5 +57,4 @@ def init_distributed(device_type: str) -> None:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo",
-                                   auto_mpi_discovery=False)
+        deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", auto_mpi_discovery=False)

@@ -69,8 +69,10 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 def no_decay(name: str, param) -> bool:
     """Biases, norm scales, position/class tokens and 1-D tensors are not weight-decayed."""
     lname = name.lower()
-    return param.ndim <= 1 or lname.endswith(".bias") or any(
-        key in lname for key in ("norm", "pos_embed", "cls_token", "bias")
+    return (
+        param.ndim <= 1
+        or lname.endswith(".bias")
+        or any(key in lname for key in ("norm", "pos_embed", "cls_token", "bias"))
     )
 
 

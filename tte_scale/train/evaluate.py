@@ -13,30 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from tte_scale.eval.concordance import harrell_cindex
 from tte_scale.train.parts import model_inputs
-
-
-def harrell_c(risk_N: np.ndarray, time_N: np.ndarray, event_N: np.ndarray) -> float:
-    """Harrell's C: among comparable pairs (i had the event before j's time, or at the same
-    time as j's censoring), the fraction where i has the higher risk; ties in risk count 1/2.
-    NaN when no pair is comparable."""
-    risk_N, time_N, event_N = (np.asarray(a) for a in (risk_N, time_N, event_N))
-    ok = np.isfinite(risk_N) & np.isfinite(time_N)
-    risk_N, time_N, event_N = risk_N[ok], time_N[ok], event_N[ok].astype(bool)
-    concordant = comparable = 0.0
-    for i in np.flatnonzero(event_N):  # O(N^2) in rows of events: fine for tuning-split sizes
-        later = (time_N > time_N[i]) | ((time_N == time_N[i]) & ~event_N)
-        n = later.sum()
-        if n:
-            comparable += n
-            concordant += (risk_N[i] > risk_N[later]).sum() + 0.5 * (risk_N[i] == risk_N[later]).sum()
-    return float(concordant / comparable) if comparable else math.nan
 
 
 def _head_params(module: torch.nn.Module, zero_stage: int):
@@ -87,9 +72,11 @@ def evaluate(
         model.train(was_training)
     totals = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=bin_starts_J.device)
     gathered: list[Any] = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
-    local = (np.concatenate(risks) if risks else np.zeros((0, 1)),
-             np.concatenate(times) if times else np.zeros((0, 0)),
-             np.concatenate(events) if events else np.zeros((0, 0), bool))
+    local = (
+        np.concatenate(risks) if risks else np.zeros((0, 1)),
+        np.concatenate(times) if times else np.zeros((0, 0)),
+        np.concatenate(events) if events else np.zeros((0, 0), bool),
+    )
     if dist.is_initialized():
         dist.all_reduce(totals)
         dist.all_gather_object(gathered, local)
@@ -104,7 +91,9 @@ def evaluate(
         event_NT = np.concatenate([g[2] for g in parts])
         names = bench_tasks or [f"task{t}" for t in range(time_NT.shape[1])]
         for t, name in enumerate(names[: time_NT.shape[1]]):
-            out[f"cindex/{name}"] = harrell_c(risk_NT[:, min(t, risk_NT.shape[1] - 1)], time_NT[:, t], event_NT[:, t])
+            time_N, event_N, risk_N = time_NT[:, t], event_NT[:, t], risk_NT[:, min(t, risk_NT.shape[1] - 1)]
+            ok = np.isfinite(risk_N) & np.isfinite(time_N)  # a diverged model's NaN risks: fewer pairs, no crash
+            out[f"cindex/{name}"] = float(harrell_cindex(time_N[ok], event_N[ok], risk_N[ok]))
         finite = [v for k, v in out.items() if k.startswith("cindex/") and not math.isnan(v)]
         out["cindex_mean"] = float(np.mean(finite)) if finite else math.nan
     return out

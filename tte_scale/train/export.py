@@ -23,8 +23,9 @@ from tte_scale.train.parts import encoder_overrides
 def full_state_dict(checkpoint_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
     """The whole model's fp32 state dict from one checkpoint folder (any ZeRO stage)."""
     if zero_stage == 0:
-        blob = torch.load(Path(checkpoint_dir) / tag / "mp_rank_00_model_states.pt", map_location="cpu",
-                          weights_only=False)
+        blob = torch.load(
+            Path(checkpoint_dir) / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
+        )
         return {k: v.float() for k, v in blob["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -41,8 +42,11 @@ def export_encoder(cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Pat
     encoder = create_model(cfg.model.name, **overrides)
     missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
     if missing or unexpected:
-        raise TteScaleError(f"{checkpoint_dir / tag}: encoder weights do not match model {cfg.model.name!r} "
-                            f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise TteScaleError(
+            f"{checkpoint_dir / tag}: encoder weights do not match model {cfg.model.name!r} "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     pretraining = {"objective": cfg.objective, "checkpoint": tag, "max_steps": cfg.max_steps, "seed": cfg.seed}
-    return save_pretrained(encoder, out, model_name=cfg.model.name, hu_window=tuple(cfg.data.hu_window),
-                           pretraining=pretraining)
+    return save_pretrained(
+        encoder, out, model_name=cfg.model.name, hu_window=tuple(cfg.data.hu_window), pretraining=pretraining
+    )

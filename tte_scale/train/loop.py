@@ -17,20 +17,30 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from tte_scale.errors import InputError
-from tte_scale.train import ds_config, telemetry
-from tte_scale.train.checkpoint import CheckpointManager, Found, tag_for, to_universal, trainer_state_name
+from tte_scale.config import ConfigError
+from tte_scale.errors import InputError, TteScaleError
+from tte_scale.train import ds_config, run_dir, telemetry
+from tte_scale.train.checkpoint import (
+    CheckpointManager,
+    Found,
+    checksum_share,
+    tag_for,
+    to_universal,
+    trainer_state_name,
+)
 from tte_scale.train.config import PretrainConfig, resolve_batch
 from tte_scale.train.dist import DistEnv, dist_env, init_distributed
 from tte_scale.train.evaluate import evaluate
 from tte_scale.train.guards import GuardedAdamW, NonFiniteGuard
-from tte_scale.train.parts import RunParts, build_parts, check_model_config, model_inputs
+from tte_scale.train.metrics_log import MetricsWriter
+from tte_scale.train.parts import RunParts, build_parts, check_model_config, model_inputs, with_volume_shape
 from tte_scale.train.rng import capture_rng, restore_rng, seed_everything
 from tte_scale.train.signals import EXIT_REQUEUE, StopFlag, signals_blocked
 
@@ -52,7 +62,8 @@ class Run:
     ckpts: CheckpointManager
     guard: NonFiniteGuard
     aug_gen: torch.Generator
-    writer: telemetry.MetricsWriter
+    writer: MetricsWriter
+    run_id: str | None = None
     step: int = 0
     eval_start: dict | None = None
     last_saved: int = -1
@@ -66,23 +77,24 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | N
     setup, so a signal that arrives then is not lost, and reads ``stop.signum`` afterwards);
     the caller then uninstalls it. By default the loop installs its own.
     """
-    env = dist_env()
-    micro = resolve_batch(cfg, env.world_size)  # config errors before any work
-    check_model_config(cfg)
-    device = _pick_device(cfg, env)
-    if device.type == "cpu" and cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
-    init_distributed(device.type)
-    ckpts = CheckpointManager(cfg.out_dir / "checkpoints", cfg.checkpoint.keep_last)
-    resume = ckpts.require_resume_point() if cfg.checkpoint.resume else None
-
+    setup = _set_up(cfg, check_data=parts is None)
+    cfg, env = setup.cfg, setup.env
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    parts = parts or build_parts(cfg, micro, env.rank, env.world_size)
-    run = _build_run(cfg, env, device, parts, ckpts, resume)
-    if resume is not None:
-        _load(run, resume)
+    parts = parts or build_parts(cfg, setup.micro, env.rank, env.world_size)
+    run = _build_run(setup, parts)
+    if setup.resume is not None:
+        _load(run, setup.resume)
     else:
         seed_everything(cfg.seed + 1 + env.rank)  # per-rank dropout / drop-path streams
+    run.writer.write(  # a new attempt: readers drop what earlier attempts logged after this step
+        {
+            "kind": "start",
+            "step": run.step,
+            "run_id": run.run_id,
+            "resumed_from": setup.resume.path.name if setup.resume else None,
+            "world_size": env.world_size,
+        }
+    )
 
     own_stop = stop is None
     stop = StopFlag().install() if own_stop else stop
@@ -97,6 +109,9 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | N
             stats = _reduce_step(run, out, time.perf_counter() - t0, stop.requested)
             run.guard.update(stats["skipped"], run.step, stats["loss"], stats["grad_norm"])
             _log(run, stats, bar)
+            _heartbeat(
+                run, force=run.step in (first_step + 1, cfg.max_steps) or _every(run.step, cfg.checkpoint.every_steps)
+            )
             if run.step == first_step + 1:
                 _log_model_state_memory(run)
             if stats["stop"]:
@@ -133,8 +148,10 @@ def train_step(run: Run, batches: Iterator[dict]) -> dict[str, float]:
         t0 = time.perf_counter()
         raw = next(batches, None)
         if raw is None:
-            raise InputError(f"split {cfg.data.train_split!r} of {cfg.data.shards_dir} gives no batch of "
-                             f"{cfg.optim.global_batch_size} samples")
+            raise InputError(
+                f"split {cfg.data.train_split!r} of {cfg.data.shards_dir} gives no batch of "
+                f"{cfg.optim.global_batch_size} samples"
+            )
         batch = _prepare(run, raw)
         data_s += time.perf_counter() - t0
         loss = engine(*model_inputs(cfg.objective, batch, run.parts.bin_starts))
@@ -152,24 +169,165 @@ def train_step(run: Run, batches: Iterator[dict]) -> dict[str, float]:
         grad_norm = engine.get_global_grad_norm()
     grad_norm = float(grad_norm) if grad_norm is not None else math.nan
     skipped = bad or not math.isfinite(grad_norm)
-    return {"loss": loss_sum / cfg.optim.grad_accum_steps, "data_s": data_s, "grad_norm": grad_norm,
-            "skipped": skipped, "lr": run.optimizer.param_groups[0]["lr"]}
+    return {
+        "loss": loss_sum / cfg.optim.grad_accum_steps,
+        "data_s": data_s,
+        "grad_norm": grad_norm,
+        "skipped": skipped,
+        "lr": run.optimizer.param_groups[0]["lr"],
+    }
 
 
 # -- setup ----------------------------------------------------------------------------------------
 
+
+@dataclass(slots=True)
+class SetUp:
+    """What ``train`` knows before it builds anything: the checked config, ranks, device, run folder."""
+
+    cfg: PretrainConfig
+    env: DistEnv
+    micro: int
+    device: torch.device
+    ckpts: CheckpointManager
+    resume: Found | None
+    started: run_dir.RunStart
+
+
+def _set_up(cfg: PretrainConfig, check_data: bool = True) -> SetUp:
+    """Every check that can fail before the run changes anything, then the run folder's start.
+
+    Config, device, run folder and the inputs' metadata are checked on every rank alike before the
+    ranks connect; rank 0 then checks the labels fingerprint, every rank verifies its share of the
+    resume checkpoint, and only after all agree does rank 0 touch ``out_dir``.
+    """
+    env = dist_env()
+    micro = resolve_batch(cfg, env.world_size)  # config errors before any work
+    check_model_config(cfg)  # again below, once model.img_size follows the shards
+    device = _pick_device(cfg, env)
+    ckpts = CheckpointManager(cfg.out_dir / "checkpoints", cfg.checkpoint.keep_last)
+    plan = run_dir.plan_start(
+        cfg.out_dir,
+        resume=cfg.checkpoint.resume,
+        overwrite=cfg.checkpoint.overwrite,
+        has_checkpoint=not cfg.checkpoint.resume and ckpts.newest_complete() is not None,
+        inputs=[cfg.data.shards_dir, cfg.data.labels_dir, cfg.model.init_encoder],
+    )
+    if check_data:
+        cfg = _check_inputs(cfg)  # format, K, volume shape -> model.img_size (metadata only)
+    check_model_config(cfg)
+    if device.type == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    init_distributed(device.type)
+    try:
+        if check_data:
+            _on_rank0(lambda: _check_labels(cfg), env)  # one pass over the labels, on one rank
+        resume = _resume_point(cfg, env, ckpts) if plan == "resume" else None
+        started = _start_run(cfg, env, plan, resume)
+    except (TteScaleError, ConfigError):
+        dist.destroy_process_group()  # every rank refuses alike; leave the group before the process exits
+        raise
+    return SetUp(cfg=cfg, env=env, micro=micro, device=device, ckpts=ckpts, resume=resume, started=started)
+
+
 def _pick_device(cfg: PretrainConfig, env: DistEnv) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ConfigError(f"device: cuda, but {why} (torch {torch.__version__}); set device=cpu or auto")
+        if env.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: cuda, but LOCAL_RANK={env.local_rank} and only {torch.cuda.device_count()} CUDA "
+                "device(s) are visible; start at most one rank per GPU"
+            )
         torch.cuda.set_device(env.local_rank)
         return torch.device("cuda", env.local_rank)
     return torch.device("cpu")
 
 
-def _build_run(cfg, env, device, parts, ckpts, resume: Found | None) -> Run:
+def _on_rank0(fn, env: DistEnv):
+    """``fn()`` on rank 0 only, its result (or its InputError/ConfigError, raised again) on every rank."""
+    out = [None]
+    if env.is_main:
+        try:
+            out[0] = ("ok", fn())
+        except (InputError, ConfigError) as exc:
+            out[0] = ("error", exc)
+    if dist.is_initialized() and env.world_size > 1:
+        dist.broadcast_object_list(out, src=0, group=_cpu_group())
+    status, value = out[0]
+    if status == "error":
+        raise value
+    return value
+
+
+def _check_inputs(cfg: PretrainConfig) -> PretrainConfig:
+    """Refuse shards and labels that do not belong together, from their metadata (every rank,
+    instant); returns ``cfg`` with ``model.img_size`` set to the shards' volume shape."""
+    from tte_scale.data.build_info import check_run_inputs
+
+    d = cfg.data
+    if d.shards_dir is None or d.labels_dir is None:
+        raise ConfigError("data.shards_dir and data.labels_dir: both are required to train")
+    info = check_run_inputs(d.shards_dir, d.labels_dir, d.format, fingerprint=False)
+    return with_volume_shape(cfg, info.volume_shape, d.shards_dir)
+
+
+def _check_labels(cfg: PretrainConfig) -> None:
+    """Rank 0: ``data.labels_dir`` is the labels folder the shards were built from (fingerprint)."""
+    from tte_scale.data.build_info import check_run_inputs
+
+    d = cfg.data
+    info = check_run_inputs(d.shards_dir, d.labels_dir, d.format)
+    if info.labels_fingerprint is None:
+        log.warning(
+            "%s/manifest/build.json records no labels_fingerprint: cannot check that data.labels_dir %s is the "
+            "labels folder the shards were built from",
+            d.shards_dir,
+            d.labels_dir,
+        )
+
+
+def _resume_point(cfg: PretrainConfig, env: DistEnv, ckpts: CheckpointManager) -> Found:
+    """The checkpoint every rank resumes from: ``latest``'s folder or the newest verified one before
+    it; each rank checksums its share of the files and the verdicts are all-reduced."""
+    from tte_scale.outputs import read_marker
+
+    def all_agree(ok: bool) -> bool:
+        t = torch.tensor([float(ok)])  # gloo group on CPU tensors, whatever the training device
+        if dist.is_initialized() and env.world_size > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.MIN, group=_cpu_group())
+        return bool(t.item())
+
+    run_id = (read_marker(cfg.out_dir) or {}).get("run_id")
+    return ckpts.require_resume_point(run_id=run_id, rank=env.rank, world_size=env.world_size, all_agree=all_agree)
+
+
+_CPU_GROUP = None
+
+
+def _cpu_group():
+    """A gloo group for the few object/flag exchanges of the set-up (NCCL reduces device tensors only)."""
+    global _CPU_GROUP
+    if _CPU_GROUP is None:
+        _CPU_GROUP = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+    return _CPU_GROUP
+
+
+def _start_run(cfg: PretrainConfig, env: DistEnv, plan: str, resume: Found | None) -> run_dir.RunStart:
+    """Rank 0 clears a replaced run and writes the owner marker, after every rank has agreed."""
+    if dist.is_initialized():
+        dist.barrier()
+    hint = resume.run_id if resume is not None else None
+    return _on_rank0(lambda: run_dir.start_run(cfg.out_dir, plan, hint), env)
+
+
+def _build_run(setup: SetUp, parts: RunParts) -> Run:
     import deepspeed
 
     from tte_scale.data import AugmentConfig
 
+    cfg, env, device, resume, started = setup.cfg, setup.env, setup.device, setup.resume, setup.started
     ds = ds_config.build_ds_config(cfg, env.world_size, device.type)
     if resume is not None and resume.world_size != env.world_size and cfg.zero.stage >= 1:
         ds["checkpoint"] = {"load_universal": True}  # partitions are re-cut for the new world size
@@ -177,17 +335,28 @@ def _build_run(cfg, env, device, parts, ckpts, resume: Found | None) -> Run:
     if cfg.zero.offload_optimizer:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-        optimizer = DeepSpeedCPUAdam(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
-                                     adamw_mode=True)
+        optimizer = DeepSpeedCPUAdam(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, adamw_mode=True)
     else:
         optimizer = GuardedAdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
     engine, _, _, _ = deepspeed.initialize(model=parts.model, optimizer=optimizer, config=ds)
     parts.bin_starts = parts.bin_starts.to(device)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed * 1_000_003 + env.rank)
-    run = Run(cfg=cfg, env=env, device=device, parts=parts, engine=engine, optimizer=optimizer, ckpts=ckpts,
-              guard=NonFiniteGuard(cfg.guards.max_consecutive_nonfinite), aug_gen=gen,
-              writer=telemetry.MetricsWriter(cfg.out_dir, enabled=env.is_main, tensorboard=cfg.telemetry.tensorboard))
+    run = Run(
+        cfg=cfg,
+        env=env,
+        device=device,
+        parts=parts,
+        engine=engine,
+        optimizer=optimizer,
+        ckpts=setup.ckpts,
+        guard=NonFiniteGuard(cfg.guards.max_consecutive_nonfinite),
+        aug_gen=gen,
+        writer=MetricsWriter(
+            cfg.out_dir, enabled=env.is_main, tensorboard=cfg.telemetry.tensorboard, attempt=started.attempt
+        ),
+        run_id=started.run_id,
+    )
     lo, hi = cfg.data.hu_window
     run.extra["augment"] = AugmentConfig(enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi)
     run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
@@ -241,6 +410,7 @@ def _stream(loader, limit: int | None = None) -> Iterator[dict]:
 
 # -- per-step bookkeeping -------------------------------------------------------------------------
 
+
 def _full_grad_norm(module: torch.nn.Module) -> float:
     """L2 norm of the (already all-reduced, unclipped) gradients when every rank holds them all."""
     norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
@@ -265,12 +435,26 @@ def _reduce_step(run: Run, out: dict, step_s: float, stop: bool) -> dict[str, An
     world = run.env.world_size
     samples = run.cfg.optim.global_batch_size
     rates = telemetry.throughput(
-        samples=samples, step_seconds=float(maxes[1]), data_seconds=float(sums[1]) / world,
-        flops_per_sample=run.parts.flops_per_sample, tokens_per_sample=run.parts.tokens_per_sample,
-        world_size=world, peak=run.extra["peak"])
-    return {"step": run.step, "loss": float(sums[0]) / world, "lr": out["lr"], "grad_norm": out["grad_norm"],
-            "skipped": bool(out["skipped"]), "skipped_total": run.guard.total + bool(out["skipped"]),
-            "step_s": float(maxes[1]), "peak_mem_gib": float(maxes[0]) / 2**30, "stop": bool(sums[2] > 0), **rates}
+        samples=samples,
+        step_seconds=float(maxes[1]),
+        data_seconds=float(sums[1]) / world,
+        flops_per_sample=run.parts.flops_per_sample,
+        tokens_per_sample=run.parts.tokens_per_sample,
+        world_size=world,
+        peak=run.extra["peak"],
+    )
+    return {
+        "step": run.step,
+        "loss": float(sums[0]) / world,
+        "lr": out["lr"],
+        "grad_norm": out["grad_norm"],
+        "skipped": bool(out["skipped"]),
+        "skipped_total": run.guard.total + bool(out["skipped"]),
+        "step_s": float(maxes[1]),
+        "peak_mem_gib": float(maxes[0]) / 2**30,
+        "stop": bool(sums[2] > 0),
+        **rates,
+    }
 
 
 def _log(run: Run, stats: dict, bar) -> None:
@@ -279,6 +463,19 @@ def _log(run: Run, stats: dict, bar) -> None:
     if bar is not None:
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}", refresh=False)
+
+
+HEARTBEAT_S = 30.0
+"""At most one per-rank progress line per this many seconds (plus the first, last and checkpoint steps)."""
+
+
+def _heartbeat(run: Run, force: bool = False) -> None:
+    """Every rank logs the step it finished, so its own log shows how far it got (a rank that
+    stalls or dies stands out; `tte-scale launch status` reads these lines)."""
+    now = time.monotonic()
+    if force or now - run.extra.get("heartbeat", -math.inf) >= HEARTBEAT_S:
+        log.info("rank %d: step %d done", run.env.rank, run.step)
+        run.extra["heartbeat"] = now
 
 
 def _progress(run: Run):
@@ -302,9 +499,16 @@ def _log_model_state_memory(run: Run) -> None:
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     if run.env.is_main:
-        run.writer.write({"kind": "memory", "step": run.step, "param_bytes_per_rank": int(t[0]),
-                          "optim_bytes_per_rank": int(t[1]), "zero_stage": run.cfg.zero.stage,
-                          "world_size": run.env.world_size})
+        run.writer.write(
+            {
+                "kind": "memory",
+                "step": run.step,
+                "param_bytes_per_rank": int(t[0]),
+                "optim_bytes_per_rank": int(t[1]),
+                "zero_stage": run.cfg.zero.stage,
+                "world_size": run.env.world_size,
+            }
+        )
 
 
 def _every(step: int, n: int) -> bool:
@@ -313,23 +517,52 @@ def _every(step: int, n: int) -> bool:
 
 # -- checkpoint, evaluation, export ---------------------------------------------------------------
 
+
 def _trainer_state(run: Run) -> dict:
-    return {"version": TRAINER_STATE_VERSION, "step": run.step, "world_size": run.env.world_size,
-            "rng": capture_rng(), "aug_gen": run.aug_gen.get_state(), "guard": run.guard.state_dict(),
-            "loader": run.parts.train_loader.state_dict()}
+    return {
+        "version": TRAINER_STATE_VERSION,
+        "step": run.step,
+        "world_size": run.env.world_size,
+        "rng": capture_rng(),
+        "aug_gen": run.aug_gen.get_state(),
+        "guard": run.guard.state_dict(),
+        "loader": run.parts.train_loader.state_dict(),
+    }
 
 
 def _save(run: Run) -> None:
-    """All ranks write their shards and trainer state; rank 0 marks the folder complete after a barrier."""
-    tag = tag_for(run.step)
-    run.engine.save_checkpoint(str(run.ckpts.root), tag=tag, save_latest=False,
-                               client_state={"universal_checkpoint_info": {}})
-    torch.save(_trainer_state(run), run.ckpts.folder(run.step) / trainer_state_name(run.env.rank))
-    dist.barrier()
+    """All ranks write their shards and trainer state, then checksum their share of the folder; rank 0
+    marks it complete. An earlier attempt's folder of the same step is removed first (marker first)."""
     if run.env.is_main:
-        run.ckpts.publish(run.step, run.env.world_size)
+        run.ckpts.clear(run.step)
+    dist.barrier()
+    folder = run.ckpts.folder(run.step)
+    run.engine.save_checkpoint(
+        str(run.ckpts.root), tag=folder.name, save_latest=False, client_state={"universal_checkpoint_info": {}}
+    )
+    torch.save(_trainer_state(run), folder / trainer_state_name(run.env.rank))
+    dist.barrier()
+    share = checksum_share(folder, run.env.rank, run.env.world_size)
+    stats = getattr(run.parts.train_loader, "stats", dict)()
+    gathered = [None] * run.env.world_size if run.env.is_main else None
+    dist.gather_object((share, stats), gathered, dst=0, group=_cpu_group())
+    if run.env.is_main:
+        files = {name: rec for rank_share, _ in gathered for name, rec in rank_share.items()}
+        run.ckpts.publish(run.step, run.env.world_size, files=files, run_id=run.run_id)
+        run.writer.write({"kind": "data", "step": run.step, **_sum_loader_stats([st for _, st in gathered])})
     dist.barrier()
     run.last_saved = run.step
+
+
+def _sum_loader_stats(per_rank: list[dict]) -> dict:
+    """The loaders' counters (samples served, corrupt/missing samples replaced, damaged shards) summed
+    over ranks, since the run started; the cursor (epoch, consumed) is the same on every rank."""
+    out = {k: v for k, v in per_rank[0].items() if k in ("epoch", "consumed")}
+    for stats in per_rank:
+        for k, v in stats.items():
+            if k not in ("epoch", "consumed") and isinstance(v, int):
+                out[k] = out.get(k, 0) + v
+    return out
 
 
 def _load(run: Run, found: Found) -> None:
@@ -365,9 +598,16 @@ def _eval(run: Run) -> None:
     loader.load_state_dict(run.eval_start)  # every evaluation sees the same first batches
     batches = _stream(loader, limit=run.cfg.eval.max_batches)
     try:
-        metrics = evaluate(run.engine, batches, lambda b: _prepare(run, b, augment=False), run.parts.bin_starts,
-                           max_batches=run.cfg.eval.max_batches, zero_stage=run.cfg.zero.stage,
-                           bench_tasks=run.parts.bench_tasks, objective=run.cfg.objective)
+        metrics = evaluate(
+            run.engine,
+            batches,
+            lambda b: _prepare(run, b, augment=False),
+            run.parts.bin_starts,
+            max_batches=run.cfg.eval.max_batches,
+            zero_stage=run.cfg.zero.stage,
+            bench_tasks=run.parts.bench_tasks,
+            objective=run.cfg.objective,
+        )
     finally:
         batches.close()
         loader.close()  # the next evaluation restarts at eval_start anyway: no idle workers until then

@@ -12,8 +12,9 @@ import contextlib
 import io
 from typing import Any
 
+from tte_scale.data.build_info import labels_num_tasks, read_shards_info
 from tte_scale.train.config import PretrainConfig
-from tte_scale.train.parts import check_model_config, read_bins
+from tte_scale.train.parts import check_model_config, read_bins, with_volume_shape
 
 
 def head_params(in_features: int, num_bins: int, num_tasks: int, rank: int) -> tuple[int, int]:
@@ -34,13 +35,11 @@ def estimate_memory(cfg: PretrainConfig) -> dict[str, Any]:
         estimate_zero2_model_states_mem_needs_all_cold,
     )
 
+    if cfg.data.shards_dir:  # model.img_size follows the shards, as in training
+        cfg = with_volume_shape(cfg, read_shards_info(cfg.data.shards_dir).volume_shape, cfg.data.shards_dir)
     info = check_model_config(cfg)
     num_bins = read_bins(cfg.data.labels_dir).size if cfg.data.labels_dir else 8
-    num_tasks = cfg.head.num_tasks
-    if cfg.data.labels_dir and (cfg.data.labels_dir / "tte.zarr").exists():
-        import zarr
-
-        num_tasks = int(zarr.open_group(str(cfg.data.labels_dir / "tte.zarr"), mode="r")["time"].shape[1])
+    num_tasks = labels_num_tasks(cfg.data.labels_dir) if cfg.data.labels_dir else cfg.head.num_tasks
     E = info["embed_dim"]
     h_total, h_largest = head_params(E, num_bins, num_tasks, cfg.head.rank)
     total = info["params"] + h_total
@@ -49,8 +48,14 @@ def estimate_memory(cfg: PretrainConfig) -> dict[str, Any]:
     z = cfg.zero
     if z.stage == 3:
         cpu, dev, _ = estimate_zero3_model_states_mem_needs(
-            total, largest, gpn, nodes, cpu_offload=z.offload_optimizer, cpu_offload_params=z.offload_params,
-            zero_init=False)
+            total,
+            largest,
+            gpn,
+            nodes,
+            cpu_offload=z.offload_optimizer,
+            cpu_offload_params=z.offload_params,
+            zero_init=False,
+        )
         estimator = estimate_zero3_model_states_mem_needs_all_cold
         args = (total, largest, gpn, nodes)
     elif z.stage in (1, 2):
@@ -64,10 +69,19 @@ def estimate_memory(cfg: PretrainConfig) -> dict[str, Any]:
     with contextlib.redirect_stdout(table):
         estimator(*args)
     return {
-        "model": cfg.model.name, "params": total, "encoder_params": info["params"], "head_params": h_total,
-        "largest_layer_params": largest, "num_tasks": num_tasks, "num_bins": num_bins,
-        "nodes": nodes, "gpus_per_node": gpn, "zero_stage": z.stage,
-        "offload_optimizer": z.offload_optimizer, "offload_params": z.offload_params,
-        "per_device_gib": dev / 2**30, "per_node_cpu_gib": cpu / 2**30,
+        "model": cfg.model.name,
+        "params": total,
+        "encoder_params": info["params"],
+        "head_params": h_total,
+        "largest_layer_params": largest,
+        "num_tasks": num_tasks,
+        "num_bins": num_bins,
+        "nodes": nodes,
+        "gpus_per_node": gpn,
+        "zero_stage": z.stage,
+        "offload_optimizer": z.offload_optimizer,
+        "offload_params": z.offload_params,
+        "per_device_gib": dev / 2**30,
+        "per_node_cpu_gib": cpu / 2**30,
         "deepspeed_table": table.getvalue(),
     }

@@ -14,6 +14,7 @@ prefit reads the same train rows everywhere, so no broadcast is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -51,14 +52,28 @@ class RunParts:
 
 
 def encoder_overrides(cfg: PretrainConfig) -> dict[str, Any]:
-    """``create_model`` keyword overrides from the model section (unset fields keep defaults)."""
+    """``create_model`` keyword overrides: the model section's ViTConfig fields that are set (null
+    keeps the registered size's value)."""
+    from tte_scale.models import ViTConfig
+
     m = cfg.model
-    out: dict[str, Any] = {"img_size": m.img_size, "drop_path_rate": m.drop_path_rate,
-                           "grad_checkpointing": m.grad_checkpointing}
-    for key in ("patch_size", "pool", "embed_dim", "depth", "num_heads", "stem", "stem_channels"):
-        if getattr(m, key) is not None:
-            out[key] = getattr(m, key)
-    return out
+    return {f.name: getattr(m, f.name) for f in dataclasses.fields(ViTConfig) if getattr(m, f.name) is not None}
+
+
+def with_volume_shape(cfg: PretrainConfig, shape: tuple[int, int, int], shards_dir) -> PretrainConfig:
+    """``cfg`` with ``model.img_size`` = the shards' canonical volume shape.
+
+    Null takes the shards' shape (the model is trained and exported for what it is fed); a value
+    that differs is refused: a model configured for other volumes would train on these silently
+    and its export would record a size it never saw.
+    """
+    shape = tuple(int(x) for x in shape)
+    if cfg.model.img_size is not None and tuple(cfg.model.img_size) != shape:
+        raise ConfigError(
+            f"model.img_size: {list(cfg.model.img_size)} but the shards {shards_dir} hold volumes of shape "
+            f"{list(shape)}; set model.img_size={list(shape)} or leave it null (it then follows the shards)"
+        )
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, img_size=shape))
 
 
 # Settings that may differ between a pretrained export and the run fine-tuning it: they change
@@ -85,13 +100,17 @@ def init_encoder_from(encoder: torch.nn.Module, path: str | Path, hu_window: tup
     diff = [k for k in want if want[k] != have.get(k)]
     if diff:
         k = diff[0]
-        raise InputError(f"model.init_encoder {path}: the export's {k} is {have.get(k)!r} but this run's model has "
-                         f"{want[k]!r} ({len(diff)} field(s) differ: {', '.join(diff)}); set the model section to "
-                         "the export's architecture")
+        raise InputError(
+            f"model.init_encoder {path}: the export's {k} is {have.get(k)!r} but this run's model has "
+            f"{want[k]!r} ({len(diff)} field(s) differ: {', '.join(diff)}); set the model section to "
+            "the export's architecture"
+        )
     window = (meta.get("preprocessing") or {}).get("hu_window")
     if window is not None and window != tuple(hu_window):  # read_export_config made it a float tuple
-        raise InputError(f"model.init_encoder {path}: trained on HU window {list(window)}, this run normalizes with "
-                         f"data.hu_window={list(hu_window)}; set data.hu_window to the export's window")
+        raise InputError(
+            f"model.init_encoder {path}: trained on HU window {list(window)}, this run normalizes with "
+            f"data.hu_window={list(hu_window)}; set data.hu_window to the export's window"
+        )
     encoder.load_state_dict(src.state_dict())
 
 
@@ -109,9 +128,13 @@ def check_model_config(cfg: PretrainConfig) -> dict:
     try:
         vit = get_config(cfg.model.name, **encoder_overrides(cfg))
     except (ConfigError, ValueError, TypeError) as exc:
-        raise ConfigError(f"model: {exc}") from None
-    return {"params": vit_params(vit), "tokens": math.prod(vit.grid), "flops_train": vit_flops(vit),
-            "embed_dim": vit.embed_dim}
+        raise ConfigError(f"model.{exc}") from None  # ViTConfig names the field: "model.patch_size: ..."
+    return {
+        "params": vit_params(vit),
+        "tokens": math.prod(vit.grid),
+        "flops_train": vit_flops(vit),
+        "embed_dim": vit.embed_dim,
+    }
 
 
 def read_bins(labels_dir: Path) -> np.ndarray:
@@ -172,10 +195,17 @@ def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.
 
     encoder = create_model(cfg.model.name, **encoder_overrides(cfg))
     if cfg.objective == "supervised":
-        return SupervisedModel(encoder, SupervisedHead(encoder.num_features, num_tasks,
-                                                         feature_norm=cfg.head.feature_norm))
-    head = TTEHead(encoder.num_features, num_bins=num_bins, num_tasks=num_tasks, rank=cfg.head.rank,
-                   task_init_std=cfg.head.task_init_std, feature_norm=cfg.head.feature_norm)
+        return SupervisedModel(
+            encoder, SupervisedHead(encoder.num_features, num_tasks, feature_norm=cfg.head.feature_norm)
+        )
+    head = TTEHead(
+        encoder.num_features,
+        num_bins=num_bins,
+        num_tasks=num_tasks,
+        rank=cfg.head.rank,
+        task_init_std=cfg.head.task_init_std,
+        feature_norm=cfg.head.feature_norm,
+    )
     return TTEModel(encoder, head)
 
 
@@ -195,29 +225,43 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
         raise ConfigError("data.shards_dir and data.labels_dir: both are required to train")
     bin_starts = read_bins(d.labels_dir)
     bench_tasks = json.loads((Path(d.labels_dir) / "bins.json").read_text()).get("bench_tasks")
-    common = dict(format=d.format, batch_size=micro_batch, num_workers=d.num_workers, seed=cfg.seed,
-                  shuffle_window=d.shuffle_window)
-    train_loader = build_loader(str(d.shards_dir), LoaderConfig(split=d.train_split, shuffle=True, **common),
-                                rank, world_size)
-    eval_loader = build_loader(str(d.shards_dir), LoaderConfig(split=d.eval_split, shuffle=False, **common),
-                               rank, world_size)
+    common = dict(**d.loader_settings(), batch_size=micro_batch, seed=cfg.seed)
+    train_loader = build_loader(
+        str(d.shards_dir), LoaderConfig(split=d.train_split, shuffle=True, **common), rank, world_size
+    )
+    eval_loader = build_loader(
+        str(d.shards_dir), LoaderConfig(split=d.eval_split, shuffle=False, **common), rank, world_size
+    )
     if cfg.objective == "supervised":
         if not bench_tasks:
-            raise InputError(f"{Path(d.labels_dir) / 'bins.json'}: lists no bench_tasks; the supervised "
-                             "objective trains on the benchmark labels (run `tte-scale labels --bench-tasks`)")
+            raise InputError(
+                f"{Path(d.labels_dir) / 'bins.json'}: lists no bench_tasks; the supervised "
+                "objective trains on the benchmark labels (run `tte-scale labels --bench-tasks`)"
+            )
         model = build_model(cfg, num_tasks=len(bench_tasks), num_bins=bin_starts.size)
         if cfg.head.bias_prefit:
-            model.head.init_bias_from_labels(torch.from_numpy(train_bench_labels(d.labels_dir, d.train_split,
-                                                                                 bench_tasks)))
+            model.head.init_bias_from_labels(
+                torch.from_numpy(train_bench_labels(d.labels_dir, d.train_split, bench_tasks))
+            )
     else:
         time_NK, event_NK = train_label_sample(d.labels_dir, d.train_split, cfg.head.bias_prefit_max_rows)
         model = build_model(cfg, num_tasks=time_NK.shape[1], num_bins=bin_starts.size)
         if cfg.head.bias_prefit:
-            model.head.init_bias_from_labels(torch.from_numpy(time_NK), torch.from_numpy(event_NK),
-                                             torch.from_numpy(bin_starts), floor=cfg.head.bias_floor)
+            model.head.init_bias_from_labels(
+                torch.from_numpy(time_NK),
+                torch.from_numpy(event_NK),
+                torch.from_numpy(bin_starts),
+                floor=cfg.head.bias_floor,
+            )
     if cfg.model.init_encoder:
         init_encoder_from(model.encoder, cfg.model.init_encoder, tuple(d.hu_window))
     info = check_model_config(cfg)
-    return RunParts(model=model, train_loader=train_loader, eval_loader=eval_loader,
-                    bin_starts=torch.from_numpy(bin_starts), tokens_per_sample=int(info["tokens"]),
-                    flops_per_sample=float(model.flops_per_sample(training=True)), bench_tasks=bench_tasks)
+    return RunParts(
+        model=model,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        bin_starts=torch.from_numpy(bin_starts),
+        tokens_per_sample=int(info["tokens"]),
+        flops_per_sample=float(model.flops_per_sample(training=True)),
+        bench_tasks=bench_tasks,
+    )

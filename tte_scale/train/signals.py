@@ -34,7 +34,7 @@ class StopFlag:
         # Do no work here: the step in flight finishes, then the loop checkpoints.
         self.signum = signum
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         for sig in PREEMPT_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -59,7 +59,7 @@ class signals_blocked:
     arrived meanwhile as soon as the block ends.
     """
 
-    def __enter__(self) -> "signals_blocked":
+    def __enter__(self) -> signals_blocked:
         signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPT_SIGNALS)
         return self
 

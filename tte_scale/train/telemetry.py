@@ -1,18 +1,16 @@
 """Step metrics: throughput, achieved TFLOP/s and MFU, data-wait fraction, peak memory.
 
 Rank 0 writes what all ranks measured (the loop all-reduces the per-rank figures first) as
-one JSON line per logged step in ``metrics.jsonl`` and as TensorBoard scalars. MFU is the
+one JSON line per logged step in ``metrics.jsonl`` and as TensorBoard scalars
+(``tte_scale.train.metrics_log``). MFU is the
 analytic model FLOPs of the step (``flops_per_sample(training=True)`` x samples) over the
 time and the devices' peak dense bf16 throughput.
 """
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
-from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -79,39 +77,6 @@ def throughput(
     if peak:
         out["mfu"] = tflops / (world_size * peak)
     return out
-
-
-class MetricsWriter:
-    """JSONL + TensorBoard on rank 0; does nothing on other ranks."""
-
-    def __init__(self, out_dir: Path, *, enabled: bool, tensorboard: bool) -> None:
-        self.enabled = enabled
-        self._fh = None
-        self._tb = None
-        if not enabled:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self._fh = open(out_dir / "metrics.jsonl", "a", buffering=1)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(out_dir / "tb"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self._fh.write(json.dumps(record, sort_keys=True) + "\n")
-        if self._tb is not None:
-            step = int(record["step"])
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"{record.get('kind', 'train')}/{key}", value, step)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-        if self._tb is not None:
-            self._tb.close()
 
 
 def model_state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:

@@ -31,14 +31,17 @@ def test_disabled_is_normalization_only():
 
 def test_crop_flip_jitter_deterministic_and_correct():
     b = _batch()
-    cfg = AugmentConfig(enabled=True, crop_size=(4, 8, 5), flip_axes=(2,), flip_prob=1.0,
-                        intensity_scale=0.0, intensity_shift=0.0)
+    cfg = AugmentConfig(
+        enabled=True, crop_size=(4, 8, 5), flip_axes=(2,), flip_prob=1.0, intensity_scale=0.0, intensity_shift=0.0
+    )
     out = augment_batch(b, cfg, torch.Generator().manual_seed(2))
     assert out["volume"].shape == (3, 1, 4, 8, 5) and out["volume"].dtype == torch.float32
     # each output is a W-flipped crop of its input
     ref = hu_to_float(torch.flip(b["volume"], [4]))
     for i in range(3):
-        hit = any(torch.equal(out["volume"][i, 0], ref[i, 0, d:d + 4, :, w:w + 5]) for d in range(3) for w in range(6))
+        hit = any(
+            torch.equal(out["volume"][i, 0], ref[i, 0, d : d + 4, :, w : w + 5]) for d in range(3) for w in range(6)
+        )
         assert hit
     cfg_j = AugmentConfig(enabled=True, flip_prob=0.0, intensity_scale=0.1, intensity_shift=0.1)
     a1 = augment_batch(b, cfg_j, torch.Generator().manual_seed(3))["volume"]
@@ -50,7 +53,9 @@ def test_crop_flip_jitter_deterministic_and_correct():
         A = torch.stack([x, torch.ones_like(x)], 1)
         s_t = torch.linalg.lstsq(A, y[:, None]).solution.flatten()
         assert (A @ s_t - y).abs().max() < 1e-5
-        assert abs(s_t[0] - 1) <= 0.1 and abs(s_t[1]) <= 0.1 and not torch.allclose(s_t, torch.tensor([1.0, 0.0]).double())
+        assert (
+            abs(s_t[0] - 1) <= 0.1 and abs(s_t[1]) <= 0.1 and not torch.allclose(s_t, torch.tensor([1.0, 0.0]).double())
+        )
     with pytest.raises(ValueError, match="crop_size"):
         augment_batch(b, AugmentConfig(enabled=True, crop_size=(7, 8, 10)), torch.Generator())
     with pytest.raises(ConfigError, match="flip_axes"):

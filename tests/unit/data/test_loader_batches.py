@@ -55,8 +55,9 @@ def test_epochs_and_seeds_change_the_order(shards):
 
 @pytest.mark.parametrize("world,batch", [(1, 5), (2, 2), (3, 3), (2, 5)])
 def test_every_rank_takes_the_same_steps_and_ranks_are_disjoint(shards, world, batch):
-    per_rank = [run_epoch(shards["root"], batch_size=batch, num_workers=0, rank=r, world_size=world)[0]
-                for r in range(world)]
+    per_rank = [
+        run_epoch(shards["root"], batch_size=batch, num_workers=0, rank=r, world_size=world)[0] for r in range(world)
+    ]
     steps = 12 // (batch * world)
     assert all(len(ids) == steps * batch for ids in per_rank)
     flat = [s for ids in per_rank for s in ids]

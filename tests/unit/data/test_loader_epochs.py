@@ -11,8 +11,9 @@ from loader_helpers import assert_batches_true
 
 from tte_scale.data import AugmentConfig, LoaderConfig, augment_batch, build_loader
 
-AUG = AugmentConfig(enabled=True, crop_size=(6, 8, 8), flip_axes=(0, 1, 2), flip_prob=0.5,
-                    intensity_scale=0.1, intensity_shift=0.1)
+AUG = AugmentConfig(
+    enabled=True, crop_size=(6, 8, 8), flip_axes=(0, 1, 2), flip_prob=0.5, intensity_scale=0.1, intensity_shift=0.1
+)
 LABELS = ("tte_time", "tte_event", "bench_label", "bench_time", "bench_event", "row")
 
 
@@ -26,8 +27,13 @@ def _train_like(root: str, fmt: str, workers: int, epochs: int = 2) -> list[dict
     try:
         for _ in range(epochs):
             for b in loader:
-                seen.append({**{k: b[k] for k in (*LABELS, "scan_id", "volume")},
-                             "augmented": augment_batch(b, AUG, gen)["volume"], "dropout": torch.rand(8)})
+                seen.append(
+                    {
+                        **{k: b[k] for k in (*LABELS, "scan_id", "volume")},
+                        "augmented": augment_batch(b, AUG, gen)["volume"],
+                        "dropout": torch.rand(8),
+                    }
+                )
     finally:
         loader.close()
     assert len(seen) == epochs * 6
@@ -57,8 +63,7 @@ def test_workers_persist_across_epochs_and_partial_passes(shards):
     flat_ref = [s for e in reference for s in e]
 
     before = _children()
-    loader = build_loader(root, LoaderConfig(batch_size=2, num_workers=2, seed=9, shuffle_window=5,
-                                             prefetch_factor=2))
+    loader = build_loader(root, LoaderConfig(batch_size=2, num_workers=2, seed=9, shuffle_window=5, prefetch_factor=2))
     got, states = [], []
     # epoch 0 in two passes (the caller stops after 4 steps: prefetched batches must not be lost)
     for i, b in enumerate(loader):
@@ -76,7 +81,7 @@ def test_workers_persist_across_epochs_and_partial_passes(shards):
         states.append(loader.state_dict())
         if i == 2:
             break
-    assert got == flat_ref[:len(got)]
+    assert got == flat_ref[: len(got)]
     assert _children() - before == workers  # no worker was restarted at the epoch boundaries
 
     loader.load_state_dict(states[0])  # a jump back restarts the feed at the cursor
@@ -93,12 +98,16 @@ def test_worker_error_closes_the_feed_and_a_new_pass_restarts(shards_copy):
     import os
 
     root = shards_copy["root"]
-    loader = build_loader(root, LoaderConfig(batch_size=2, num_workers=1, seed=9, max_bad_fraction=1.0,
-                                             replacement_tries=1))
+    before = _children()
+    loader = build_loader(
+        root, LoaderConfig(batch_size=2, num_workers=1, seed=9, max_bad_fraction=1.0, replacement_tries=1)
+    )
     for tar in os.listdir(os.path.join(root, "wds")):
         os.remove(os.path.join(root, "wds", tar))  # nothing readable: no substitute sample either
-    with pytest.raises(Exception, match="no readable sample"):
+    with pytest.raises(Exception, match="no readable sample") as err:
         next(iter(loader))
+    assert not (_children() - before)  # the failed feed's worker is gone, while the error is still held
+    assert "no readable sample" in str(err.getrepr())  # the traceback still tells where it failed
     assert loader.state_dict()["consumed"] == 0
     with pytest.raises(Exception, match="no readable sample"):  # a new pass, not a dead iterator
         next(iter(loader))

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from loader_helpers import assert_batches_true, run_epoch
 
-from tte_scale.data import DataIntegrityError, encode_key
+from tte_scale.data import DataIntegrityError
 from tte_scale.data.tarindex import index_tar
+from tte_scale.formats.shards import sample_key
 
 
 def _member(root, shard, scan_id, suffix):
     path = Path(root) / "wds" / f"shard-{shard:06d}.tar"
-    return path, index_tar(str(path)).members[encode_key(scan_id)][suffix]
+    return path, index_tar(str(path)).members[sample_key(scan_id)][suffix]
 
 
 def _flip(path, offset):
@@ -117,8 +118,12 @@ def _tamper_manifest_sha256(root, row):
     table = pq.read_table(path)
     digests = table["volume_sha256"].to_pylist()
     digests[row] = "0" * 64
-    pq.write_table(table.set_column(table.schema.get_field_index("volume_sha256"), "volume_sha256",
-                                    pa.array(digests, pa.string())), path)
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("volume_sha256"), "volume_sha256", pa.array(digests, pa.string())
+        ),
+        path,
+    )
 
 
 def test_volume_sha256_checked_without_crc_or_on_request(tmp_path, caplog):

@@ -27,7 +27,7 @@ def test_window_bounds_the_shuffle():
     for w in (3, 8):
         shuffled = epoch_order(SIZES, seed=7, epoch=0, window=w)
         for start in range(0, len(base), w):
-            assert set(shuffled[start:start + w]) == set(base[start:start + w])
+            assert set(shuffled[start : start + w]) == set(base[start : start + w])
 
 
 def test_no_shuffle_is_manifest_order():
@@ -44,8 +44,10 @@ def test_ranks_partition_the_global_positions(world, batch, consumed):
     np.testing.assert_array_equal(flat, np.arange(consumed, consumed + steps * batch * world))
 
 
-@pytest.mark.parametrize("n,batch,world,epoch,consumed", [(20, 4, 1, 0, 0), (20, 3, 2, 2, 6), (13, 2, 3, 0, 12),
-                                                       (12, 2, 3, 1, 12), (7, 7, 1, 0, 0)])
+@pytest.mark.parametrize(
+    "n,batch,world,epoch,consumed",
+    [(20, 4, 1, 0, 0), (20, 3, 2, 2, 6), (13, 2, 3, 0, 12), (12, 2, 3, 1, 12), (7, 7, 1, 0, 0)],
+)
 def test_advance_walks_the_epochs_step_by_step(n, batch, world, epoch, consumed):
     """advance(t) equals t single steps, each within its epoch while a global batch fits, then the
     next epoch from 0; so worker w of m serving t = w, w+m, ... covers the stream once, in order."""

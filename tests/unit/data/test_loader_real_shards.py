@@ -1,6 +1,6 @@
 """The loader on what `sharding/` itself writes (not the test writer of tests/support/shards.py).
 
-A small NIfTI cohort (tests/unit/sharding/cohort_fixture.py: scan ids with `.`, `/`, `%`, one
+A small NIfTI cohort (tests/support/cohort.py: scan ids with `.`, `/`, `%`, one
 unreadable file) goes through the real sharding job in-process; the loader must serve every `ok`
 scan of the split exactly once, the same voxels from WebDataset and Zarr, labels row-aligned with
 the labels folder, the fast CRC check on the real manifest, and the relabelled sidecars.
@@ -9,7 +9,6 @@ the labels folder, the fast CRC check on the real manifest, and the relabelled s
 from __future__ import annotations
 
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -17,20 +16,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sharding"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "imaging"))
-
-from cohort_fixture import SHARD_SET, make_cohort, write_labels  # noqa: E402
 from loader_helpers import run_epoch  # noqa: E402
+from support.cohort import SHARD_SET, make_cohort, write_labels
 
-from sharding.config import ShardConfig  # noqa: E402
-from sharding.job import build  # noqa: E402
-from sharding.labels import read_labels  # noqa: E402
-from sharding.relabel import relabel  # noqa: E402
 from tte_scale.config import load_config  # noqa: E402
-from tte_scale.data import encode_key  # noqa: E402
 from tte_scale.data.tarindex import index_tar  # noqa: E402
+from tte_scale.formats.shards import sample_key  # noqa: E402
+from tte_scale.sharding.config import ShardConfig  # noqa: E402
+from tte_scale.sharding.job import build  # noqa: E402
+from tte_scale.sharding.labels import read_labels  # noqa: E402
+from tte_scale.sharding.relabel import relabel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +97,7 @@ def test_flipped_volume_byte_caught_by_the_manifest_crc(built, tmp_path, caplog)
     shutil.copytree(built["out"], out)
     victim = next(s for s in built["samples"] if s["split"] == "train" and s["status"] == "ok")
     tar = out / "wds" / f"shard-{victim['wds_shard']:06d}.tar"
-    off, size = index_tar(str(tar)).members[encode_key(victim["scan_id"])]["volume.bin"]
+    off, size = index_tar(str(tar)).members[sample_key(victim["scan_id"])]["volume.bin"]
     with open(tar, "r+b") as f:
         f.seek(off + size // 2)
         byte = f.read(1)

@@ -33,8 +33,9 @@ def _global_stream(loaders, max_steps=None):
     return out, states
 
 
-@pytest.mark.parametrize("old,new", [((2, 2, 0), (1, 2, 0)), ((1, 2, 0), (2, 2, 0)), ((2, 2, 0), (1, 4, 2)),
-                                     ((1, 2, 2), (3, 1, 0))])
+@pytest.mark.parametrize(
+    "old,new", [((2, 2, 0), (1, 2, 0)), ((1, 2, 0), (2, 2, 0)), ((2, 2, 0), (1, 4, 2)), ((1, 2, 2), (3, 1, 0))]
+)
 def test_resume_continues_the_global_stream(shards, old, new):
     (w0, b0, nw0), (w1, b1, nw1) = old, new
     reference, _ = _global_stream(_loaders(shards["root"], w0, b0, nw0))
@@ -54,11 +55,11 @@ def test_resume_continues_the_global_stream(shards, old, new):
     expected_len = (12 - consumed) // (w1 * b1) * (w1 * b1)
     assert consumed + expected_len <= len(reference)
     assert seen == reference[:consumed]
-    assert rest == reference[consumed:consumed + expected_len]
+    assert rest == reference[consumed : consumed + expected_len]
     # and that stream is the world-size-free global order of (seed, epoch)
     ld = resumed[0]
     order = epoch_order(ld.index.stream_sizes, 11, 0, 5)
-    assert reference == [ld.index.scan_ids[k] for k in order[:len(reference)]]
+    assert reference == [ld.index.scan_ids[k] for k in order[: len(reference)]]
 
 
 def test_resume_next_epoch_and_mid_epoch_stats(shards):

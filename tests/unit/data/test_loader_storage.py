@@ -20,8 +20,14 @@ def test_remote_shards_are_cached_and_evicted(shards, tmp_path):
     shard_size = (root / "wds" / "shard-000000.tar").stat().st_size
     cache = tmp_path / "cache"
     local, _, _ = run_epoch(shards["root"], batch_size=2, num_workers=0, seed=4)
-    ids, batches, loader = run_epoch("memory://remote", batch_size=2, num_workers=0, seed=4, cache_dir=str(cache),
-                                     cache_max_bytes=int(shard_size * 1.5))
+    ids, batches, loader = run_epoch(
+        "memory://remote",
+        batch_size=2,
+        num_workers=0,
+        seed=4,
+        cache_dir=str(cache),
+        cache_max_bytes=int(shard_size * 1.5),
+    )
     assert ids == local
     assert_batches_true(batches, shards)
     cached = [f for f in cache.iterdir() if f.name != ".lock"]
@@ -54,8 +60,10 @@ def test_missing_remote_shard_is_replaced(shards, tmp_path):
     for f in root.rglob("*"):
         if f.is_file() and "zarr" not in f.parts and f.name != "shard-000002.tar":
             fs.pipe_file(f"/remote2/{f.relative_to(root)}", f.read_bytes())
-    loader = build_loader("memory://remote2", LoaderConfig(batch_size=4, num_workers=0, max_bad_fraction=0.5,
-                                                           cache_dir=str(tmp_path / "c")))
+    loader = build_loader(
+        "memory://remote2",
+        LoaderConfig(batch_size=4, num_workers=0, max_bad_fraction=0.5, cache_dir=str(tmp_path / "c")),
+    )
     batches = list(loader)
     assert len(batches) == 3 and loader.stats()["replaced_missing"] == 4 and loader.stats()["shards_missing"] == 1
     assert_batches_true(batches, shards)

@@ -15,10 +15,14 @@ from tte_scale.ehr.config import BenchTask, LabelsConfig, TaskSet
 DAY_US = 86_400_000_000
 T0 = np.datetime64("2015-01-01T00:00:00", "us")
 
-EVENT_SCHEMA = pa.schema([("subject_id", pa.int64()), ("time", pa.timestamp("us")), ("code", pa.string()), ("numeric_value", pa.float32())])
+EVENT_SCHEMA = pa.schema(
+    [("subject_id", pa.int64()), ("time", pa.timestamp("us")), ("code", pa.string()), ("numeric_value", pa.float32())]
+)
 
 
-def write_meds(root: Path, events: pd.DataFrame, splits: dict, parents: dict | None = None, n_files: int = 2, seed: int = 0) -> Path:
+def write_meds(
+    root: Path, events: pd.DataFrame, splits: dict, parents: dict | None = None, n_files: int = 2, seed: int = 0
+) -> Path:
     """Write ``events`` (subject_id, time, code) as MEDS, subjects spread over ``n_files`` files,
     rows shuffled inside each file (MEDS readers must not rely on order)."""
     root = Path(root)
@@ -42,10 +46,19 @@ def write_meds(root: Path, events: pd.DataFrame, splits: dict, parents: dict | N
     (root / "metadata" / "dataset.json").write_text(json.dumps({"dataset_name": "fixture", "meds_version": "0.4"}))
     codes = sorted(set(events["code"].astype(str)) | set(parents or {}))
     pq.write_table(
-        pa.table({"code": codes, "description": [""] * len(codes), "parent_codes": [list((parents or {}).get(c, [])) for c in codes]}),
+        pa.table(
+            {
+                "code": codes,
+                "description": [""] * len(codes),
+                "parent_codes": [list((parents or {}).get(c, [])) for c in codes],
+            }
+        ),
         root / "metadata" / "codes.parquet",
     )
-    pq.write_table(pa.table({"subject_id": pa.array(list(splits), pa.int64()), "split": list(splits.values())}), root / "metadata" / "subject_splits.parquet")
+    pq.write_table(
+        pa.table({"subject_id": pa.array(list(splits), pa.int64()), "split": list(splits.values())}),
+        root / "metadata" / "subject_splits.parquet",
+    )
     return root
 
 
@@ -94,11 +107,13 @@ def random_cohort(seed: int, n_subjects: int = 12, n_codes: int = 8, max_events:
 
 
 def small_tasks() -> TaskSet:
-    return TaskSet(tasks=[
-        BenchTask(name="c0_5d", codes=["C/0", "C/1"], horizon_days=5, exclude_prior=True),
-        BenchTask(name="death_3d", codes=["MEDS_DEATH"], horizon_days=3),
-        BenchTask(name="c2_1d", codes=["C/2"], horizon_days=1),
-    ])
+    return TaskSet(
+        tasks=[
+            BenchTask(name="c0_5d", codes=["C/0", "C/1"], horizon_days=5, exclude_prior=True),
+            BenchTask(name="death_3d", codes=["MEDS_DEATH"], horizon_days=3),
+            BenchTask(name="c2_1d", codes=["C/2"], horizon_days=1),
+        ]
+    )
 
 
 def small_config(**kw) -> LabelsConfig:

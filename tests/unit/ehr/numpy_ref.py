@@ -68,7 +68,9 @@ class Future(NamedTuple):
     """int64 [F] that row's rank within its subject (0 = the subject's first row)."""
 
 
-def future_events(subj_E: np.ndarray, time_E: np.ndarray, timed_E: np.ndarray, rows: RowIndex, pred_R: np.ndarray) -> Future:
+def future_events(
+    subj_E: np.ndarray, time_E: np.ndarray, timed_E: np.ndarray, rows: RowIndex, pred_R: np.ndarray
+) -> Future:
     """The events in the future of some row, with their ``row_before``.
 
     Rows are few per subject (a handful of scans), so instead of a binary search this counts
@@ -151,7 +153,9 @@ def _use_spread(r_E: np.ndarray, rows: RowIndex, num_cols: int, strategy: str) -
     return spread <= int(rows.has_next_R.sum()) * num_cols
 
 
-def first_after(r_E, col_E, time_E, rows: RowIndex, num_cols: int, out: np.ndarray | None = None, strategy: str = "auto") -> np.ndarray:
+def first_after(
+    r_E, col_E, time_E, rows: RowIndex, num_cols: int, out: np.ndarray | None = None, strategy: str = "auto"
+) -> np.ndarray:
     """int64 [R, C]: first event time strictly after each row's prediction time (INT64_MAX: none).
 
     ``r_E`` must be ``row_before`` (>= 0) relative to ``rows``; ``out`` an optional reusable
@@ -181,7 +185,9 @@ def partition(key_E: np.ndarray, num_parts: int) -> list[np.ndarray]:
     return [order[cuts[i] : cuts[i + 1]] for i in range(num_parts)]
 
 
-def count_rows_after(s_E: np.ndarray, level_E: np.ndarray, col_E: np.ndarray, num_subjects: int, num_cols: int, block_cells: int) -> np.ndarray:
+def count_rows_after(
+    s_E: np.ndarray, level_E: np.ndarray, col_E: np.ndarray, num_subjects: int, num_cols: int, block_cells: int
+) -> np.ndarray:
     """int64 [C]: for each column, the number of rows whose future holds it.
 
     An event at level ``l`` (``r(e)`` is the subject's row number ``l``) is in the future of the
@@ -208,7 +214,9 @@ def count_rows_after(s_E: np.ndarray, level_E: np.ndarray, col_E: np.ndarray, nu
     return counts
 
 
-def fill_labels(r_E, col_E, time_E, rows: RowIndex, pred_R, eor_R, time_RC: np.ndarray, event_RC: np.ndarray, strategy: str = "auto") -> None:
+def fill_labels(
+    r_E, col_E, time_E, rows: RowIndex, pred_R, eor_R, time_RC: np.ndarray, event_RC: np.ndarray, strategy: str = "auto"
+) -> None:
     """Write the labels of a row block in place: ``time_RC`` float32 days to the first event
     strictly after each row's prediction time, else to the end of record; ``event_RC`` bool.
 
@@ -228,7 +236,9 @@ def fill_labels(r_E, col_E, time_E, rows: RowIndex, pred_R, eor_R, time_RC: np.n
     # Cell indices in int32 when they fit: half the memory traffic of every index array.
     idx = np.int32 if R * C < 2**31 else np.int64
     level = rows.level_R.astype(idx)[r_E]
-    spread = strategy == "spread" or (strategy == "auto" and int(level.sum()) + len(r_E) <= int(rows.has_next_R.sum()) * C)
+    spread = strategy == "spread" or (
+        strategy == "auto" and int(level.sum()) + len(r_E) <= int(rows.has_next_R.sum()) * C
+    )
     if not spread:
         M = first_after(r_E, col_E, time_E, rows, C)
         ri, ci = np.nonzero(M != INT64_MAX)

@@ -12,6 +12,7 @@ from meds_fixture import T0, random_cohort, small_config, small_tasks, write_med
 from tte_scale.ehr import load_labels
 from tte_scale.ehr.build import build_labels
 from tte_scale.errors import InputError
+from tte_scale.outputs import mark
 
 
 @pytest.fixture
@@ -74,7 +75,10 @@ def test_unknown_subjects_are_excluded_and_reported(good):
     summary = run(tmp, scans="scans2.parquet")
     assert summary["scans_excluded"]["unknown_subject"] == 2
     exc = pq.read_table(tmp / "out" / "excluded.parquet").to_pydict()
-    assert {s: r for s, r in zip(exc["scan_id"], exc["reason"]) if s.startswith("ghost")} == {"ghost1": "unknown_subject", "ghost2": "unknown_subject"}
+    assert {s: r for s, r in zip(exc["scan_id"], exc["reason"]) if s.startswith("ghost")} == {
+        "ghost1": "unknown_subject",
+        "ghost2": "unknown_subject",
+    }
     assert "ghost1" not in load_labels(tmp / "out").scan_ids
 
 
@@ -89,7 +93,10 @@ def test_duplicate_scan_ids(good):
     tmp, _, scans, _ = good
     dup = pd.concat([scans, scans.iloc[:1]], ignore_index=True)
     write_scans(tmp / "scans2.parquet", dup)
-    with pytest.raises(InputError, match=rf"scans2\.parquet: duplicate scan_id \['{scans.scan_id.iloc[0]}'\] in rows \[0, {len(scans)}\]"):
+    with pytest.raises(
+        InputError,
+        match=rf"scans2\.parquet: duplicate scan_id \['{scans.scan_id.iloc[0]}'\] in rows \[0, {len(scans)}\]",
+    ):
         run(tmp, scans="scans2.parquet")
 
 
@@ -123,7 +130,9 @@ def test_prediction_times_outside_record(good):
 
 def test_empty_cohort_no_files(tmp_path):
     (tmp_path / "meds" / "data").mkdir(parents=True)
-    write_scans(tmp_path / "scans.parquet", pd.DataFrame({"subject_id": [1], "scan_id": ["a"], "prediction_time": [T0]}))
+    write_scans(
+        tmp_path / "scans.parquet", pd.DataFrame({"subject_id": [1], "scan_id": ["a"], "prediction_time": [T0]})
+    )
     with pytest.raises(InputError, match="empty cohort"):
         run(tmp_path)
 
@@ -157,7 +166,15 @@ def test_missing_splits_file(good):
 def test_subject_absent_from_splits_is_excluded(good):
     tmp, _, scans, splits = good
     s = int(scans.subject_id.iloc[0])
-    pq.write_table(pa.table({"subject_id": pa.array([k for k in splits if k != s], pa.int64()), "split": [v for k, v in splits.items() if k != s]}), tmp / "meds" / "metadata" / "subject_splits.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "subject_id": pa.array([k for k in splits if k != s], pa.int64()),
+                "split": [v for k, v in splits.items() if k != s],
+            }
+        ),
+        tmp / "meds" / "metadata" / "subject_splits.parquet",
+    )
     summary = run(tmp)
     assert summary["scans_excluded"]["subject_not_in_splits"] >= (scans.subject_id == s).sum()
     assert not set(scans[scans.subject_id == s].scan_id) & set(load_labels(tmp / "out").scan_ids)
@@ -168,7 +185,8 @@ def test_refuses_overwrite_and_replaces_atomically(good):
     run(tmp)
     with pytest.raises(InputError, match="exists; pass --overwrite"):
         run(tmp)
-    (tmp / ".out.partial").mkdir()  # debris of a killed run
+    (tmp / ".out.partial").mkdir()  # debris of a killed run: marked when it was created
+    mark(tmp / ".out.partial", "labels")
     (tmp / ".out.partial" / "junk").write_text("x")
     run(tmp, overwrite=True)
     assert not (tmp / ".out.partial").exists() and not (tmp / ".out.old").exists()

@@ -4,11 +4,10 @@ numpy reference (numpy_ref.py)."""
 from __future__ import annotations
 
 import numpy as np
+import numpy_ref as ref
 import pytest
 
 from tte_scale.ehr import core
-
-import numpy_ref as ref
 
 
 def brute_first_after(subj_R, pred_R, subj_E, time_E, col_E, C):
@@ -82,7 +81,9 @@ def test_fill_labels_matches_brute_force(seed, strategy):
     subj_R, pred_R, subj_E, time_E, col_E = random_rows_events(seed, S, C)
     day = core.US_PER_DAY // 3  # durations that are not whole float32 days
     pred_R, time_E = pred_R * day, time_E * day
-    eor_R = np.array([max([t for s, t in zip(subj_E, time_E) if s == subj_R[i]], default=pred_R[i] + 1) for i in range(len(subj_R))])
+    eor_R = np.array(
+        [max([t for s, t in zip(subj_E, time_E) if s == subj_R[i]], default=pred_R[i] + 1) for i in range(len(subj_R))]
+    )
     eor_R = np.maximum(eor_R, pred_R + 1)
     rows = core.RowIndex(subj_R, S)
     r = ref.row_before(subj_E, time_E, rows, pred_R)
@@ -120,7 +121,7 @@ def test_row_blocks_never_split_a_subject():
         bounds = core.row_blocks(rows, 1, cells)
         assert bounds[0][0] == 0 and bounds[-1][1] == len(subj)
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
-        for b0, b1 in bounds:
+        for b0, _b1 in bounds:
             assert b0 == 0 or subj[b0] != subj[b0 - 1]
 
 

@@ -6,11 +6,10 @@ rows (the binary-search path), codes mapping to several columns (ontology)."""
 from __future__ import annotations
 
 import numpy as np
+import numpy_ref as ref
 import pytest
 
 from tte_scale.ehr import core, kernels
-
-import numpy_ref as ref
 
 
 def random_shard(seed, S=9, E=400, max_rows=4, max_time=40, many_rows=False):
@@ -55,7 +54,9 @@ def test_future_events_equals_numpy(seed, many_rows):
     S = len(size_S)
     rows = core.RowIndex(subj_R, S)
     code_E = np.random.default_rng(seed).integers(0, 7, len(subj_E)).astype(np.int32)
-    off_S, row_F, code_F, time_F = kernels.future_events(subj_E, time_E, timed_E, code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E))
+    off_S, row_F, code_F, time_F = kernels.future_events(
+        subj_E, time_E, timed_E, code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E)
+    )
     want = ref.future_events(subj_E.astype(np.int64), time_E, timed_E, rows, pred_R)
     # Same events, grouped by subject, input order within a subject (a stable sort by subject).
     order = np.argsort(want.subj, kind="stable")
@@ -74,7 +75,9 @@ def test_count_rows_after_equals_numpy(seed, ontology):
     rng = np.random.default_rng(seed)
     rows = core.RowIndex(subj_R, S)
     code_E = rng.integers(0, C, len(subj_E)).astype(np.int32)
-    off_S, row_F, code_F, _ = kernels.future_events(subj_E, time_E, timed_E, code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E))
+    off_S, row_F, code_F, _ = kernels.future_events(
+        subj_E, time_E, timed_E, code_E, rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E)
+    )
     count_S = rng.random(S) < 0.7
     if ontology:  # each code -> itself and a random set of "ancestors" (columns C..C+3)
         lists = [[c] + sorted(set(rng.integers(C, C + 4, rng.integers(0, 3)).tolist())) for c in range(C)]
@@ -83,7 +86,9 @@ def test_count_rows_after_equals_numpy(seed, ontology):
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
     targets = np.array([j for x in lists for j in x], np.int64)
     num_cols = C + 4 if ontology else C
-    got = kernels.count_rows_after(off_S, row_F, code_F, rows.start_S, count_S, offsets, targets, not ontology, num_cols)
+    got = kernels.count_rows_after(
+        off_S, row_F, code_F, rows.start_S, count_S, offsets, targets, not ontology, num_cols
+    )
     subj_F = np.repeat(np.arange(S), np.diff(off_S))
     src, col = ref.expand_csr(code_F.astype(np.int64), offsets, targets)
     keep = count_S[subj_F[src]]
@@ -102,20 +107,26 @@ def test_bench_first_equals_numpy(seed):
     # Codes 0..2 feed tasks (code 1 two of them), the rest none.
     offsets = np.array([0, 1, 3, 4, 4, 4, 4], np.int64)
     targets = np.array([0, 1, 2, 2], np.int64)
-    first_RT, ever_ST = kernels.bench_first(subj_E, time_E, timed_E, code_E, offsets, targets, T, rows.start_S, rows.end_S - rows.start_S, pred_R)
+    # task 2 counts only events more than a delay after the prediction time (BenchTask.start_days)
+    delay_T = np.array([0, 0, int(np.median(np.abs(np.diff(time_E)))) + 1], np.int64)
+    first_RT, ever_ST = kernels.bench_first(
+        subj_E, time_E, timed_E, code_E, offsets, targets, T, rows.start_S, rows.end_S - rows.start_S, pred_R, delay_T
+    )
     want_ever = np.full((S, T), core.INT64_MAX, np.int64)
     want_first = np.full((len(subj_R), T), core.INT64_MAX, np.int64)
     for s, t, timed, c in zip(subj_E, time_E, timed_E, code_E):
         for k in targets[offsets[c] : offsets[c + 1]]:
             want_ever[s, k] = min(want_ever[s, k], t if timed else core.INT64_MIN)
             for r in np.flatnonzero(subj_R == s):
-                if timed and t > pred_R[r]:
+                if timed and t > pred_R[r] + delay_T[k]:
                     want_first[r, k] = min(want_first[r, k], t)
     np.testing.assert_array_equal(ever_ST, want_ever)
     np.testing.assert_array_equal(first_RT, want_first)
 
 
-def _fill_by_kernel(rows, subj_R, pred_R, eor_R, off_S, row_F, gid_F, time_F, task_of, toff, ttgt, K, train_R, hist_R, block_cells, work):
+def _fill_by_kernel(
+    rows, subj_R, pred_R, eor_R, off_S, row_F, gid_F, time_F, task_of, toff, ttgt, K, train_R, hist_R, block_cells, work
+):
     R = len(subj_R)
     time_RK = np.full((R, K), np.nan, np.float32)
     event_RK = np.ones((R, K), bool)
@@ -123,14 +134,34 @@ def _fill_by_kernel(rows, subj_R, pred_R, eor_R, off_S, row_F, gid_F, time_F, ta
     first_R = rows.start_S[rows.subj_R]
     for b0, b1 in core.row_blocks(rows, K, block_cells, align=3, offset=1):
         e0, e1 = off_S[subj_R[b0]], off_S[subj_R[b1 - 1] + 1]
-        args = (e0, e1, row_F, gid_F, time_F, task_of, toff, ttgt, b0, first_R, pred_R, eor_R, train_R, hist_R, time_RK[b0:b1], event_RK[b0:b1], events_K, train_K, hist)
+        block = kernels.LabelBlock(
+            e0=e0,
+            e1=e1,
+            row_F=row_F,
+            gid_F=gid_F,
+            time_F=time_F,
+            task_of=task_of,
+            task_off=toff,
+            task_tgt=ttgt,
+            b0=b0,
+            first_R=first_R,
+            pred_R=pred_R,
+            eor_R=eor_R,
+            train_R=train_R,
+            hist_R=hist_R,
+            time_RK=time_RK[b0:b1],
+            event_RK=event_RK[b0:b1],
+            events_K=events_K,
+            train_events_K=train_K,
+            hist=hist,
+        )
         before = [a.copy() for a in (time_RK, event_RK, events_K, train_K, hist)]
-        need = kernels.fill_labels(*args, work)
+        need = kernels.fill_labels(block, work)
         if need:  # scratch too small: nothing written, nothing counted; again with enough
             for a, b in zip((time_RK, event_RK, events_K, train_K, hist), before):
                 np.testing.assert_array_equal(a, b)
             work = np.zeros(need, np.int64)
-            assert kernels.fill_labels(*args, work) == 0
+            assert kernels.fill_labels(block, work) == 0
     return time_RK, event_RK, events_K, train_K, hist
 
 
@@ -154,7 +185,9 @@ def test_fill_labels_equals_numpy(seed, multi):
     assert len(subj_R) > 0
     rows = core.RowIndex(subj_R, S)
     eor_R = eor_S[subj_R]
-    off_S, row_F, gid_F, time_F = kernels.future_events(subj_E, time_E, timed_E, gid_E, rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E))
+    off_S, row_F, gid_F, time_F = kernels.future_events(
+        subj_E, time_E, timed_E, gid_E, rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E)
+    )
     if multi:  # code -> several tasks (ontology): the CSR path
         lists = [sorted(set(rng.integers(0, K, rng.integers(0, 3)).tolist())) for _ in range(G)]
         task_of = np.zeros(0, np.int32)
@@ -167,7 +200,23 @@ def test_fill_labels_equals_numpy(seed, multi):
     hist_R = train_R & (rng.random(len(subj_R)) < 0.7)
     for block_cells, work in ((10_000, np.zeros(10_000, np.int64)), (7, np.zeros(0, np.int64))):
         time_RK, event_RK, events_K, train_K, hist = _fill_by_kernel(
-            rows, subj_R, pred_R, eor_R, off_S, row_F, gid_F, time_F, task_of, toff, ttgt, K, train_R, hist_R, block_cells, work)
+            rows,
+            subj_R,
+            pred_R,
+            eor_R,
+            off_S,
+            row_F,
+            gid_F,
+            time_F,
+            task_of,
+            toff,
+            ttgt,
+            K,
+            train_R,
+            hist_R,
+            block_cells,
+            work,
+        )
         src, k = ref.expand_csr(gid_F.astype(np.int64), toff, ttgt.astype(np.int64))
         want_t = np.full_like(time_RK, np.nan)
         want_e = np.ones_like(event_RK)
@@ -187,12 +236,41 @@ def test_death_at_end_of_record_is_an_event():
     time_E = np.array([3, 9], np.int64) * core.US_PER_DAY
     timed_E = np.ones(2, bool)
     rows = core.RowIndex(subj_R, 1)
-    off_S, row_F, gid_F, time_F = kernels.future_events(subj_E, time_E, timed_E, np.array([0, 1], np.int32), rows.start_S, rows.end_S - rows.start_S, pred_R, _work(subj_E))
+    off_S, row_F, gid_F, time_F = kernels.future_events(
+        subj_E,
+        time_E,
+        timed_E,
+        np.array([0, 1], np.int32),
+        rows.start_S,
+        rows.end_S - rows.start_S,
+        pred_R,
+        _work(subj_E),
+    )
     eor_R = np.full(2, 9 * core.US_PER_DAY)
     time_RK, event_RK = np.zeros((2, 2), np.float32), np.zeros((2, 2), bool)
     zeros = np.zeros(2, np.int64)
-    need = kernels.fill_labels(0, len(row_F), row_F, gid_F, time_F, np.array([0, 1], np.int32), np.arange(3), np.arange(2, dtype=np.int32), 0,
-                               rows.start_S[subj_R], pred_R, eor_R, np.ones(2, bool), np.zeros(2, bool), time_RK, event_RK, zeros, zeros.copy(), zeros.copy(), np.zeros(64, np.int64))
+    block = kernels.LabelBlock(
+        e0=0,
+        e1=len(row_F),
+        row_F=row_F,
+        gid_F=gid_F,
+        time_F=time_F,
+        task_of=np.array([0, 1], np.int32),
+        task_off=np.arange(3),
+        task_tgt=np.arange(2, dtype=np.int32),
+        b0=0,
+        first_R=rows.start_S[subj_R],
+        pred_R=pred_R,
+        eor_R=eor_R,
+        train_R=np.ones(2, bool),
+        hist_R=np.zeros(2, bool),
+        time_RK=time_RK,
+        event_RK=event_RK,
+        events_K=zeros,
+        train_events_K=zeros.copy(),
+        hist=zeros.copy(),
+    )
+    need = kernels.fill_labels(block, np.zeros(64, np.int64))
     assert need == 0
     np.testing.assert_array_equal(event_RK, [[True, True], [False, True]])
     np.testing.assert_array_equal(time_RK, [[3, 9], [4, 4]])

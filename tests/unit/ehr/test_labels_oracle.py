@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from meds_fixture import random_cohort, small_config, small_tasks, write_meds, write_scans
 
+from tte_scale.benchmarks.pandas_labels import reference_labels
 from tte_scale.ehr import load_labels
 from tte_scale.ehr.build import build_labels
-from tte_scale.ehr.reference import reference_labels
 
 
 def run_both(d: Path, seed, n_subjects=12, n_codes=8, n_files=2, block_cells=16_000_000, **cfg_kw):
@@ -68,11 +68,21 @@ def assert_equal_to_oracle(ref, got, d):
     tiny_blocks=st.booleans(),
     bin_sample_events=st.sampled_from([0, 3, 10, 2_000_000]),  # small: the bins' subject sample
 )
-def test_labels_equal_oracle(seed, n_subjects, n_codes, n_files, ranking, ontology, num_tasks, min_count, tiny_blocks, bin_sample_events):
+def test_labels_equal_oracle(
+    seed, n_subjects, n_codes, n_files, ranking, ontology, num_tasks, min_count, tiny_blocks, bin_sample_events
+):
     with tempfile.TemporaryDirectory(prefix="ehr_oracle_") as tmp:
         ref, got, d = run_both(
-            Path(tmp), seed, n_subjects=n_subjects, n_codes=n_codes, n_files=n_files, ranking=ranking, ontology=ontology,
-            num_tasks=num_tasks, min_count=min_count, block_cells=8 if tiny_blocks else 16_000_000,
+            Path(tmp),
+            seed,
+            n_subjects=n_subjects,
+            n_codes=n_codes,
+            n_files=n_files,
+            ranking=ranking,
+            ontology=ontology,
+            num_tasks=num_tasks,
+            min_count=min_count,
+            block_cells=8 if tiny_blocks else 16_000_000,
             bin_sample_events=bin_sample_events,
         )
         assert_equal_to_oracle(ref, got, d)

@@ -39,7 +39,14 @@ def test_non_train_events_do_not_change_vocab_or_bins(tmp_path):
     rng = np.random.default_rng(0)
     non_train = {s for s, v in splits.items() if v != "train"}
     keep = ~events["subject_id"].isin(non_train) | (rng.random(len(events)) < 0.5)
-    extra = pd.DataFrame([(s, events["time"].min() + np.timedelta64(int(d), "D"), f"C/{c}") for s in non_train for d, c in zip(rng.integers(0, 30, 10), rng.integers(0, 8, 10))], columns=events.columns)
+    extra = pd.DataFrame(
+        [
+            (s, events["time"].min() + np.timedelta64(int(d), "D"), f"C/{c}")
+            for s in non_train
+            for d, c in zip(rng.integers(0, 30, 10), rng.integers(0, 8, 10))
+        ],
+        columns=events.columns,
+    )
     events_b = pd.concat([events[keep], extra], ignore_index=True)
     b = build(tmp_path / "b", events_b, scans, splits, parents, num_tasks=8)
     assert a.vocab.to_pydict() == b.vocab.to_pydict()

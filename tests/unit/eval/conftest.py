@@ -33,7 +33,6 @@ def cohort():
     return emb, tables, truth
 
 
-
 @pytest.fixture(scope="session")
 def oracle_and_noisy(cohort):
     """``f(bootstrap, noise_sd)`` -> two scored models for comparison tests: the true
@@ -45,7 +44,9 @@ def oracle_and_noisy(cohort):
     def score(bootstrap: int, noise_sd: float) -> dict:
         cfg = EvalConfig(bootstrap=bootstrap)
         noisy = truth["held_out"] + np.random.default_rng(0).normal(0, noise_sd, truth["held_out"].shape)
-        return {"oracle": evaluate_risk_scores(truth, tables, list(TASKS), cfg),
-                "noisy": evaluate_risk_scores(noisy, tables, list(TASKS), cfg, name="noisy")}
+        return {
+            "oracle": evaluate_risk_scores(truth, tables, list(TASKS), cfg),
+            "noisy": evaluate_risk_scores(noisy, tables, list(TASKS), cfg, name="noisy"),
+        }
 
     return score

@@ -7,8 +7,8 @@ import argparse
 import numpy as np
 import pytest
 
-from tte_scale.eval import compare_models, format_differences, paired_differences
 from tte_scale.eval import bootstrap as bs
+from tte_scale.eval import compare_models, format_differences, paired_differences
 
 TASKS = ["mortality_12m", "ph_12m"]
 
@@ -48,15 +48,18 @@ def test_paired_difference_detects_the_better_model(models):
 
 
 def test_eval_cli_baselines_and_hu_window(tmp_path):
-    from tte_scale.commands.eval import _baseline, _hu_window
+    from tte_scale.commands.eval import _baseline
+    from tte_scale.config import ConfigError
     from tte_scale.errors import InputError
+    from tte_scale.eval.run import EvalRun, _hu_window
     from tte_scale.models import create_model, save_pretrained
 
     assert _baseline("random") == ("random_init", None)
     assert _baseline("supervised=runs/x/encoder") == ("supervised", "runs/x/encoder")
-    for bad, why in (("supervised", "expected 'random' or NAME=PATH"), ("tte=x", "reserved")):
-        with pytest.raises(argparse.ArgumentTypeError, match=why):
-            _baseline(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected 'random' or NAME=PATH"):
+        _baseline("supervised")
+    with pytest.raises(ConfigError, match="reserved"):
+        EvalRun(checkpoint="c", shards="s", labels="l", out="o", baselines=[_baseline("tte=x")])
     enc = create_model("vit3d_tiny", img_size=(8, 16, 16), patch_size=(4, 8, 8), embed_dim=16, depth=1, num_heads=2)
     save_pretrained(enc, tmp_path / "new", hu_window=(-1100, 500))
     save_pretrained(enc, tmp_path / "old")

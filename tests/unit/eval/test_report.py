@@ -71,16 +71,18 @@ def test_read_loss_curve(tmp_path):
 
 
 def test_bench_tables_from_long_format():
-    long = pa.table({
-        "scan_id": ["a", "a", "b", "b", "c", "c"],
-        "subject_id": [1, 1, 1, 1, 2, 2],
-        "split": ["train", "train", "train", "train", "held_out", "held_out"],
-        "task": ["pe", "ph_12m"] * 3,
-        "label": [True, None, False, False, None, True],
-        "time": [1.0, 400.0, 30.0, 30.0, 5.0, 20.0],
-        "event": [True, True, False, False, False, True],
-        "excluded": [None, "prior_event", None, "censored_before_horizon", "censored_before_horizon", None],
-    })
+    long = pa.table(
+        {
+            "scan_id": ["a", "a", "b", "b", "c", "c"],
+            "subject_id": [1, 1, 1, 1, 2, 2],
+            "split": ["train", "train", "train", "train", "held_out", "held_out"],
+            "task": ["pe", "ph_12m"] * 3,
+            "label": [True, None, False, False, None, True],
+            "time": [1.0, 400.0, 30.0, 30.0, 5.0, 20.0],
+            "event": [True, True, False, False, False, True],
+            "excluded": [None, "prior_event", None, "censored_before_horizon", "censored_before_horizon", None],
+        }
+    )
     t = bench_tables_from_long(long)
     tr = t["train"]
     assert tr.tasks == ("pe", "ph_12m") and list(tr.scan_id) == ["a", "b"]
@@ -92,3 +94,42 @@ def test_bench_tables_from_long_format():
         bench_tables_from_long(long.drop(["excluded"]))
     with pytest.raises(InputError, match="not in the table"):
         bench_tables_from_long(long, ["mortality_1m"])
+
+
+def test_report_says_which_c_index_is_the_headline(tmp_path, two_models):
+    md = write_report(tmp_path / "rep", two_models).read_text()
+    assert "Headline:" in md and "Harrell's C at each task's horizon" in md
+    for metric in ("c_index", "c_index_uno", "c_index_full"):
+        assert f"- `{metric}`:" in md  # the legend says what each one is
+
+
+def test_report_carries_the_label_efficiency_plot(tmp_path, cohort, two_models):
+    from tte_scale.eval import EvalConfig
+    from tte_scale.eval.efficiency import label_efficiency
+
+    emb, tables, _ = cohort
+    cfg = EvalConfig(bootstrap=0, l2_grid=[1.0], max_iter=50, train_subsets=[50], train_subset_resamples=2)
+    rows = label_efficiency(emb, tables, TASKS, cfg, name="oracle") + label_efficiency(
+        {s: v[:, ::-1] for s, v in emb.items()}, tables, TASKS, cfg, name="noisy"
+    )
+    md = write_report(tmp_path / "rep", two_models, efficiency=rows).read_text()
+    assert "## Label efficiency" in md and "figures/label_efficiency.png" in md
+    assert "| oracle | cox | c_index | 132 | 1 |" in md and "| noisy | logistic | auroc |" in md
+    img = mpimg.imread(tmp_path / "rep" / "figures" / "label_efficiency.png")
+    assert img.shape[0] > 100 and img.std() > 0
+    saved = json.loads((tmp_path / "rep" / "label_efficiency.json").read_text())
+    assert len(saved["rows"]) == len(rows) and saved["means"]
+
+
+def test_report_carries_the_calibration_plots(tmp_path, cohort):
+    from tte_scale.eval import EvalConfig, evaluate_embeddings
+
+    emb, tables, _ = cohort
+    cfg = EvalConfig(bootstrap=10, l2_grid=[1e-2], max_iter=100, horizons_days={t: 365.0 for t in TASKS})
+    res = {"enc": evaluate_embeddings(emb, tables, TASKS, cfg, name="enc", progress=False)}
+    md = write_report(tmp_path / "rep", res).read_text()
+    assert "figures/calibration_enc.png" in md and "| cal_slope →1 |" in md and "| ece ↓ |" in md
+    img = mpimg.imread(tmp_path / "rep" / "figures" / "calibration_enc.png")
+    assert img.shape[0] > 100 and img.std() > 0
+    saved = json.loads((tmp_path / "rep" / "results.json").read_text())["enc"]["calibration"]
+    assert saved["ph_12m/cox"]["kind"] == "survival" and len(saved["ph_12m/cox"]["pred"]) == 10

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.phantoms import MARKER_LPS, axial_geometry, sagittal_geometry, write_series
 
-from phantoms import MARKER_LPS, axial_geometry, sagittal_geometry, write_series
 from tte_scale.imaging import ImagingConfig, ScanReadError, axcodes, canonicalize, read_dicom_series, read_scan
 
 CFG = ImagingConfig(spacing_mm=(5.0, 5.0, 5.0), shape=(40, 64, 64), min_slices=8)
@@ -28,7 +28,12 @@ def marker_centroid(vol):
     "name, geometry, codes, affine_lps",
     [
         ("axial", axial_geometry(), "SPL", [[0, 0, 5, -HALF], [0, 5, 0, -HALF], [5, 0, 0, -100], [0, 0, 0, 1]]),
-        ("feet_first", axial_geometry(feet_first=True), "IPR", [[0, 0, -5, HALF], [0, 5, 0, -HALF], [-5, 0, 0, 100], [0, 0, 0, 1]]),
+        (
+            "feet_first",
+            axial_geometry(feet_first=True),
+            "IPR",
+            [[0, 0, -5, HALF], [0, 5, 0, -HALF], [-5, 0, 0, 100], [0, 0, 0, 1]],
+        ),
         ("sagittal", sagittal_geometry(), "RIP", [[-5, 0, 0, 150], [0, 0, 5, -HALF], [0, -5, 0, HALF], [0, 0, 0, 1]]),
     ],
 )

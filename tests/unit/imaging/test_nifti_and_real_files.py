@@ -9,9 +9,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
+from support.phantoms import write_nifti
 
-from phantoms import write_nifti
-from tte_scale.imaging import ImagingConfig, RawVolume, ScanReadError, axcodes, canonicalize, read_dicom_series, read_scan
+from tte_scale.imaging import (
+    ImagingConfig,
+    RawVolume,
+    ScanReadError,
+    axcodes,
+    canonicalize,
+    read_dicom_series,
+    read_scan,
+)
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 
@@ -24,8 +32,11 @@ def test_nifti_lps_and_ras_give_the_same_canonical_volume(tmp_path):
     lps[:3, 0] *= -1
     lps[:3, 1] *= -1
     lps[:3, 3] = ras[:3, :3] @ [63, 63, 0] + ras[:3, 3]
-    a = read_scan(write_nifti(tmp_path / "ras.nii.gz", ras, shape), "CT", cfg := ImagingConfig(
-        spacing_mm=(5.0, 5.0, 5.0), shape=(40, 64, 64), min_slices=8))
+    a = read_scan(
+        write_nifti(tmp_path / "ras.nii.gz", ras, shape),
+        "CT",
+        cfg := ImagingConfig(spacing_mm=(5.0, 5.0, 5.0), shape=(40, 64, 64), min_slices=8),
+    )
     b = read_scan(write_nifti(tmp_path / "lps.nii.gz", lps, shape), "CT", cfg)
     assert axcodes(a.affine_ras) == "RAS" and axcodes(b.affine_ras) == "LPS"
     np.testing.assert_array_equal(a.hu_IJK[::-1, ::-1], b.hu_IJK)
@@ -49,8 +60,10 @@ def test_nibabel_anatomical_matches_closest_canonical():
     vol, aff = canonicalize(raw, cfg)
     expected = np.round(np.asarray(ras.dataobj, dtype=np.float32)).transpose(2, 1, 0)[:, :, ::-1]
     np.testing.assert_array_equal(vol, expected.astype(np.int16))
-    np.testing.assert_allclose(aff[:3, 3] + aff[:3, :3] @ (np.array(vol.shape) - 1) / 2,
-                               ras.affine[:3, :3] @ (np.array(ras.shape) - 1) / 2 + ras.affine[:3, 3])
+    np.testing.assert_allclose(
+        aff[:3, 3] + aff[:3, :3] @ (np.array(vol.shape) - 1) / 2,
+        ras.affine[:3, :3] @ (np.array(ras.shape) - 1) / 2 + ras.affine[:3, 3],
+    )
 
 
 def test_nibabel_4d_is_rejected():

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from tte_scale.errors import InputError
-from tte_scale.kernels import empirical_log_hazard, survival_nll_reference
 from tte_scale.data import hu_to_float
+from tte_scale.errors import InputError
+from tte_scale.loss import empirical_log_hazard, survival_nll_reference
 from tte_scale.models import TTEHead, TTEModel, VisionTransformer3D
 
 STARTS = torch.tensor([0.0, 30.0, 180.0, 365.0])
@@ -84,4 +84,3 @@ def test_tte_model_end_to_end_step():
     assert model.flops_per_sample() > enc.flops_per_sample()
     with pytest.raises(ValueError, match="features"):
         TTEModel(enc, TTEHead(25, num_bins=4, num_tasks=10, rank=8))
-

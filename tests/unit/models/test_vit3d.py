@@ -189,3 +189,37 @@ def test_conv_stem_export_roundtrip(tmp_path):
     assert loaded.cfg.stem == "conv"
     x = torch.randn(1, 1, 32, 32, 32)
     assert torch.equal(loaded(x), m(x))
+
+
+def test_models_import_graph_is_acyclic_and_the_registry_a_leaf():
+    """Every import inside tte_scale/models (module level or in a function) forms no cycle, and the
+    registry imports no model (sizes register themselves from the model file, as in timm)."""
+    import ast
+    from pathlib import Path
+
+    import tte_scale.models
+
+    folder = Path(tte_scale.models.__file__).parent
+    names = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    graph = {}
+    for name in names:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        for node in list(ast.walk(tree)):  # imports for type checkers only never run
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                node.body = []
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tte_scale.models."):
+                deps.add(node.module.rsplit(".", 1)[1])
+            elif isinstance(node, ast.ImportFrom) and node.module == "tte_scale.models":
+                deps.update(a.name for a in node.names if a.name in names)
+        graph[name] = deps & names
+    assert graph["registry"] == set()
+
+    def visit(node, path):
+        assert node not in path, f"import cycle: {' -> '.join([*path, node])}"
+        for dep in graph[node]:
+            visit(dep, [*path, node])
+
+    for name in graph:
+        visit(name, [])

@@ -15,24 +15,27 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 import zarr
+from support.cohort import SHARD_SET, make_cohort, write_labels
+from support.phantoms import FAKE_PHI
 
-from cohort_fixture import SHARD_SET, make_cohort, write_labels
-from phantoms import FAKE_PHI
-from sharding.codec import decode
-from sharding.config import ShardConfig
-from sharding.job import build
-from sharding.labels import read_labels
-from sharding.plan import make_plan, read_scans
-from sharding.relabel import relabel
 from tte_scale.config import load_config
 from tte_scale.errors import InputError
+from tte_scale.sharding.codec import decode
+from tte_scale.sharding.config import ShardConfig
+from tte_scale.sharding.job import build
+from tte_scale.sharding.labels import read_labels
+from tte_scale.sharding.plan import make_plan, read_scans
+from tte_scale.sharding.relabel import relabel
 
 CFG = load_config(ShardConfig, None, SHARD_SET)
 
 
 def tree_bytes(root: Path, skip=("_state",)) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).parts[0] not in skip}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] not in skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +119,12 @@ def test_no_phi_anywhere_in_the_output(built, capsys):
     for phi in FAKE_PHI:
         for blob in blobs:
             assert phi.encode() not in blob and phi.encode("utf-16-le") not in blob
-    header = [json.loads(s["header.json"]) for t in (out / "wds").glob("*.tar")
-              for s in wds.WebDataset(str(t), shardshuffle=False, empty_check=False) if s["__key__"] == "dicom-phi"]
+    header = [
+        json.loads(s["header.json"])
+        for t in (out / "wds").glob("*.tar")
+        for s in wds.WebDataset(str(t), shardshuffle=False, empty_check=False)
+        if s["__key__"] == "dicom-phi"
+    ]
     assert header[0]["scanner"] == {"manufacturer": "ACME", "kvp": 120.0, "slice_thickness_mm": 5.0}
 
 
@@ -163,16 +170,25 @@ def test_relabel_keeps_volumes(built, tmp_path):
     assert build_json["wds_labels"] == "sidecar"
     samples = pq.read_table(copy / "manifest" / "samples.parquet").to_pylist()
     for tar in sorted((copy / "wds-labels").glob("*.tar")):
-        vol_keys = [s["__key__"] for s in wds.WebDataset(str(copy / "wds" / tar.name), shardshuffle=False, empty_check=False)]
+        vol_keys = [
+            s["__key__"] for s in wds.WebDataset(str(copy / "wds" / tar.name), shardshuffle=False, empty_check=False)
+        ]
         side = list(wds.WebDataset(str(tar), shardshuffle=False, empty_check=False))
         assert [s["__key__"] for s in side] == vol_keys
         for s in side:
-            row = next(r["row"] for r in samples if r["scan_id"].replace("%", "%25").replace(".", "%2E").replace("/", "%2F") == s["__key__"])
+            row = next(
+                r["row"]
+                for r in samples
+                if r["scan_id"].replace("%", "%25").replace(".", "%2E").replace("/", "%2F") == s["__key__"]
+            )
             assert np.load(io.BytesIO(s["tte_time.npy"])).shape == (9,)
             np.testing.assert_array_equal(np.load(io.BytesIO(s["tte_time.npy"])), new.time_NK[row])
     with pytest.raises(InputError, match="rows differ"):
-        relabel(copy, write_labels(tmp_path / "bad", old.scan_id[:-1], old.subject_id.tolist()[:-1], old.split[:-1]),
-                progress=False)
+        relabel(
+            copy,
+            write_labels(tmp_path / "bad", old.scan_id[:-1], old.subject_id.tolist()[:-1], old.split[:-1]),
+            progress=False,
+        )
 
 
 def test_zarr_volume_chunks_end_with_crc32c(built):
@@ -187,12 +203,14 @@ def test_zarr_store_readable_by_tensorstore(built):
     ts = pytest.importorskip("tensorstore")
     _, _, out, _ = built
     ref = zarr.open_group(str(out / "zarr"), mode="r")
-    vols = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(out / "zarr" / "volumes")}},
-                   read=True).result()
+    vols = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(out / "zarr" / "volumes")}}, read=True
+    ).result()
     assert vols.dtype.numpy_dtype == np.int16 and tuple(vols.shape) == ref["volumes"].shape
     np.testing.assert_array_equal(vols.read().result(), ref["volumes"][...])
-    time = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(out / "zarr" / "tte" / "time")}},
-                   read=True).result()
+    time = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(out / "zarr" / "tte" / "time")}}, read=True
+    ).result()
     np.testing.assert_array_equal(time.read().result(), ref["tte/time"][...])
 
 
@@ -211,8 +229,10 @@ def test_moved_cohort_and_absolute_paths_give_the_same_shards(tmp_path):
     absolute = [str((moved / p).resolve()) for p in table["image_path"].to_pylist()]
     elsewhere = tmp_path / "tables" / "scans.parquet"
     elsewhere.parent.mkdir()
-    pq.write_table(table.set_column(table.schema.get_field_index("image_path"), "image_path",
-                                    pa.array(absolute, pa.string())), elsewhere)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("image_path"), "image_path", pa.array(absolute, pa.string())),
+        elsewhere,
+    )
     third = build(elsewhere, moved / "labels", tmp_path / "out-abs", CFG, workers=0, progress=False)
     assert third["ok"] == 6
     assert tree_bytes(tmp_path / "out-abs") == tree_bytes(tmp_path / "out-a")
@@ -223,7 +243,7 @@ def test_volume_encoding_is_byte_deterministic():
     could encode to different bytes run to run; shards must not (encoding is single-threaded)."""
     import numcodecs.blosc
 
-    from sharding.codec import encode
+    from tte_scale.sharding.codec import encode
 
     vol = np.random.default_rng(0).normal(0, 300, (32, 64, 64)).astype(np.int16)  # several Blosc blocks
     blobs = {encode(vol, CFG.codec) for _ in range(20)}

@@ -9,25 +9,28 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.cohort import SHARD_SET, make_cohort
 
-import sharding.executor
-from cohort_fixture import SHARD_SET, make_cohort
-from sharding.config import ShardConfig
-from sharding.job import build
 from tte_scale.config import load_config
+from tte_scale.sharding import executor as sharding_executor
+from tte_scale.sharding.config import ShardConfig
+from tte_scale.sharding.job import build
 
 CFG = load_config(ShardConfig, None, SHARD_SET)
 RUN_ONLY = "_state/last_run.json"  # timings and worker count: differ run to run by design
 
 
 def tree_bytes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).as_posix() != RUN_ONLY}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() != RUN_ONLY
+    }
 
 
 def interrupt_after(monkeypatch, n: int) -> None:
     """Stop the in-process build after ``n`` scans, as a kill would (no cleanup of its own)."""
-    real = sharding.executor.process_scan
+    real = sharding_executor.process_scan
     calls = []
 
     def scan(*args, **kwargs):
@@ -36,7 +39,7 @@ def interrupt_after(monkeypatch, n: int) -> None:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sharding.executor, "process_scan", scan)
+    monkeypatch.setattr(sharding_executor, "process_scan", scan)
 
 
 def test_interrupted_build_resumes_after_the_cohort_moves(tmp_path, monkeypatch):
@@ -69,8 +72,14 @@ def test_interrupted_build_resumes_after_the_cohort_moves(tmp_path, monkeypatch)
 
     # --scans spelled another way (through a link to the folder): the same build, nothing to redo
     (tmp_path / "link").symlink_to(moved)
-    again = build(tmp_path / "link" / "scans.parquet", tmp_path / "link" / "labels", moved / "shards", CFG,
-                  workers=0, progress=False)
+    again = build(
+        tmp_path / "link" / "scans.parquet",
+        tmp_path / "link" / "labels",
+        moved / "shards",
+        CFG,
+        workers=0,
+        progress=False,
+    )
     assert again["resumed"] and again["processed"] == 0
     assert tree_bytes(moved / "shards") == tree_bytes(tmp_path / "ref")
 
@@ -83,18 +92,22 @@ def test_unmoved_rebuild_is_byte_identical(tmp_path):
     build(scans, labels, out, CFG, workers=0, progress=False, overwrite=True)
     assert tree_bytes(out) == first
     failures = json.loads((out / "manifest" / "build.json").read_text())["failures"]
-    assert [(f["scan_id"], f["reason"]) for f in failures] == [("missing-file", "file_not_found"),
-                                                               ("corrupt", "unreadable_file")]
+    assert [(f["scan_id"], f["reason"]) for f in failures] == [
+        ("missing-file", "file_not_found"),
+        ("corrupt", "unreadable_file"),
+    ]
     assert failures[0]["detail"] == "img/nope.nii.gz" and failures[1]["detail"].startswith("img/corrupt.nii.gz: ")
 
 
 def test_failure_details_name_dicom_files_as_written(tmp_path):
     """A file inside a DICOM series folder is named under the folder's image_path."""
-    from sharding.samples import as_written
+    from tte_scale.sharding.samples import as_written
 
     folder = tmp_path / "cohort" / "dicom" / "s1"
-    assert as_written(f"{folder}/IM0003.dcm: InvalidDicomError", folder, "dicom/s1/") == \
-        "dicom/s1/IM0003.dcm: InvalidDicomError"
+    assert (
+        as_written(f"{folder}/IM0003.dcm: InvalidDicomError", folder, "dicom/s1/")
+        == "dicom/s1/IM0003.dcm: InvalidDicomError"
+    )
     assert as_written(f"{folder}: 2 series", folder, "dicom/s1") == "dicom/s1: 2 series"
     assert as_written(str(folder), folder, "dicom/s1") == "dicom/s1"
     # a sibling whose name only starts the same is not this scan's path

@@ -60,9 +60,15 @@ def test_meds_conformance(cohorts):
 def test_scans_table_and_truth(cohorts):
     out, _, summary, _ = cohorts
     scans = pq.read_table(out / "scans.parquet")
-    assert scans.schema == pa.schema([("subject_id", pa.int64()), ("scan_id", pa.string()),
-                                      ("prediction_time", pa.timestamp("us")), ("image_path", pa.string()),
-                                      ("modality", pa.string())])
+    assert scans.schema == pa.schema(
+        [
+            ("subject_id", pa.int64()),
+            ("scan_id", pa.string()),
+            ("prediction_time", pa.timestamp("us")),
+            ("image_path", pa.string()),
+            ("modality", pa.string()),
+        ]
+    )
     assert set(scans["modality"].to_pylist()) == {"CT"} and scans.num_rows == summary.scans
     assert len(set(scans["scan_id"].to_pylist())) == scans.num_rows
     # paths relative to the table's folder, so a cohort folder can be moved whole
@@ -79,8 +85,10 @@ def test_scans_table_and_truth(cohorts):
     assert np.isfinite(bench["log_hazard"].to_numpy()).all()
     truth_scans = pq.read_table(out / "truth" / "scans.parquet")
     assert truth_scans["scan_id"].to_pylist() == scans["scan_id"].to_pylist()
-    assert all((out / "truth" / p).resolve() == (out / q).resolve()
-               for p, q in zip(truth_scans["nifti_path"].to_pylist(), paths))
+    assert all(
+        (out / "truth" / p).resolve() == (out / q).resolve()
+        for p, q in zip(truth_scans["nifti_path"].to_pylist(), paths)
+    )
     assert "emphysema" in truth_scans.column_names and (out / "truth" / "model.json").is_file()
     assert summary.codes > 50 and summary.events == data.num_rows
 
@@ -111,6 +119,24 @@ def test_refuses_non_empty_out_and_overwrites_its_own(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
+def test_overwrite_trusts_the_owner_marker_not_a_file_name(tmp_path):
+    from tte_scale.outputs import MARKER, mark, read_marker
+
+    (tmp_path / "synth.json").write_text("{}")  # a file of that name proves nothing
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(InputError, match=f"no {MARKER}"):
+        generate(_cfg(workers=1), tmp_path, overwrite=True, progress=False)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+    (tmp_path / "labels_out").mkdir()
+    mark(tmp_path / "labels_out", "labels")
+    with pytest.raises(InputError, match="written by `tte-scale labels`"):
+        generate(_cfg(workers=1), tmp_path / "labels_out", overwrite=True, progress=False)
+    out = tmp_path / "c"
+    generate(_cfg(workers=1), out, progress=False)
+    assert read_marker(out)["command"] == "synth"
+    generate(_cfg(workers=1), out, overwrite=True, progress=False)
+
+
 def test_resume_redoes_only_unfinished_chunks(tmp_path):
     cfg = SynthConfig(subjects=4, seed=2, generic_codes=60, workers=1, chunk_subjects=1)
     out = tmp_path / "c"
@@ -121,9 +147,11 @@ def test_resume_redoes_only_unfinished_chunks(tmp_path):
     import shutil
 
     from tte_scale.config import to_dict
+    from tte_scale.outputs import mark
 
     shutil.rmtree(out)
     (out / ".parts").mkdir(parents=True)
+    mark(out, "synth")
     (out / ".parts" / "state.json").write_text(json.dumps(to_dict(cfg), sort_keys=True))
     with pytest.raises(InputError, match="another config"):
         generate(SynthConfig(subjects=5, seed=2, generic_codes=60, workers=1), out, resume=True, progress=False)

@@ -26,8 +26,9 @@ GRIDS = {
 
 def _grid(name, shape=(40, 36, 30), spacing=(3.0, 3.0, 4.0)):
     aw, sg = GRIDS[name]
-    return make_geometry(shape=shape, spacing=spacing, center_ras=np.array([5.0, -7.0, 12.0]),
-                         axis_world=aw, axis_sign=sg)
+    return make_geometry(
+        shape=shape, spacing=spacing, center_ras=np.array([5.0, -7.0, 12.0]), axis_world=aw, axis_sign=sg
+    )
 
 
 def _world_centroid(img: nib.Nifti1Image, threshold: float) -> np.ndarray:
@@ -59,16 +60,27 @@ def test_dicom_series_reassembles_to_the_same_volume_and_geometry(tmp_path, name
     rng = np.random.default_rng(0)
     vol = rng.integers(-1024, 2000, size=geom.shape).astype(np.int16)
     ident = fake_identity(rng, 100007, datetime.date(1950, 3, 4))
-    n = write_dicom_series(tmp_path / "series", vol, geom, scan_id="scan-000007-1", subject_id=100007,
-                           when=datetime.datetime(2015, 6, 1, 13, 5), identity=ident, sex="F", seed=0, rng=rng)
+    n = write_dicom_series(
+        tmp_path / "series",
+        vol,
+        geom,
+        scan_id="scan-000007-1",
+        subject_id=100007,
+        when=datetime.datetime(2015, 6, 1, 13, 5),
+        identity=ident,
+        sex="F",
+        seed=0,
+        rng=rng,
+    )
     files = sorted((tmp_path / "series").glob("*.dcm"))
     assert n == len(files) == geom.shape[2]
     slices = [pydicom.dcmread(f) for f in files]
     iop = np.array(slices[0].ImageOrientationPatient, float)
     normal = np.cross(iop[:3], iop[3:])
     slices.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, float))))
-    hu = np.stack([d.pixel_array.astype(np.int32) * float(d.RescaleSlope) + float(d.RescaleIntercept)
-                   for d in slices], axis=-1)  # [Rows, Columns, slices]
+    hu = np.stack(
+        [d.pixel_array.astype(np.int32) * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in slices], axis=-1
+    )  # [Rows, Columns, slices]
     dz = np.dot(normal, np.subtract(slices[1].ImagePositionPatient, slices[0].ImagePositionPatient))
     row_sp, col_sp = (float(v) for v in slices[0].PixelSpacing)
     lps = np.eye(4)

@@ -11,7 +11,7 @@ import yaml
 from tte_scale.synth.config import SynthConfig
 from tte_scale.synth.ehr import SCAN_PROCEDURE_CODE, simulate_subject
 from tte_scale.synth.model import BENCH_TASKS, FACTORS, covariates, log_hazards
-from tte_scale.synth.truth import bench_rows, harrell_c
+from tte_scale.synth.truth import bench_rows
 from tte_scale.synth.vocab import build_vocab, codes_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -74,8 +74,7 @@ def test_truth_labels_follow_the_task_rules(vocab):
     rec = simulate_subject(1, SynthConfig(subjects=2, seed=0), vocab)
     rows = bench_rows(rec)
     assert len(rows["task"]) == len(BENCH_TASKS) * len(rec.scan_days)
-    for task, lab, time, event, exc in zip(rows["task"], rows["label"], rows["time"], rows["event"],
-                                           rows["excluded"]):
+    for task, lab, time, event, exc in zip(rows["task"], rows["label"], rows["time"], rows["event"], rows["excluded"]):
         horizon = BENCH_TASKS[task][2]
         assert time > 0
         if exc is None:
@@ -84,12 +83,42 @@ def test_truth_labels_follow_the_task_rules(vocab):
             assert lab is None
 
 
-def test_harrell_c_matches_lifelines():
+def test_oracle_c_index_is_the_eval_c_index():
+    """The synth summary's oracle C-index is eval.concordance's: a subject censored at another's
+    event time outlived it, so that pair counts (the synth copy of the C-index never counted it)."""
+    import pyarrow as pa
+
+    from tte_scale.synth.generate import _rates
+
     lifelines = pytest.importorskip("lifelines.utils")
-    rng = np.random.default_rng(0)
-    risk = rng.normal(size=300)
-    t = rng.exponential(np.exp(-risk))
-    e = rng.random(300) < 0.7
-    ours = harrell_c(t, e, risk)
-    assert ours == pytest.approx(lifelines.concordance_index(t, -risk, e), abs=1e-9)
-    assert 0.6 < ours < 0.9
+    t, e, risk = [1.0, 1.0, 2.0, 3.0], [True, False, True, False], [2.0, 3.0, 1.0, 0.0]
+    task = next(iter(BENCH_TASKS))
+    bench = pa.table(
+        {"task": [task] * 4, "label": [True, None, False, False], "time": t, "event": e, "log_hazard": risk}
+    )
+    _, cidx = _rates(bench)
+    assert cidx[task] == pytest.approx(0.75) == lifelines.concordance_index(t, -np.array(risk), e)
+
+
+def test_paper_tte_findings_recur_after_the_scan_with_their_factor(vocab):
+    """configs/tasks/paper_tte.yaml (issue 20 item 2): its codes are the report findings, also
+    recorded at follow-up visits, more often with the factor they show."""
+    from tte_scale.synth.vocab import FINDING_CODES
+
+    tasks = yaml.safe_load((REPO / "configs" / "tasks" / "paper_tte.yaml").read_text())["tasks"]
+    codes = [c for t in tasks for c in t["codes"]]
+    assert len(codes) == 5 and set(codes) <= set(FINDING_CODES) and set(codes) <= set(vocab.codes)
+    table = codes_table(vocab)
+    parents = dict(zip(table["code"].to_pylist(), table["parent_codes"].to_pylist()))
+    assert parents["SNOMED/8186001"] == [FINDING_CODES["SNOMED/8186001"][1]]  # the SNOMED parent kept
+    cfg = SynthConfig(subjects=300, seed=5)
+    later, factor = [], []
+    for i in range(300):
+        rec = simulate_subject(i, cfg, vocab)
+        t0 = rec.scan_days[0]
+        hit = (rec.code_E == "SNOMED/8186001") & (rec.time_E > t0 + 1) & (rec.time_E < t0 + 366)
+        later.append(bool(hit.any()))
+        factor.append(rec.x_SF[0, FACTORS.index("cardiomegaly")])
+    later, factor = np.array(later), np.array(factor)
+    assert 0.05 < later.mean() < 0.6  # an outcome, neither rare nor certain
+    assert later[factor > 0.3].mean() > 2 * later[factor == 0].mean()

@@ -86,3 +86,103 @@ def test_atomic_write_replaces_without_temp_leftovers(tmp_path):
     atomic_write_text(target, "a")
     atomic_write_text(target, "b")
     assert target.read_text() == "b" and [p.name for p in tmp_path.iterdir()] == ["latest"]
+
+
+def test_a_file_rewritten_with_the_same_size_fails_the_checksum(tmp_path):
+    """Sizes alone accepted a step folder whose model states were rewritten after its marker."""
+    mgr = CheckpointManager(tmp_path, keep_last=5)
+    _fake_save(mgr, 2)
+    _fake_save(mgr, 4)
+    shard = tmp_path / "step_00000004" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    shard.write_bytes(b"y" * shard.stat().st_size)
+    ok, reason, _ = check_complete(shard.parent)
+    assert not ok and "CRC-32C" in reason
+    assert check_complete(shard.parent, verify=None)[0]  # the cheap check (sizes) cannot see it
+    assert mgr.resume_point().step == 2
+
+
+def test_resume_follows_latest_not_the_highest_step(tmp_path, caplog):
+    mgr = CheckpointManager(tmp_path, keep_last=5)
+    _fake_save(mgr, 2)
+    _fake_save(mgr, 4)
+    _fake_save(mgr, 30)  # complete, but e.g. an old run's
+    atomic_write_text(tmp_path / LATEST, "step_00000004")
+    assert mgr.resume_point().step == 4 and "newer than `latest`" in caplog.text
+    (tmp_path / "step_00000004" / MARKER).unlink()
+    assert mgr.resume_point().step == 2  # the newest verified one before `latest`
+    (tmp_path / LATEST).unlink()
+    assert mgr.resume_point().step == 30  # no `latest` (a checkpoint copied by hand): the newest complete
+
+
+def test_resume_skips_checkpoints_of_another_run(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=5)
+    folder = mgr.folder(2)
+    folder.mkdir()
+    (folder / "a.pt").write_bytes(b"a")
+    mgr.publish(2, 1, run_id="old")
+    folder = mgr.folder(4)
+    folder.mkdir()
+    (folder / "a.pt").write_bytes(b"b")
+    mgr.publish(4, 1, run_id="new")
+    (folder / "a.pt").write_bytes(b"c")  # damaged: the fallback must not take the other run's step 2
+    assert mgr.resume_point(run_id="new") is None
+    assert mgr.resume_point().step == 2
+
+
+def test_every_rank_verifies_its_share_and_all_must_agree(tmp_path):
+    """Two ranks (threads) each checksum half of the files; a damaged file in rank 1's half makes both
+    fall back together (``all_agree`` stands in for the all-reduce)."""
+    import threading
+
+    mgr = CheckpointManager(tmp_path, keep_last=5)
+    _fake_save(mgr, 2)
+    _fake_save(mgr, 4)
+    files = sorted(p.name for p in (tmp_path / "step_00000004").iterdir() if p.name != MARKER)
+    (tmp_path / "step_00000004" / files[1]).write_bytes(b"z" * 104)  # rank 1's share of 2 ranks
+    assert check_complete(tmp_path / "step_00000004", verify=(0, 2))[0]
+    assert not check_complete(tmp_path / "step_00000004", verify=(1, 2))[0]
+
+    votes, barrier, found = {}, threading.Barrier(2), {}
+
+    def rank(r):
+        def all_agree(ok):
+            votes[r] = ok
+            barrier.wait()
+            verdict = all(votes.values())
+            barrier.wait()
+            return verdict
+
+        found[r] = mgr.resume_point(rank=r, world_size=2, all_agree=all_agree).step
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert found == {0: 2, 1: 2}
+
+
+def test_clear_removes_the_marker_before_the_files(tmp_path, monkeypatch):
+    import shutil
+
+    mgr = CheckpointManager(tmp_path, keep_last=5)
+    _fake_save(mgr, 4)
+    seen = []
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda p, **kw: seen.append((tmp_path / "step_00000004" / MARKER).exists()))
+    mgr.clear(4)
+    assert seen[0] is False  # the marker was gone before any file was removed
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    mgr.clear(4)
+    assert not mgr.folder(4).exists()
+
+
+def test_markers_of_format_1_are_checked_by_size(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=5)
+    _fake_save(mgr, 2, publish=False)
+    folder = mgr.folder(2)
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    (folder / MARKER).write_text(json.dumps({"format_version": 1, "step": 2, "world_size": 2, "files": files}))
+    assert check_complete(folder)[0]
+    next(folder.glob("*.pt")).write_bytes(b"x")
+    assert not check_complete(folder)[0]

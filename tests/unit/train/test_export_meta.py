@@ -14,8 +14,14 @@ from tte_scale.train import PretrainConfig
 from tte_scale.train.export import export_encoder
 from tte_scale.train.parts import build_model
 
-SMALL = ["model.img_size=[8,16,16]", "model.patch_size=[4,8,8]", "model.embed_dim=16", "model.depth=1",
-         "model.num_heads=2", "head.rank=4"]
+SMALL = [
+    "model.img_size=[8,16,16]",
+    "model.patch_size=[4,8,8]",
+    "model.embed_dim=16",
+    "model.depth=1",
+    "model.num_heads=2",
+    "head.rank=4",
+]
 
 
 def _stage0_checkpoint(tmp_path, cfg):
@@ -27,8 +33,9 @@ def _stage0_checkpoint(tmp_path, cfg):
 
 @pytest.mark.parametrize("objective", ["tte", "supervised"])
 def test_export_stores_window_and_objective(tmp_path, objective):
-    cfg = load_config(PretrainConfig, None, [*SMALL, "zero.stage=0", "data.hu_window=[-1100, 500]",
-                                             f"objective={objective}"])
+    cfg = load_config(
+        PretrainConfig, None, [*SMALL, "zero.stage=0", "data.hu_window=[-1100, 500]", f"objective={objective}"]
+    )
     model = _stage0_checkpoint(tmp_path, cfg)
     out = export_encoder(cfg, tmp_path / "ckpt", "step_00000005", tmp_path / "enc")
     meta = read_export_config(out)

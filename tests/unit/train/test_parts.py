@@ -21,8 +21,9 @@ def _labels(tmp_path, starts=(0.0, 30.0, 365.0)):
     import zarr
 
     (tmp_path / "bins.json").write_text(json.dumps({"format_version": 1, "bin_starts_days": list(starts)}))
-    pq.write_table(pa.table({"scan_id": [f"s{i}" for i in range(6)], "split": ["train", "tuning"] * 3}),
-                   tmp_path / "rows.parquet")
+    pq.write_table(
+        pa.table({"scan_id": [f"s{i}" for i in range(6)], "split": ["train", "tuning"] * 3}), tmp_path / "rows.parquet"
+    )
     g = zarr.open_group(str(tmp_path / "tte.zarr"), mode="w")
     g.create_array("time", data=np.arange(24, dtype=np.float32).reshape(6, 4))
     g.create_array("event", data=np.eye(6, 4, dtype=bool))
@@ -49,15 +50,29 @@ def test_bins_are_checked(tmp_path):
 
 def test_prefit_model_from_config(tmp_path):
     root = _labels(tmp_path)
-    cfg = load_config(PretrainConfig, None, ["model.img_size=[8,16,16]", "model.patch_size=[4,8,8]",
-                                             "model.embed_dim=16", "model.depth=1", "model.num_heads=2",
-                                             "head.rank=4"])
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        [
+            "model.img_size=[8,16,16]",
+            "model.patch_size=[4,8,8]",
+            "model.embed_dim=16",
+            "model.depth=1",
+            "model.num_heads=2",
+            "head.rank=4",
+        ],
+    )
     time_NK, event_NK = train_label_sample(root, "train", 10)
     model = build_model(cfg, num_tasks=4, num_bins=3)
-    model.head.init_bias_from_labels(torch.from_numpy(time_NK), torch.from_numpy(event_NK),
-                                     torch.from_numpy(read_bins(root)))
-    loss = model(torch.rand(2, 1, 8, 16, 16), torch.from_numpy(time_NK[:2]), torch.from_numpy(event_NK[:2]),
-                 torch.from_numpy(read_bins(root)))
+    model.head.init_bias_from_labels(
+        torch.from_numpy(time_NK), torch.from_numpy(event_NK), torch.from_numpy(read_bins(root))
+    )
+    loss = model(
+        torch.rand(2, 1, 8, 16, 16),
+        torch.from_numpy(time_NK[:2]),
+        torch.from_numpy(event_NK[:2]),
+        torch.from_numpy(read_bins(root)),
+    )
     assert torch.isfinite(loss)
     opt = torch.optim.AdamW(model.parameters())
     loss.backward()

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from tte_scale.train.evaluate import harrell_c
 from tte_scale.train.guards import GuardedAdamW, NonFiniteAbort, NonFiniteGuard
+from tte_scale.train.metrics_log import MetricsWriter
 from tte_scale.train.rng import capture_rng, restore_rng
 from tte_scale.train.signals import EXIT_REQUEUE, StopFlag, signals_blocked
-from tte_scale.train.telemetry import MetricsWriter, peak_tflops, throughput
+from tte_scale.train.telemetry import peak_tflops, throughput
 
 
 def test_rng_roundtrip_reproduces_every_stream():
@@ -86,32 +86,28 @@ def test_peak_table_and_mfu():
     assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert peak_tflops("NVIDIA H200") == 989.0
     assert peak_tflops("cpu") is None and peak_tflops("cpu", override=2.0) == 2.0
-    r = throughput(samples=64, step_seconds=2.0, data_seconds=0.5, flops_per_sample=1e12, tokens_per_sample=100,
-                   world_size=8, peak=100.0)
+    r = throughput(
+        samples=64,
+        step_seconds=2.0,
+        data_seconds=0.5,
+        flops_per_sample=1e12,
+        tokens_per_sample=100,
+        world_size=8,
+        peak=100.0,
+    )
     assert r["samples_per_s"] == 32 and r["tokens_per_s"] == 3200 and r["tflops"] == 32
     assert r["mfu"] == pytest.approx(0.04) and r["data_wait_frac"] == 0.25
 
 
 def test_metrics_writer_jsonl_and_tensorboard(tmp_path):
-    w = MetricsWriter(tmp_path, enabled=True, tensorboard=True)
+    w = MetricsWriter(tmp_path, enabled=True, tensorboard=True, attempt=1)
     w.write({"kind": "train", "step": 1, "loss": 1.5})
     w.close()
-    assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] == 1.5
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert rec["loss"] == 1.5 and rec["attempt"] == 1
     assert any((tmp_path / "tb").iterdir())
-    MetricsWriter(tmp_path / "other", enabled=False, tensorboard=True).write({"step": 1})
+    MetricsWriter(tmp_path / "other", enabled=False, tensorboard=True, attempt=1).write({"step": 1})
     assert not (tmp_path / "other").exists()
-
-
-def test_harrell_c_matches_lifelines():
-    from lifelines.utils import concordance_index
-
-    rng = np.random.default_rng(0)
-    risk = rng.normal(size=60)
-    time_ = np.exp(-risk + rng.normal(size=60)).round(1)
-    event = rng.random(60) < 0.6
-    # lifelines takes a score that grows with survival time: the negated risk.
-    assert harrell_c(risk, time_, event) == pytest.approx(concordance_index(time_, -risk, event))
-    assert math.isnan(harrell_c(risk, time_, np.zeros(60, bool)))
 
 
 def test_estimate_memory_zero3_shrinks_with_ranks():
@@ -129,12 +125,19 @@ def test_estimate_memory_zero3_shrinks_with_ranks():
 def test_cli_help_and_estimate(cli_cmd):
     out = subprocess.run(cli_cmd + ["train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--estimate-memory" in out.stdout and "--resume" in out.stdout
-    out = subprocess.run(cli_cmd + ["train", "--config", "configs/pretrain/vit_1b_64gpu.yaml", "--estimate-memory"],
-                         capture_output=True, text=True, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    out = subprocess.run(
+        cli_cmd + ["train", "--config", "configs/pretrain/vit_1b_64gpu.yaml", "--estimate-memory"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
+    )
     assert out.returncode == 0, out.stderr
     assert '"zero_stage": 3' in out.stdout and '"nodes": 8' in out.stdout
-    out = subprocess.run(cli_cmd + ["train", "--config", "configs/pretrain/demo.yaml", "--set", "model.name=nope"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        cli_cmd + ["train", "--config", "configs/pretrain/demo.yaml", "--set", "model.name=nope"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "unknown model 'nope'" in out.stderr
 
 

@@ -17,8 +17,14 @@ from tte_scale.models import SupervisedHead, SupervisedModel, TTEModel
 from tte_scale.train import PretrainConfig
 from tte_scale.train.parts import build_model, model_inputs, train_bench_labels
 
-SMALL = ["model.img_size=[8,16,16]", "model.patch_size=[4,8,8]", "model.embed_dim=16", "model.depth=1",
-         "model.num_heads=2", "head.rank=4"]
+SMALL = [
+    "model.img_size=[8,16,16]",
+    "model.patch_size=[4,8,8]",
+    "model.embed_dim=16",
+    "model.depth=1",
+    "model.num_heads=2",
+    "head.rank=4",
+]
 
 
 def test_masked_bce_ignores_null_labels_in_value_and_gradient():
@@ -54,16 +60,23 @@ def test_bias_prefit_is_the_logit_of_known_prevalence():
     bias = head.init_bias_from_labels(label)
     p = torch.tensor([0.5, 0.5])
     assert torch.allclose(bias, torch.log(p / (1 - p)).float(), atol=1e-6)
-    assert torch.allclose(head.init_bias_from_labels(torch.tensor([[1, 0], [1, 0]]))[0], torch.tensor(6.9068), atol=1e-3)
+    assert torch.allclose(
+        head.init_bias_from_labels(torch.tensor([[1, 0], [1, 0]]))[0], torch.tensor(6.9068), atol=1e-3
+    )
 
 
 def test_train_bench_labels_reads_one_split_in_task_order(tmp_path):
-    pq.write_table(pa.table({
-        "scan_id": ["a", "a", "b", "b", "c", "c"],
-        "split": ["train", "train", "train", "train", "tuning", "tuning"],
-        "task": ["t2", "t1", "t1", "t2", "t1", "t2"],
-        "label": pa.array([True, None, False, True, True, True], pa.bool_()),
-    }), tmp_path / "bench.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "scan_id": ["a", "a", "b", "b", "c", "c"],
+                "split": ["train", "train", "train", "train", "tuning", "tuning"],
+                "task": ["t2", "t1", "t1", "t2", "t1", "t2"],
+                "label": pa.array([True, None, False, True, True, True], pa.bool_()),
+            }
+        ),
+        tmp_path / "bench.parquet",
+    )
     out = train_bench_labels(tmp_path, "train", ["t1", "t2"])
     assert out.dtype == np.int8 and out.tolist() == [[-1, 1], [0, 1]]
     with pytest.raises(InputError, match="no benchmark labels in split 'held_out'"):
@@ -77,8 +90,12 @@ def test_objective_picks_model_and_inputs():
     model = build_model(sup, num_tasks=8, num_bins=4)
     assert isinstance(model, SupervisedModel) and model.head.num_tasks == 8
     assert isinstance(build_model(load_config(PretrainConfig, None, SMALL), num_tasks=8, num_bins=4), TTEModel)
-    batch = {"volume": torch.rand(2, 1, 8, 16, 16), "bench_label": torch.tensor([[1] * 8, [-1] * 8], dtype=torch.int8),
-             "tte_time": torch.ones(2, 8), "tte_event": torch.zeros(2, 8, dtype=torch.bool)}
+    batch = {
+        "volume": torch.rand(2, 1, 8, 16, 16),
+        "bench_label": torch.tensor([[1] * 8, [-1] * 8], dtype=torch.int8),
+        "tte_time": torch.ones(2, 8),
+        "tte_event": torch.zeros(2, 8, dtype=torch.bool),
+    }
     bins = torch.tensor([0.0, 1.0, 2.0, 3.0])
     args = model_inputs("supervised", batch, bins)
     assert len(args) == 2 and args[1] is batch["bench_label"]

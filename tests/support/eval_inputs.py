@@ -1,0 +1,98 @@
+"""A tiny complete input of `tte-scale eval`: shards, a labels folder's bench.parquet, a task
+file and exported encoders, in seconds on a CPU.
+
+The benchmark label of a scan is mostly whether its volume is bright (a brightness offset added
+to the phantom; 15% of the labels flipped so that the probes converge), so that an encoder, even a
+random one, ranks the classes well and the metrics are far from 0.5. One volume per Zarr shard
+file (``zarr_shard_rows=1``): deleting a file loses exactly one scan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from support.shards import phantom, write_shards
+
+SHAPE = (8, 8, 8)
+SPLITS = ["train"] * 16 + ["tuning"] * 10 + ["held_out"] * 10
+TASKS = ("bright", "bright_later")
+TASK_YAML = """\
+tasks:
+  - name: bright
+    codes: [X/1]
+    horizon_days: 30
+  - name: bright_later
+    codes: [X/2]
+    horizon_days: 60
+"""
+
+
+def write_eval_inputs(root: Path, *, seed: int = 0) -> dict:
+    """root/shards, root/labels/bench.parquet, root/tasks.yaml, root/encoder (a tiny ViT export)."""
+    rng = np.random.default_rng(seed)
+    n = len(SPLITS)
+    bright = np.array([i % 2 == 0 for i in range(n)])
+    volumes = [(phantom(SHAPE, rng) + (600 if b else 0)).astype(np.int16) for b in bright]
+    info = write_shards(
+        root / "shards",
+        n=n,
+        shape=SHAPE,
+        splits=SPLITS,
+        K=4,
+        T=len(TASKS),
+        volumes=volumes,
+        zarr_shard_rows=1,
+        seed=seed,
+    )
+    flip = rng.random((n, len(TASKS))) < 0.15
+    cols = {c: [] for c in ("scan_id", "subject_id", "split", "task", "label", "time", "event", "excluded")}
+    for r in range(n):
+        for j, task in enumerate(TASKS):
+            event = bool(bright[r]) != bool(flip[r, j])  # mostly the brightness: not separable
+            time = float(5 + 10 * j + rng.uniform(0, 5)) if event else float(100 + rng.uniform(0, 50))
+            cols["scan_id"].append(info["scan_ids"][r])
+            cols["subject_id"].append(r)
+            cols["split"].append(SPLITS[r])
+            cols["task"].append(task)
+            cols["label"].append(event)
+            cols["time"].append(time)
+            cols["event"].append(event)
+            cols["excluded"].append(None)
+    (root / "labels").mkdir(parents=True)
+    schema = pa.schema(
+        [
+            ("scan_id", pa.string()),
+            ("subject_id", pa.int64()),
+            ("split", pa.string()),
+            ("task", pa.string()),
+            ("label", pa.bool_()),
+            ("time", pa.float32()),
+            ("event", pa.bool_()),
+            ("excluded", pa.string()),
+        ]
+    )
+    pq.write_table(pa.table(cols, schema=schema), root / "labels" / "bench.parquet")
+    (root / "tasks.yaml").write_text(TASK_YAML)
+    write_encoder(root / "encoder", seed=seed)
+    return {"scan_ids": info["scan_ids"], "splits": SPLITS}
+
+
+def write_encoder(path: Path, *, seed: int = 0, embed_dim: int = 16, hu_window=(-1000.0, 1000.0)) -> Path:
+    import torch
+
+    from tte_scale.models import save_pretrained
+    from tte_scale.models.vit3d import VisionTransformer3D, ViTConfig
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(img_size=SHAPE, patch_size=(4, 4, 4), embed_dim=embed_dim, depth=1, num_heads=2, pool="mean")
+    return save_pretrained(VisionTransformer3D(cfg), path, hu_window=hu_window)
+
+
+def eval_argv(root: Path, *extra, out: str = "eval") -> list[str]:
+    argv = ["eval", "--checkpoint", root / "encoder", "--shards", root / "shards", "--labels", root / "labels"]
+    argv += ["--out", root / out, "--tasks", root / "tasks.yaml", "--bootstrap", "20", "--no-progress", *extra]
+    return [str(a) for a in argv]

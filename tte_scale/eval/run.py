@@ -1,0 +1,322 @@
+"""`tte-scale eval` as one library call: encoders -> embeddings -> probes -> report.
+
+``run_eval(EvalRun(...))`` evaluates the exported encoder and its baselines on the benchmark
+tasks of a labels folder with the protocol of ``protocol.py`` and writes the report folder
+(``report.write_report``) plus ``summary.json``; it returns that summary. The CLI
+(``tte_scale/commands/eval.py``) only parses arguments into an :class:`EvalRun`.
+
+Example::
+
+    summary = run_eval(EvalRun(checkpoint="runs/x/encoder", shards="shards", labels="labels",
+                               out="eval", baselines=[("random_init", None)]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tte_scale.config import check, resolve_config_path
+from tte_scale.errors import InputError
+from tte_scale.outputs import check_replaceable, mark
+
+__all__ = ["EvalRun", "EvalOutcome", "run_eval", "RESERVED", "DEFAULT_HU_WINDOW", "DEFAULT_TASKS"]
+
+RESERVED = ("tte", "random_init", "oracle")
+"""Model names the run gives itself: the checkpoint, the random baseline, the oracle."""
+DEFAULT_HU_WINDOW = (-1000.0, 1000.0)
+DEFAULT_TASKS = "configs/tasks/inspect.yaml"
+COMMAND = "eval"
+"""Owner name in the ``tte_scale.outputs`` marker of a report folder."""
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalRun:
+    """One evaluation: which encoders, which data, where the report goes."""
+
+    checkpoint: str
+    """Exported encoder (folder or .safetensors written by `tte-scale train`): the model "tte"."""
+    shards: str
+    """Shards folder; its Zarr copy is read."""
+    labels: str
+    """Labels folder the shards were built from (its bench.parquet holds the benchmark labels)."""
+    out: str
+    """Report folder."""
+    tasks: str = DEFAULT_TASKS
+    """Benchmark task set (names and horizons)."""
+    baselines: list[tuple[str, str | None]] = field(default_factory=list)
+    """(name, export path) per baseline; path None: the checkpoint's architecture, random init."""
+    truth: str | None = None
+    """Synthetic cohort truth/ folder: adds the oracle (true log-hazards as risk scores)."""
+    loss_curves: list[tuple[str, str]] = field(default_factory=list)
+    """(name, telemetry JSONL) pairs plotted in the report."""
+    bootstrap: int = 500
+    """Bootstrap resamples for the CIs."""
+    batch_size: int = 8
+    """Volumes per embedding batch."""
+    hu_window: tuple[float, float] | None = None
+    """HU window for exports that do not store theirs (DEFAULT_HU_WINDOW when None)."""
+    device: str = "cpu"
+    """Torch device of the embeddings."""
+    seed: int = 0
+    """Seed of the random baseline and of the bootstrap."""
+    max_bad_fraction: float | None = None
+    """Stop when more than this fraction of a split's scans cannot be read (missing or corrupt
+    volume); below it they are excluded and reported. None: the training loader's limit
+    (``LoaderConfig.max_bad_fraction``)."""
+    probes: list[str] | None = None
+    """Probes to fit (``EvalConfig.probes``; None: its default, the linear ones)."""
+    train_subsets: list[int] = field(default_factory=list)
+    """Label efficiency: training-split sizes (scans) to refit the probes on; empty: off."""
+    train_subset_resamples: int = 5
+    """Random subject-level subsets per size."""
+    progress: bool = True
+    """Progress bars."""
+
+    def __post_init__(self) -> None:
+        names = [name for name, _ in self.baselines]
+        check(len(set(names)) == len(names), "baselines", f"names repeat: {names}")
+        taken = [n for n, path in self.baselines if n in RESERVED and not (n == "random_init" and path is None)]
+        check(not taken, "baselines", f"the names {taken} are reserved ({', '.join(RESERVED)})")
+        check(self.bootstrap >= 0, "bootstrap", f"must be >= 0, got {self.bootstrap}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.max_bad_fraction is not None:
+            check(
+                0.0 <= self.max_bad_fraction <= 1.0,
+                "max_bad_fraction",
+                f"must be in [0, 1], got {self.max_bad_fraction}",
+            )
+
+    def inputs(self) -> list[str]:
+        """Every file or folder the run reads (the report folder may hold none of them)."""
+        paths = [self.checkpoint, self.shards, self.labels, self.truth, self.tasks]
+        return [p for p in paths + [p for _, p in self.baselines] + [p for _, p in self.loss_curves] if p]
+
+
+def _hu_window(path: Path, flag) -> tuple[float, float]:
+    """The export's stored HU window; ``flag`` only fills in for exports without one."""
+    from tte_scale.models import read_export_config
+
+    stored = read_export_config(path).get("preprocessing", {}).get("hu_window")
+    if stored is None:
+        return tuple(flag) if flag is not None else DEFAULT_HU_WINDOW
+    if flag is not None and tuple(flag) != tuple(stored):
+        raise InputError(
+            f"--hu-window {flag[0]:g} {flag[1]:g} differs from the window {stored[0]:g} {stored[1]:g} "
+            f"stored in {path}/config.json (the one its training used); drop --hu-window"
+        )
+    return tuple(stored)
+
+
+def _exported(path: str, hu_window):
+    """(encoder, HU window) of an export; damaged weights are one clear line, not a traceback."""
+    from safetensors import SafetensorError
+
+    from tte_scale.models import load_pretrained
+
+    ckpt = Path(path)
+    window = _hu_window(ckpt, hu_window)
+    weights = ckpt if ckpt.suffix == ".safetensors" else ckpt / "model.safetensors"
+    try:
+        return load_pretrained(ckpt), window
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise InputError(
+            f"{weights}: cannot load the encoder weights ({type(exc).__name__}: {exc}); the file is damaged, "
+            "incomplete or of another model (export it again)"
+        ) from None
+
+
+def _same_scans(embedded: dict, splits) -> tuple[dict, list[dict]]:
+    """Every model evaluated on the same scans: what one model could not read (or an embedding
+    cached before a volume was damaged) is left out for all, and listed."""
+    from tte_scale.eval.embed import Embeddings
+
+    excluded = {(e["split"], e["scan_id"]): e for emb in embedded.values() for e in emb.excluded}
+    for s in splits:
+        common = set.intersection(*(set(emb.scan_id[s].tolist()) for emb in embedded.values()))
+        for name, emb in embedded.items():
+            for scan in emb.scan_id[s].tolist():
+                if scan not in common and (s, scan) not in excluded:
+                    excluded[(s, scan)] = {
+                        "split": s,
+                        "scan_id": scan,
+                        "kind": "not_embedded_by_every_model",
+                        "reason": f"not embedded by every model ({name} has it: an embedding cached before the volume "
+                        "became unreadable?)",
+                    }
+    drop = {k for k in excluded}
+    out = {}
+    for name, emb in embedded.items():
+        keep = {s: np.array([(s, x) not in drop for x in emb.scan_id[s].tolist()], bool) for s in splits}
+        out[name] = Embeddings(
+            {s: emb.scan_id[s][keep[s]] for s in splits}, {s: emb.features[s][keep[s]] for s in splits}
+        )
+    return out, sorted(excluded.values(), key=lambda e: (list(splits).index(e["split"]), e["scan_id"]))
+
+
+def _counts(excluded: list[dict]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for e in excluded:
+        per = out.setdefault(e["split"], {})
+        per[e["kind"]] = per.get(e["kind"], 0) + 1
+    return out
+
+
+def _align(table, scan_ids):
+    """The rows of ``table`` in the order of ``scan_ids`` (embedded scans only)."""
+    pos = {s: i for i, s in enumerate(table.scan_id.tolist())}
+    missing = [s for s in scan_ids.tolist() if s not in pos]
+    if missing:
+        raise InputError(f"{table.source}: no benchmark labels for scans {missing[:5]} (labels and shards differ?)")
+    idx = np.asarray([pos[s] for s in scan_ids.tolist()], dtype=np.int64)
+    pick = {f: getattr(table, f)[idx] for f in ("subject_id", "label", "time", "event", "scan_id")}
+    if table.include is not None:
+        pick["include"] = table.include[idx]
+    return dataclasses.replace(table, **pick)
+
+
+def _oracle_risk(truth_dir: Path, tasks: list[str], scan_ids):
+    """True log-hazards [N, T] of the held-out scans and the tasks the truth covers (a task set
+    beyond the synthetic outcome model, e.g. configs/tasks/paper_tte.yaml, has none: its columns
+    are 0 and the oracle skips it). A covered task without a value for some scan is an error."""
+    import pyarrow.parquet as pq
+
+    path = truth_dir / "bench.parquet"
+    if not path.is_file():
+        raise InputError(f"{path}: not found (--truth expects the synthetic cohort's truth/ folder)")
+    t = pq.read_table(path, columns=["scan_id", "task", "log_hazard"]).to_pydict()
+    lut = {(s, k): h for s, k, h in zip(t["scan_id"], t["task"], t["log_hazard"])}
+    covered = [k for k in tasks if k in set(t["task"])]
+    risk = np.zeros((len(scan_ids), len(tasks)))
+    for i, s in enumerate(scan_ids.tolist()):
+        for j, k in enumerate(tasks):
+            if k in covered:
+                risk[i, j] = lut.get((s, k), np.nan)
+    if np.isnan(risk).any():
+        raise InputError(f"{path}: no true log-hazard for some held-out scans/tasks")
+    return risk, covered
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """What ``run_eval`` wrote: the content of summary.json and the text the CLI prints."""
+
+    summary: dict
+    text: str
+
+
+def run_eval(run: EvalRun) -> EvalOutcome:
+    """Evaluate every encoder of ``run`` and write the report folder."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from tte_scale.ehr.config import load_task_set
+    from tte_scale.eval.compare import METRICS, compare_models, format_differences, format_table, paired_differences
+    from tte_scale.eval.config import EvalConfig
+    from tte_scale.eval.efficiency import efficiency_means, label_efficiency
+    from tte_scale.eval.embed import embed_shards
+    from tte_scale.eval.protocol import evaluate_embeddings, evaluate_risk_scores
+    from tte_scale.eval.report import HEADLINE, HEADLINE_TEXT, read_loss_curve, write_report
+    from tte_scale.eval.tables import bench_tables_from_long
+
+    out, labels, shards = Path(run.out), Path(run.labels), str(run.shards)  # shards: a folder or a URL
+    no_truth: list[str] = []
+    # Re-using --out replaces the report of an earlier eval, so only an eval folder (its marker)
+    # that holds no input may be used; checked before any work.
+    check_replaceable(out, COMMAND, [*run.inputs(), resolve_config_path(run.tasks)])
+    task_set = load_task_set(run.tasks)
+    tasks = task_set.names
+    bench = labels / "bench.parquet"
+    if not bench.is_file():
+        raise InputError(f"{bench}: not found; is {labels} a folder written by `tte-scale labels`?")
+    tables = bench_tables_from_long(pq.read_table(bench), tasks, source=str(bench))
+    horizons = {t.name: float(t.horizon_days) for t in task_set.tasks}
+    cfg = EvalConfig(
+        bootstrap=run.bootstrap,
+        seed=run.seed,
+        horizons_days=horizons,
+        train_subsets=list(run.train_subsets),
+        train_subset_resamples=run.train_subset_resamples,
+        **({"probes": list(run.probes)} if run.probes else {}),
+    )
+    splits = tuple(cfg.splits)
+
+    encoders = {"tte": _exported(run.checkpoint, run.hu_window)}
+    for name, path in run.baselines:
+        if path is None:  # same architecture and normalization as the checkpoint, random weights
+            torch.manual_seed(run.seed)
+            tte_model, window = encoders["tte"]
+            encoders[name] = (type(tte_model)(tte_model.cfg), window)
+        else:
+            encoders[name] = _exported(path, run.hu_window)
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, COMMAND)
+
+    embedded = {
+        name: embed_shards(
+            model,
+            shards,
+            splits,
+            batch_size=run.batch_size,
+            hu_window=window,
+            device=run.device,
+            cache_dir=out / "embeddings",
+            name=name,
+            max_bad_fraction=run.max_bad_fraction,
+            progress=run.progress,
+        )
+        for name, (model, window) in encoders.items()
+    }
+    embedded, excluded = _same_scans(embedded, splits)
+    results, efficiency = {}, []
+    for name, emb in embedded.items():
+        aligned = {s: _align(tables[s], emb.scan_id[s]) for s in splits}
+        results[name] = evaluate_embeddings(emb.features, aligned, tasks, cfg, name=name, progress=run.progress)
+        if cfg.train_subsets:
+            efficiency += label_efficiency(emb.features, aligned, tasks, cfg, name=name)
+    ids = embedded["tte"].scan_id
+    if run.truth:
+        ho = splits[2]
+        table = _align(tables[ho], ids[ho])
+        train = _align(tables[splits[0]], ids[splits[0]])  # Uno's censoring distribution
+        risk, covered = _oracle_risk(Path(run.truth), tasks, ids[ho])
+        no_truth = [k for k in tasks if k not in covered]
+        if covered:
+            results["oracle"] = evaluate_risk_scores(risk, {ho: table, splits[0]: train}, covered, cfg)
+
+    curves = {name: read_loss_curve(path) for name, path in run.loss_curves}
+    report = write_report(out, results, curves, excluded=excluded, efficiency=efficiency or None)
+    rows = compare_models(results)
+    diffs = paired_differences(results, "tte", HEADLINE)
+    means = HEADLINE + [("cox", "c_index_uno"), ("cox", "c_index_full")]
+    means += [("oracle", m) for _, m in means]
+    headline = {
+        f"{r['model']}/{r['probe']}/{r['metric']}": [r["value"], r["ci_low"], r["ci_high"]]
+        for r in rows
+        if r["task"] == "mean" and (r["probe"], r["metric"]) in means
+    }
+    summary = {
+        "report": str(report),
+        "models": list(results),
+        "headline": {"pairs": [f"{p}/{m}" for p, m in HEADLINE], "text": HEADLINE_TEXT},
+        "metrics": {m: METRICS[m] for _, m in means},
+        "mean_over_tasks": headline,
+        "tte_minus": diffs,
+        "label_efficiency": [r for r in efficiency_means(efficiency) if (r["probe"], r["metric"]) in HEADLINE],
+        "oracle_tasks_without_truth": no_truth,
+        "scans_evaluated": {s: len(ids[s]) for s in splits},
+        "scans_excluded": _counts(excluded),
+        "excluded": excluded,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    lines = [format_table(rows)]
+    if diffs:
+        lines.append("\n" + format_differences(diffs))
+    if no_truth:
+        lines.append(f"\noracle: the truth has no log-hazard for {', '.join(no_truth)} (left out)")
+    lines.append(f"\nreport: {report}")
+    return EvalOutcome(summary=summary, text="\n".join(lines))
