@@ -1,6 +1,6 @@
 """`generate(cfg, out)`: the whole cohort, chunk by chunk in worker processes, then the merge.
 
-Output layout (the input contract of DESIGN.md, plus ground truth kept apart)::
+Output layout (the input contract of docs/formats.md, plus ground truth kept apart)::
 
     OUT/data/<split>/<chunk>.parquet     MEDS events (subject_id, time, code, numeric_value)
     OUT/metadata/dataset.json, codes.parquet, subject_splits.parquet

@@ -1,6 +1,6 @@
 """Ground truth per scan: true log-hazards and the benchmark labels they produced (pure).
 
-The labels here follow the rules of configs/tasks/inspect.yaml and DESIGN.md (first strictly
+The labels here follow the rules of configs/tasks/inspect.yaml and docs/formats.md (first strictly
 later occurrence of a task code; else censored at the last event of the record), so the labels
 stage can be checked against them and the oracle C-index (risk = true log-hazard) is known.
 """
