@@ -16,7 +16,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli backport (dev extra)
+    import tomli as tomllib
 
 from tte_scale.cli import COMMANDS
 
