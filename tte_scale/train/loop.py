@@ -36,7 +36,7 @@ from tte_scale.train.checkpoint import (
     trainer_state_name,
 )
 from tte_scale.train.config import PretrainConfig, resolve_batch
-from tte_scale.train.dist import DistEnv, dist_env, init_distributed
+from tte_scale.train.dist import DistEnv, cuda_device_index, dist_env, init_distributed, wait_group
 from tte_scale.train.evaluate import evaluate
 from tte_scale.train.guards import GuardedAdamW, NonFiniteGuard
 from tte_scale.train.metrics_log import MetricsWriter
@@ -216,9 +216,12 @@ def _set_up(cfg: PretrainConfig, check_data: bool = True) -> SetUp:
     if check_data:
         cfg = _check_inputs(cfg)  # format, K, volume shape -> model.img_size (metadata only)
     check_model_config(cfg)
+    if check_data:
+        _check_shared_memory(cfg, micro, env)
     if device.type == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
-    init_distributed(device.type)
+    init_distributed(device.type, cfg.dist.timeout_minutes)
+    _set_cpu_group(cfg)
     try:
         if check_data:
             _on_rank0(lambda: _check_labels(cfg), env)  # one pass over the labels, on one rank
@@ -235,14 +238,20 @@ def _pick_device(cfg: PretrainConfig, env: DistEnv) -> torch.device:
         if not torch.cuda.is_available():
             why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
             raise ConfigError(f"device: cuda, but {why} (torch {torch.__version__}); set device=cpu or auto")
-        if env.local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device: cuda, but LOCAL_RANK={env.local_rank} and only {torch.cuda.device_count()} CUDA "
-                "device(s) are visible; start at most one rank per GPU"
-            )
-        torch.cuda.set_device(env.local_rank)
-        return torch.device("cuda", env.local_rank)
+        index = cuda_device_index(env.local_rank, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
+
+
+def _check_shared_memory(cfg: PretrainConfig, micro: int, env: DistEnv) -> None:
+    """/dev/shm holds the train and eval loaders' slot rings of every rank on this node (the train
+    loader's workers live on while an evaluation runs), before anything is allocated."""
+    from tte_scale.data.shm import check_shm, ring_bytes
+
+    d = cfg.data
+    per_loader = ring_bytes(d.num_workers, d.prefetch_factor, micro, tuple(cfg.model.img_size))
+    check_shm(2 * per_loader, env.local_world_size, what="the train and eval loaders' worker slots")
 
 
 def _on_rank0(fn, env: DistEnv):
@@ -306,18 +315,25 @@ def _resume_point(cfg: PretrainConfig, env: DistEnv, ckpts: CheckpointManager) -
 _CPU_GROUP = None
 
 
-def _cpu_group():
-    """A gloo group for the few object/flag exchanges of the set-up (NCCL reduces device tensors only)."""
+def _set_cpu_group(cfg: PretrainConfig) -> None:
+    """Every rank creates the run's gloo group (``dist.rank0_work_timeout_minutes``) right after the
+    process group, so the ranks create it in the same order."""
     global _CPU_GROUP
+    _CPU_GROUP = wait_group(cfg.dist.rank0_work_timeout_minutes)
+
+
+def _cpu_group():
+    """The gloo group for the object/flag exchanges of the set-up (NCCL reduces device tensors only)
+    and for waiting while rank 0 works alone (its own, longer timeout: train/dist.py)."""
     if _CPU_GROUP is None:
-        _CPU_GROUP = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        raise RuntimeError("_set_up creates the gloo group first")
     return _CPU_GROUP
 
 
 def _start_run(cfg: PretrainConfig, env: DistEnv, plan: str, resume: Found | None) -> run_dir.RunStart:
     """Rank 0 clears a replaced run and writes the owner marker, after every rank has agreed."""
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier(group=_cpu_group())  # rank 0 may have spent long on the labels check
     hint = resume.run_id if resume is not None else None
     return _on_rank0(lambda: run_dir.start_run(cfg.out_dir, plan, hint), env)
 
@@ -571,7 +587,7 @@ def _load(run: Run, found: Found) -> None:
     if found.world_size != run.env.world_size and run.cfg.zero.stage >= 1:
         if run.env.is_main:
             to_universal(found)
-        dist.barrier()
+        dist.barrier(group=_cpu_group())  # rank 0 alone converts: the long-timeout group
         path = found.path.with_name(found.path.name + "_universal")
     load_path, _ = run.engine.load_checkpoint(str(run.ckpts.root), tag=path.name, load_lr_scheduler_states=False)
     if load_path is None:
@@ -621,4 +637,4 @@ def _export(run: Run) -> None:
     if run.env.is_main:
         out = export_encoder(run.cfg, run.ckpts.root, tag_for(run.step), run.cfg.out_dir / "encoder")
         log.info("exported the encoder to %s", out)
-    dist.barrier()
+    dist.barrier(group=_cpu_group())  # rank 0 alone exports: the long-timeout group
