@@ -216,3 +216,33 @@ def test_retain_graph_backward_twice_gives_the_same_gradients():
     (first,) = torch.autograd.grad(loss, w, retain_graph=True)
     (second,) = torch.autograd.grad(loss, w)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+# -- the Triton kernel tiled over samples (issue 15, 2.3) -----------------------------------------
+
+
+@pytest.mark.parametrize("B", [1, 3, 130])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_sample_tiles_match_torch_and_reference(B, dtype):
+    """B=130 spans 17 sample blocks of 8 (the last one of 2 rows): partial bias gradients and
+    losses summed in the second pass; odd K with a narrower last chunk."""
+    case = make_case(B, 3, 301, 6, dtype, seed=12)
+    want = run("reference", case)
+    torch_path = run("torch", case, chunk=128)
+    got = run("triton", case, chunk=128)
+    assert_matches(got, want)
+    assert_matches(got, torch_path)
+
+
+def test_grid_does_not_shrink_as_the_batch_grows():
+    """With the default chunk (~2^20 logits), the launch covers an H100's 132 SMs several times at
+    every batch size; before the sample axis it fell to 32 programs at B=128 (K=65,536, J=8)."""
+    from tte_scale.loss.triton_pe import pe_grid
+
+    J, K = 8, 65536
+    programs = {}
+    for B in (1, 8, 32, 128, 512):
+        g = pe_grid(B, J, default_chunk(B * J, K))
+        programs[B] = g[0] * g[1] * g[2]
+    assert all(n >= 3 * 132 for n in programs.values()), programs
+    assert programs[128] >= programs[8], programs
