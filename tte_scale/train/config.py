@@ -241,6 +241,23 @@ class ClusterSection:
 
 
 @dataclass(kw_only=True, slots=True)
+class DistSection:
+    timeout_minutes: float = 30.0
+    """Collectives (NCCL on GPUs, gloo on CPU) fail after waiting this long; DeepSpeed's own
+    default is 10. Too short kills a healthy job whose ranks drift apart (a slow checkpoint
+    write); too long leaves a hung job holding its nodes."""
+    rank0_work_timeout_minutes: float = 240.0
+    """How long the other ranks wait, on a separate gloo group, while rank 0 works alone: the
+    universal checkpoint conversion on a resume with another world size, the encoder export at
+    the end, the labels check and clearing a replaced run at the start. Both take minutes per
+    billion parameters."""
+
+    def __post_init__(self) -> None:
+        check(self.timeout_minutes > 0, "dist.timeout_minutes", "must be positive")
+        check(self.rank0_work_timeout_minutes > 0, "dist.rank0_work_timeout_minutes", "must be positive")
+
+
+@dataclass(kw_only=True, slots=True)
 class PretrainConfig:
     out_dir: Path = Path("runs/pretrain")
     """Run folder: checkpoints/, metrics.jsonl, tb/, encoder/ and the owner marker (tte_scale.outputs)."""
@@ -278,6 +295,8 @@ class PretrainConfig:
     """Non-finite step guard."""
     cluster: ClusterSection = field(default_factory=ClusterSection)
     """Intended cluster shape."""
+    dist: DistSection = field(default_factory=DistSection)
+    """Process-group timeouts."""
 
     def __post_init__(self) -> None:
         check(self.max_steps >= 1, "max_steps", "must be >= 1")
