@@ -54,8 +54,11 @@ FULL_SHARDS = packaged_config("shard", "default.yaml")
 CLI = [sys.executable, "-m", "tte_scale.cli"]
 
 
-def make_data(root: Path, subjects: int, tasks: int, shard_config: Path) -> tuple[Path, Path, dict]:
-    """The real pipeline on a small synthetic cohort; returns (shards, labels, timings)."""
+def make_data(
+    root: Path, subjects: int, tasks: int, shard_config: Path, synth_set: tuple[str, ...] = (), synth_workers: int = 2
+) -> tuple[Path, Path, dict]:
+    """The real pipeline on a small synthetic cohort; returns (shards, labels, timings). The shards
+    are written by `tte-scale shard --workers 0`: the plain in-process loop, no Ray."""
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     steps = {
         "synth": [
@@ -65,9 +68,10 @@ def make_data(root: Path, subjects: int, tasks: int, shard_config: Path) -> tupl
             "--subjects",
             str(subjects),
             "--workers",
-            "2",
+            str(synth_workers),
             "--no-progress",
             "--overwrite",
+            *[a for o in synth_set for a in ("--set", o)],
         ],
         "labels": [
             "labels",
@@ -267,7 +271,15 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     ap.add_argument("--warmup-steps", type=int, default=3, help="first steps left out of the medians")
     ap.add_argument("--subjects", type=int, default=40, help="subjects of the synthetic cohort")
-    ap.add_argument("--tasks", type=int, default=256, help="pretraining tasks K")
+    ap.add_argument("--tasks", type=int, default=256, help="pretraining tasks K requested from `tte-scale labels`")
+    ap.add_argument(
+        "--synth-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="`tte-scale synth` overrides (e.g. generic_codes=20000: enough distinct codes for K = 8,192)",
+    )
+    ap.add_argument("--synth-workers", type=int, default=2, help="`tte-scale synth` worker processes")
     ap.add_argument("--workers", type=int, default=1, help="loader worker processes per rank")
     ap.add_argument(
         "--shard-config",
@@ -318,7 +330,12 @@ def main(argv=None) -> int:
         from tte_scale.config import read_yaml
 
         shard_shape = read_yaml(args.shard_config)["imaging"]["shape"]
-        shards, labels, data_s = make_data(tmp / "data", args.subjects, args.tasks, args.shard_config)
+        shards, labels, data_s = make_data(
+            tmp / "data", args.subjects, args.tasks, args.shard_config, tuple(args.synth_set), args.synth_workers
+        )
+        from tte_scale.data.build_info import labels_num_tasks
+
+        tasks_kept = labels_num_tasks(labels)
         shard_run = json.loads((shards / "_state" / "last_run.json").read_text())
         for zero in args.zero:
             for world in args.worlds:
@@ -336,6 +353,8 @@ def main(argv=None) -> int:
         "shard_shape": shard_shape,
         "subjects": args.subjects,
         "tasks": args.tasks,
+        "tasks_kept": tasks_kept,
+        "synth_set": args.synth_set,
         "loader_workers_per_rank": args.workers,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
@@ -405,7 +424,7 @@ def to_markdown(result: dict) -> str:
         f"`tte-scale train` with {result['config']} (+ {', '.join(result['overrides']) or 'no overrides'}) on "
         f"shards built by the real pipeline from {result['subjects']} synthetic subjects ({result['shard_config']}, "
         f"{'x'.join(map(str, result['shard_shape']))} voxels), "
-        f"{result['tasks']} tasks; {result['device']} ranks"
+        f"K = {result.get('tasks_kept', result['tasks'])} tasks (of {result['tasks']} requested); {result['device']} ranks"
         + (" (DeepSpeed DS_ACCELERATOR=cpu, gloo, one thread each)" if result["device"] == "cpu" else "")
         + f", {result['loader_workers_per_rank']} loader worker(s) per rank. Medians over steps "
         f"{result['warmup_steps'] + 1}-{result['steps']} from the trainer's metrics.jsonl.",

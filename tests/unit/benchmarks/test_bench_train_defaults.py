@@ -15,7 +15,7 @@ from tte_scale.config import read_yaml
 def _capture(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_make_data(root, subjects, tasks, shard_config):
+    def fake_make_data(root, subjects, tasks, shard_config, synth_set=(), synth_workers=2):
         seen["shard_config"] = read_yaml(shard_config)
         (root / "shards" / "_state").mkdir(parents=True)
         (root / "shards" / "_state" / "last_run.json").write_text(json.dumps({"processed": 1}))
@@ -30,6 +30,9 @@ def _capture(monkeypatch, tmp_path):
     monkeypatch.setattr(bench_train, "to_markdown", lambda result: "")
     monkeypatch.setattr(bench_train, "machine_info", lambda device: {})
     monkeypatch.setattr(bench_train, "cpu_matmul_peak_tflops", lambda: 1.0)
+    import tte_scale.data.build_info
+
+    monkeypatch.setattr(tte_scale.data.build_info, "labels_num_tasks", lambda labels: 8192)
     return seen
 
 
