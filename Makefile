@@ -15,6 +15,7 @@ WHEELHOUSE ?= wheelhouse
 GPU_OUT ?= benchmarks/results/gpu
 GPU_CHECK_ARGS ?=
 PY_VERSION ?= 3.12
+WHEELHOUSE_ARGS ?=
 
 .PHONY: demo test venv clean-demo gpu-check wheelhouse
 
@@ -51,4 +52,4 @@ gpu-check:
 # On a connected machine: the wheels an offline GPU node needs for `make gpu-check` (binary wheels
 # for Python $(PY_VERSION), manylinux x86_64, + DeepSpeed's sdist), pinned to this venv's versions.
 wheelhouse: $(STAMP)
-	$(PY) -m tte_scale.benchmarks.wheelhouse --python-version $(PY_VERSION) --out $(WHEELHOUSE)
+	$(PY) -m tte_scale.benchmarks.wheelhouse --python-version $(PY_VERSION) --out $(WHEELHOUSE) $(WHEELHOUSE_ARGS)

@@ -186,12 +186,25 @@ def setup_offline(venv: Path, python: str, wheelhouse: Path, driver: str) -> Non
             f"move it away or set VENV=<another folder>"
         )
     if not venv_python(venv).exists():
-        _run([python, "-m", "venv", "--system-site-packages", str(venv)], "venv over the node's python")
-    py = str(venv_python(venv))
+        args = [python, "-m", "venv", "--system-site-packages", str(venv)]
+        print(f"{PREFIX} env: venv over the node's python: {' '.join(args)}", flush=True)
+        if subprocess.run(args).returncode != 0:  # e.g. Debian's python3 without python3-venv (ensurepip)
+            _run([*args, "--without-pip"], "venv without pip (pip comes from the wheelhouse)")
+    install_offline(str(venv_python(venv)), wheelhouse)
+
+
+def install_offline(py: str, wheelhouse: Path, project: Path = Path(".")) -> None:
+    """Into interpreter ``py``: the wheelhouse's requirements, then tte-scale itself, with no index."""
+    if subprocess.run([py, "-m", "pip", "--version"], capture_output=True).returncode != 0:
+        wheels = sorted(wheelhouse.glob("pip-*.whl"))
+        if not wheels:
+            raise SystemExit(f"{PREFIX} env: {py} has no pip and {wheelhouse} no pip wheel")
+        # pip runs from its own wheel (a zip on sys.path) to install itself.
+        _run([py, f"{wheels[-1]}/pip", "install", "--no-index", "--find-links", str(wheelhouse), "pip"], "pip itself")
     pip = [py, "-m", "pip", "install", "--no-index", "--find-links", str(wheelhouse), "--disable-pip-version-check"]
     # DeepSpeed is an sdist: built here against the node's torch (--no-build-isolation), ops JIT-built later.
     _run([*pip, "--no-build-isolation", "-r", str(wheelhouse / "requirements.txt")], "the wheelhouse's packages")
-    _run([*pip, "--no-deps", "--no-build-isolation", "-e", "."], "tte-scale itself (editable, no deps)")
+    _run([*pip, "--no-deps", "--no-build-isolation", "-e", str(project)], "tte-scale itself (editable, no deps)")
 
 
 def setup_online(venv: Path, python: str, build: TorchBuild, torch_pin: str, driver: str) -> None:
