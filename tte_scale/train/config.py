@@ -59,9 +59,10 @@ class HeadSection:
     feature_norm: str = "batch"
     """Standardize pooled features across the batch before the head ('batch') or not ('none');
     applies to the TTE and the supervised head. Without it a small cohort's features collapse
-    (tte_scale/models/feature_norm.py). Statistics are per rank and micro-batch (as BatchNorm under
-    DDP), so the loss depends on the micro-batch size; a micro-batch of 1 uses the running
-    statistics, i.e. no standardization: keep several volumes per rank or set 'none'."""
+    (tte_scale/models/feature_norm.py). Statistics span every data-parallel rank's micro-batch
+    (all-reduced inside the step, gradient-correct, as SyncBatchNorm), so W ranks x micro-batch
+    1 standardize like one rank x micro-batch W; only a single process with a micro-batch of 1
+    falls back to the running statistics (no standardization)."""
     task_init_std: float | None = None
     """Init std of the task embedding W_KR; null = 0.1/sqrt(rank), 0 = zeros."""
     bias_floor: float = 1e-6
