@@ -212,10 +212,32 @@ class EvalSection:
     """Evaluate every N steps (and at the end); 0 only at the end."""
     max_batches: int = 50
     """Micro-batches per rank in one evaluation."""
+    select: Literal["last", "val_loss", "cindex_mean"] = "last"
+    """Which checkpoint becomes <out_dir>/encoder/: the last step, or the evaluated step with the
+    lowest validation loss / highest mean tuning C-index (tte_scale/train/best.py). That step's
+    checkpoint is kept besides checkpoint.keep_last; the choice is recorded in config.json."""
+    patience: int = 0
+    """Stop early after this many evaluations in a row without improving `select` by more than
+    `min_delta`; 0 never stops early."""
+    min_delta: float = 0.0
+    """Smallest change of the `select` metric that counts as an improvement."""
 
     def __post_init__(self) -> None:
         check(self.every_steps >= 0, "eval.every_steps", "must be >= 0")
         check(self.max_batches >= 1, "eval.max_batches", "must be >= 1")
+        check(
+            self.select in ("last", "val_loss", "cindex_mean"),
+            "eval.select",
+            f"one of last, val_loss, cindex_mean; got {self.select!r}",
+        )
+        check(self.patience >= 0, "eval.patience", "must be >= 0")
+        check(self.min_delta >= 0, "eval.min_delta", "must be >= 0")
+        check(
+            self.select == "last" or self.every_steps > 0,
+            "eval.select",
+            f"{self.select!r} picks among periodic evaluations: set eval.every_steps > 0",
+        )
+        check(self.patience == 0 or self.select != "last", "eval.patience", "needs eval.select val_loss or cindex_mean")
 
 
 @dataclass(kw_only=True, slots=True)
