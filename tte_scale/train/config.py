@@ -103,7 +103,10 @@ class DataSection(LoaderSettings):
     eval_split: str = "tuning"
     """Split for the validation TTE loss and the benchmark C-index."""
     augmentation: bool = False
-    """Random flips/crops/intensity jitter on the train split."""
+    """Random intensity jitter (and flips along `flip_axes`) on the train split."""
+    flip_axes: list[int] = field(default_factory=list)
+    """Axes (0=D, 1=H, 2=W) flipped at random when `augmentation` is on; none by default, since a
+    left-right flip (W) destroys laterality in chest CT (tte_scale/data/config.py AugmentConfig)."""
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
     """HU mapped to [0, 1] by ``tte_scale.data.hu_to_float``; stored in the exported encoder's
     config.json so that evaluation and other users normalize volumes the same way."""
@@ -114,6 +117,11 @@ class DataSection(LoaderSettings):
             len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
             "data.hu_window",
             f"expected [min, max] with min < max, got {list(self.hu_window)}",
+        )
+        check(
+            all(a in (0, 1, 2) for a in self.flip_axes) and len(set(self.flip_axes)) == len(self.flip_axes),
+            "data.flip_axes",
+            f"distinct axes among 0, 1, 2; got {list(self.flip_axes)}",
         )
 
 

@@ -359,7 +359,9 @@ def _build_run(setup: SetUp, parts: RunParts) -> Run:
         run_id=started.run_id,
     )
     lo, hi = cfg.data.hu_window
-    run.extra["augment"] = AugmentConfig(enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi)
+    run.extra["augment"] = AugmentConfig(
+        enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi, flip_axes=tuple(cfg.data.flip_axes)
+    )
     run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
     run.extra["peak"] = telemetry.peak_tflops(telemetry.device_name(device), cfg.telemetry.peak_tflops)
     run.extra["best"] = BestTracker.from_config(cfg.eval)
