@@ -94,6 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace an earlier `tte-scale embed` output computed for another encoder, shards or setting",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads per rank (default: torch's, i.e. OMP_NUM_THREADS; torchrun sets 1)",
+    )
+    parser.add_argument(
         "--progress-every", type=float, default=10.0, metavar="S", help="seconds between progress lines (default 10)"
     )
 
@@ -118,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         max_bad_fraction=args.max_bad_fraction,
         overwrite=args.overwrite,
         progress_every_s=args.progress_every,
+        threads=args.threads,
     )
     outcome = run_embed(job)
     if outcome is not None:

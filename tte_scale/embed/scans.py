@@ -99,7 +99,8 @@ def split_scans(shards: str, split: str, fmt: str) -> SplitScans:
     return SplitScans(split, fmt, index, order.astype(np.int64), subject[position[index.rows[order]]])
 
 
-def _reader(scans: SplitScans):
+def open_reader(scans: SplitScans):
+    """The loader's reader of ``scans``' format (opens files lazily; ``close()`` when done)."""
     from tte_scale.data import LoaderConfig
     from tte_scale.data.readers import WdsReader, ZarrReader
     from tte_scale.data.storage import ShardCache
@@ -111,15 +112,19 @@ def _reader(scans: SplitScans):
 
 
 def verified_batches(
-    scans: SplitScans, positions: Sequence[int], batch_size: int, bad: list[dict]
+    scans: SplitScans, positions: Sequence[int], batch_size: int, bad: list[dict], reader=None
 ) -> Iterator[tuple[np.ndarray, list[int]]]:
     """Yield (int16 [n, 1, D, H, W], manifest positions) batches of the scans at ``positions``
     (indices into ``scans``, in the order given) that pass the loader's checks; each scan that
-    does not is appended to ``bad`` and logged. The array is reused: consume it before the next."""
+    does not is appended to ``bad`` and logged. The array is reused: consume it before the next.
+
+    ``reader``: one from :func:`open_reader` kept across calls (a WebDataset shard is indexed
+    once, not once per part); without it one is opened and closed here."""
     from tte_scale.data.readers import SampleError
 
     index = scans.index
-    reader = _reader(scans)
+    own = reader is None
+    reader = open_reader(scans) if own else reader
     vol_B1DHW = np.empty((batch_size, 1, *index.shape), np.int16)
     got: list[int] = []
     try:
@@ -159,7 +164,8 @@ def verified_batches(
         if got:
             yield vol_B1DHW[: len(got)], got
     finally:
-        reader.close()
+        if own:
+            reader.close()
 
 
 @torch.no_grad()
@@ -173,10 +179,11 @@ def embed_scans(
     device: str | torch.device = "cpu",
     dtype: str = "float32",
     bad: list[dict],
+    reader=None,
 ) -> Iterator[tuple[list[int], np.ndarray]]:
     """Yield (manifest positions, float32 [n, E] pooled features) per batch of readable scans.
 
-    ``encoder`` must already be on ``device`` in eval mode. Volumes become floats with
+    ``encoder`` must already be on ``device`` in eval mode; ``reader`` as in :func:`verified_batches`. Volumes become floats with
     ``tte_scale.data.hu_to_float`` and ``hu_window``, as in training."""
     from tte_scale.data import hu_to_float
 
@@ -184,7 +191,7 @@ def embed_scans(
         raise InputError(f"--dtype {dtype}: expected one of {', '.join(COMPUTE_DTYPES)}")
     device = torch.device(device)
     cast = COMPUTE_DTYPES[dtype]
-    for vol_B1DHW, got in verified_batches(scans, positions, batch_size, bad):
+    for vol_B1DHW, got in verified_batches(scans, positions, batch_size, bad, reader):
         x = hu_to_float(torch.from_numpy(vol_B1DHW).to(device), *hu_window)
         with torch.autocast(device.type, dtype=cast, enabled=cast is not None):
             feats = encoder(x)
