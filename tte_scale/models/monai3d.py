@@ -69,6 +69,7 @@ class Backbone3DConfig:
 
     ARCHITECTURE: ClassVar[str] = ""
     MIN_SIDE: ClassVar[int] = 1
+    META_BUILD: ClassVar[bool] = True
 
     img_size: tuple[int, int, int] = (160, 224, 224)
     """Nominal input (D, H, W) in voxels: sets the FLOPs figure (any input size runs)."""
@@ -118,6 +119,7 @@ class SwinEncoderConfig(Backbone3DConfig):
 
     ARCHITECTURE: ClassVar[str] = "SwinEncoder3D"
     MIN_SIDE: ClassVar[int] = 2
+    META_BUILD: ClassVar[bool] = False  # MONAI's SwinTransformer reads its drop-path rates with .item()
 
     feature_size: int = 48
     """Width of the first stage (SwinUNETR's ``feature_size``; MONAI's SSL weights use 48);
@@ -321,10 +323,14 @@ def backbone_flops(model: nn.Module, x: torch.Tensor) -> float:
 @functools.lru_cache(maxsize=64)
 def _accounting(cls: type, cfg_json: str, img: tuple[int, int, int]) -> tuple[int, int, float, int]:
     """(params, largest tensor, forward FLOPs per sample at ``img``, last feature map positions),
-    from the model moved to the meta device (MONAI's constructors call ``.item()``, which the meta
-    device refuses, so it is built on the CPU first: once per config, cached)."""
+    from the model on the meta device, in eval mode (BatchNorm takes a 1-voxel batch of one)."""
     cfg = cls(**json.loads(cfg_json))
-    model = cfg.build().to("meta")
+    if cls.META_BUILD:
+        with torch.device("meta"):
+            model = cfg.build()
+    else:  # its constructor calls .item(), which the meta device refuses: build on the CPU, then move
+        model = cfg.build().to("meta")
+    model.eval()
     x = torch.empty(1, cfg.in_chans, *img, device="meta")
     sizes = [p.numel() for p in model.parameters()]
     with torch.no_grad():
@@ -344,7 +350,7 @@ def _make(cls: type[Backbone3DConfig], overrides: dict) -> Backbone3DConfig:
 
 
 @register_model
-def swinunetr_encoder(**kw) -> SwinEncoderConfig:  # 19.1 M at feature_size 48
+def swinunetr_encoder(**kw) -> SwinEncoderConfig:  # 8.1 M at feature_size 48
     return _make(SwinEncoderConfig, kw)
 
 
