@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tte_scale.config import check
-from tte_scale.models.accounting import vit_flops
+from tte_scale.models.accounting import vit_flops, vit_params
 from tte_scale.models.registry import get_config, register_model
 
 __all__ = ["ViTConfig", "VisionTransformer3D", "create_model", "sincos_pos_embed_3d"]
@@ -152,6 +152,29 @@ class ViTConfig:
     @property
     def mlp_hidden(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
+
+    # The encoder-config interface every registered model shares (tte_scale/models/monai3d.py too).
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled feature the heads read."""
+        return self.embed_dim
+
+    def build(self) -> VisionTransformer3D:
+        return VisionTransformer3D(self)
+
+    def params(self) -> int:
+        return vit_params(self)
+
+    def largest_tensor(self) -> int:
+        """Parameters of the largest single tensor (an MLP projection; ZeRO-3's memory estimate)."""
+        return self.embed_dim * self.mlp_hidden + self.mlp_hidden
+
+    def flops(self, img_size: tuple[int, int, int] | None = None, training: bool = True) -> float:
+        return vit_flops(self, img_size=img_size, training=training)
+
+    def tokens(self, img_size: tuple[int, int, int] | None = None) -> int:
+        img = tuple(img_size) if img_size is not None else self.img_size
+        return math.prod(i // p for i, p in zip(img, self.patch_size))
 
     def to_json(self) -> dict:
         return {
@@ -375,9 +398,9 @@ class VisionTransformer3D(nn.Module):
 # ----- registered sizes -------------------------------------------------------------------
 
 
-def create_model(name: str, **overrides) -> VisionTransformer3D:
-    """Build a registered size; ``overrides`` are ViTConfig fields (img_size, pool, ...)."""
-    return VisionTransformer3D(get_config(name, **overrides))
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model; ``overrides`` are its config's fields (img_size, pool, ...)."""
+    return get_config(name, **overrides).build()
 
 
 def _size(embed_dim: int, depth: int, num_heads: int, overrides: dict, **defaults) -> ViTConfig:

@@ -15,23 +15,53 @@ from typing import Any, Literal
 
 from tte_scale.config import ConfigError, check
 from tte_scale.data.config import LoaderSettings
+from tte_scale.models.monai3d import CONFIGS as MONAI_CONFIGS
 from tte_scale.models.vit3d import ViTConfig
 
 
 @dataclass(kw_only=True, slots=True)
 class _ModelChoice:
     name: str = "vit3d_tiny"
-    """Registered encoder name (``tte_scale.models.list_models()``), e.g. vit3d_base."""
+    """Registered encoder name (``tte_scale.models.list_models()``): a ViT size (vit3d_base, ...)
+    or one of the paper's MONAI backbones (swinunetr_encoder, densenet121_3d, resnet152_3d)."""
     init_encoder: str | None = None
     """Fine-tuning: start the encoder from this export (a folder written by `tte-scale train`
     or save_pretrained) instead of a random init; its architecture and HU window must match
     this config (checked before training). Null: random init."""
+    init_weights: str | None = None
+    """Start the encoder from the weights in this local file (safetensors, or a torch state dict
+    read with weights_only=True), e.g. MONAI's self-supervised SwinUNETR weights. Keys are mapped
+    (``module.``/``swinViT.``/``encoder.`` prefixes dropped) and every encoder tensor must be
+    there with its shape: a partial load is refused, listing the keys. Null: random init."""
+    init_weights_ignore: list[str] = field(default_factory=list)
+    """Key prefixes of ``init_weights`` (after mapping) that are not part of the encoder and are
+    dropped, e.g. [rotation_head., contrastive_head., conv.] for MONAI's SSL Swin checkpoint."""
+
+    def __post_init__(self) -> None:
+        check(
+            not (self.init_encoder and self.init_weights),
+            "model.init_weights",
+            "set either model.init_encoder (an export) or model.init_weights (a weights file), not both",
+        )
+        check(
+            all(isinstance(p, str) and p for p in self.init_weights_ignore),
+            "model.init_weights_ignore",
+            f"must be a list of non-empty key prefixes, got {self.init_weights_ignore!r}",
+        )
+
+
+ARCHITECTURE_CONFIGS = (ViTConfig, *MONAI_CONFIGS.values())
 
 
 def _architecture_fields() -> list[tuple[str, Any, Any]]:
-    """Every ``ViTConfig`` field, optional, default null (= the registered size's value)."""
-    hints = typing.get_type_hints(ViTConfig)
-    return [(f.name, hints[f.name] | None, field(default=None)) for f in dataclasses.fields(ViTConfig)]
+    """Every field of every registered architecture's config (ViTConfig first), optional, default
+    null (= the registered model's value)."""
+    out: dict[str, tuple[str, Any, Any]] = {}
+    for cls in ARCHITECTURE_CONFIGS:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out.setdefault(f.name, (f.name, hints[f.name] | None, field(default=None)))
+    return list(out.values())
 
 
 ModelSection = dataclasses.make_dataclass(
@@ -42,10 +72,13 @@ ModelSection = dataclasses.make_dataclass(
     slots=True,
 )
 ModelSection.__module__ = __name__  # pickling finds it here (make_dataclass's module= is Python 3.12+)
-ModelSection.__doc__ = """The encoder: ``name`` (a registered size), ``init_encoder``, and every field of
-``tte_scale.models.ViTConfig`` (documented there: depth, embed_dim, qk_norm, stem, pool, ...),
-each null by default = the registered size's value. Derived from ViTConfig, never copied: a new
-architecture field is settable here (``--set model.<field>=...``) as soon as it exists.
+ModelSection.__doc__ = """The encoder: ``name`` (a registered model), ``init_encoder``, ``init_weights``,
+and every field of ``tte_scale.models.ViTConfig`` (documented there: depth, embed_dim, qk_norm,
+stem, pool, ...) and of the MONAI backbones' configs (``tte_scale/models/monai3d.py``:
+feature_size), each null by default = the registered model's value. Derived from the configs,
+never copied: a new architecture field is settable here (``--set model.<field>=...``) as soon as
+it exists. Fields the named model does not have (a ViT's depth for densenet121_3d) are not used
+and are reported in the training log.
 ``img_size`` null (the default) takes the shards' canonical volume shape; a value that differs
 from the shards is refused before training."""
 

@@ -37,12 +37,13 @@ def export_encoder(
 ) -> Path:
     """Write ``out/model.safetensors`` + ``out/config.json`` for the encoder of ``tag``;
     ``selection`` (BestTracker.record: why this step) goes to config.json's ``pretraining``."""
-    from tte_scale.models import create_model, save_pretrained
+    from tte_scale.models import create_model, get_config, save_pretrained
 
     state = full_state_dict(checkpoint_dir, tag, cfg.zero.stage)
     enc_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     overrides = {**encoder_overrides(cfg), "grad_checkpointing": False, "drop_path_rate": 0.0}
-    encoder = create_model(cfg.model.name, **overrides)
+    fields = get_config(cfg.model.name).to_json()  # the training-only fields this model has
+    encoder = create_model(cfg.model.name, **{k: v for k, v in overrides.items() if k in fields})
     missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
     if missing or unexpected:
         raise TteScaleError(

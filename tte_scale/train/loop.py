@@ -240,11 +240,17 @@ def _set_up(cfg: PretrainConfig, check_data: bool = True) -> SetUp:
         resume=cfg.checkpoint.resume,
         overwrite=cfg.checkpoint.overwrite,
         has_checkpoint=not cfg.checkpoint.resume and ckpts.newest_complete() is not None,
-        inputs=[cfg.data.shards_dir, cfg.data.labels_dir, cfg.model.init_encoder],
+        inputs=[cfg.data.shards_dir, cfg.data.labels_dir, cfg.model.init_encoder, cfg.model.init_weights],
     )
     if check_data:
         cfg = _check_inputs(cfg)  # format, K, volume shape -> model.img_size (metadata only)
-    check_model_config(cfg)
+    unused = check_model_config(cfg)["unused"]
+    if unused and env.rank == 0:
+        log.warning(
+            "model %s does not have %s: these model settings are not used",
+            cfg.model.name,
+            ", ".join(f"{k}={v!r}" for k, v in unused.items()),
+        )
     if check_data:
         _check_shared_memory(cfg, micro, env)
     if device.type == "cpu" and cfg.cpu_threads:

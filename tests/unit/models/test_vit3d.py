@@ -109,8 +109,9 @@ def test_flops_match_torch_flop_counter():
 
 
 def test_registry_sweep():
-    """Every size: parameter count on the meta device equals the registry's; the small ones run."""
-    names = list_models()
+    """Every ViT size: parameter count on the meta device equals the registry's; the small ones run
+    (the MONAI backbones have their own sweep, tests/unit/models/test_monai3d.py)."""
+    names = [n for n in list_models() if n.startswith("vit3d_")]
     assert names[:4] == ["vit3d_tiny", "vit3d_small", "vit3d_base", "vit3d_large"] and "vit3d_1b" in names
     for name in names:
         info = model_info(name)
