@@ -205,7 +205,7 @@ def test_launch_local_runs_embed_on_ranks(root, capsys):
     assert main(["launch", "local", "--dry-run", "--", *embed_argv(root)]) == 2
     assert "give --nproc" in capsys.readouterr().err
     assert main(["launch", "local", "--nproc", "2", "--dry-run", "--", "eval"]) == 2
-    assert "only embed run on ranks" in capsys.readouterr().err
+    assert "tte-scale launch: error: launch local -- eval: only embed run on ranks" in capsys.readouterr().err
 
 
 def test_splits_and_bfloat16_are_recorded_and_close_to_float32(root):
