@@ -18,24 +18,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tte_scale.models.fp32_state import KeepsFP32Buffers
+
 __all__ = ["FeatureNorm", "make_feature_norm"]
 
 
-class FeatureNorm(nn.BatchNorm1d):
+class FeatureNorm(KeepsFP32Buffers, nn.BatchNorm1d):
     """``BatchNorm1d(E, affine=False)`` that also accepts a training batch of one sample.
 
     Each data-parallel rank normalizes with its own micro-batch statistics (as plain
     BatchNorm under DDP); a one-sample micro-batch has no spread, so it is normalized with the
-    running statistics instead of failing.
+    running statistics instead of failing. The running statistics stay float32 under a bf16
+    model (tte_scale/models/fp32_state.py); the normalization itself runs in float32 on the
+    ``[B, E]`` pooled features (tiny) and returns the input's dtype.
     """
+
+    _fp32_buffers = ("running_mean", "running_var")
 
     def __init__(self, num_features: int, momentum: float = 0.1):
         super().__init__(num_features, affine=False, momentum=momentum)
 
     def forward(self, x_BE: torch.Tensor) -> torch.Tensor:
-        if self.training and x_BE.shape[0] == 1:
-            return F.batch_norm(x_BE, self.running_mean, self.running_var, training=False, eps=self.eps)
-        return super().forward(x_BE)
+        x = x_BE.float() if self.running_mean is not None and self.running_mean.dtype == torch.float32 else x_BE
+        if self.training and x.shape[0] == 1:
+            y = F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        else:
+            y = super().forward(x)
+        return y.to(x_BE.dtype)
 
 
 def make_feature_norm(kind: Literal["batch", "none"], num_features: int) -> nn.Module:
