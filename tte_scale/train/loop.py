@@ -36,6 +36,7 @@ import torch.distributed as dist
 from tte_scale.config import ConfigError
 from tte_scale.errors import InputError, TteScaleError
 from tte_scale.train import ds_config, run_dir, telemetry
+from tte_scale.train.best import BestTracker
 from tte_scale.train.checkpoint import (
     CheckpointManager,
     Found,
@@ -136,8 +137,8 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | N
                 return EXIT_REQUEUE
             if _every(run.step, cfg.checkpoint.every_steps):
                 _save(run)
-            if _every(run.step, cfg.eval.every_steps):
-                _eval(run)
+            if _every(run.step, cfg.eval.every_steps) and _eval(run):
+                break  # early stopping (eval.patience): the step is saved below
         if run.last_saved != run.step:
             _save(run)
         if not _every(run.step, cfg.eval.every_steps):
@@ -239,11 +240,17 @@ def _set_up(cfg: PretrainConfig, check_data: bool = True) -> SetUp:
         resume=cfg.checkpoint.resume,
         overwrite=cfg.checkpoint.overwrite,
         has_checkpoint=not cfg.checkpoint.resume and ckpts.newest_complete() is not None,
-        inputs=[cfg.data.shards_dir, cfg.data.labels_dir, cfg.model.init_encoder],
+        inputs=[cfg.data.shards_dir, cfg.data.labels_dir, cfg.model.init_encoder, cfg.model.init_weights],
     )
     if check_data:
         cfg = _check_inputs(cfg)  # format, K, volume shape -> model.img_size (metadata only)
-    check_model_config(cfg)
+    unused = check_model_config(cfg)["unused"]
+    if unused and env.rank == 0:
+        log.warning(
+            "model %s does not have %s: these model settings are not used",
+            cfg.model.name,
+            ", ".join(f"{k}={v!r}" for k, v in unused.items()),
+        )
     if check_data:
         _check_shared_memory(cfg, micro, env)
     if device.type == "cpu" and cfg.cpu_threads:
@@ -402,9 +409,12 @@ def _build_run(setup: SetUp, parts: RunParts) -> Run:
         run_id=started.run_id,
     )
     lo, hi = cfg.data.hu_window
-    run.extra["augment"] = AugmentConfig(enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi)
+    run.extra["augment"] = AugmentConfig(
+        enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi, flip_axes=tuple(cfg.data.flip_axes)
+    )
     run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
     run.extra["peak"] = telemetry.peak_tflops(telemetry.device_name(device), cfg.telemetry.peak_tflops)
+    run.extra["best"] = BestTracker.from_config(cfg.eval)
     if parts.eval_loader is not None:
         run.eval_start = parts.eval_loader.state_dict()
     return run
@@ -603,6 +613,7 @@ def _trainer_state(run: Run) -> dict:
         "aug_gen": run.aug_gen.get_state(),
         "guard": run.guard.state_dict(),
         "loader": run.parts.train_loader.state_dict(),
+        "best": run.extra["best"].state_dict(),
     }
 
 
@@ -658,6 +669,8 @@ def _load(run: Run, found: Found) -> None:
         raise RuntimeError(f"{own}: trainer state version {state.get('version')!r}, expected {TRAINER_STATE_VERSION}")
     run.step = run.last_saved = int(state["step"])
     run.guard.load_state_dict(state["guard"])
+    run.extra["best"].load_state_dict(state.get("best"))
+    run.ckpts.protected = run.extra["best"].protected()
     run.parts.train_loader.load_state_dict(state["loader"])
     if own.exists() and state["world_size"] == run.env.world_size:
         restore_rng(state["rng"])
@@ -667,10 +680,11 @@ def _load(run: Run, found: Found) -> None:
     log.info("rank %d: resumed from %s at step %d", run.env.rank, path, run.step)
 
 
-def _eval(run: Run) -> None:
+def _eval(run: Run) -> bool:
+    """Evaluate on the tuning split; True when early stopping says to stop (tte_scale/train/best.py)."""
     loader = run.parts.eval_loader
     if loader is None:
-        return
+        return False
     loader.load_state_dict(run.eval_start)  # every evaluation sees the same first batches
     batches = _stream(loader, limit=run.cfg.eval.max_batches)
     try:
@@ -689,12 +703,22 @@ def _eval(run: Run) -> None:
         loader.close()  # the next evaluation restarts at eval_start anyway: no idle workers until then
     if run.env.is_main:
         run.writer.write({"kind": "eval", "step": run.step, **metrics})
+    best = run.extra["best"]
+    decision = best.update(run.step, metrics)  # same metrics on every rank: same decision
+    if decision.improved:
+        run.ckpts.protected = best.protected()
+        if run.last_saved != run.step:
+            _save(run)
+    return decision.stop
 
 
 def _export(run: Run) -> None:
     from tte_scale.train.export import export_encoder
 
     if run.env.is_main:
-        out = export_encoder(run.cfg, run.ckpts.root, tag_for(run.step), run.cfg.out_dir / "encoder")
+        best = run.extra["best"]
+        selection = best.record(run.step) if best.active else None
+        tag = tag_for(best.export_step(run.step))
+        out = export_encoder(run.cfg, run.ckpts.root, tag, run.cfg.out_dir / "encoder", selection)
         log.info("exported the encoder to %s", out)
     dist.barrier(group=_cpu_group())  # rank 0 alone exports: the long-timeout group
