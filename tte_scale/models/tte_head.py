@@ -119,8 +119,10 @@ class TTEHead(KeepsFP32Buffers):
         return hazard
 
     def bias_JK(self) -> torch.Tensor:
-        """The per-(bin, task) log-hazard bias in float32: prefit + trainable offset."""
-        return self.log_hazard0.float() + self.bias.float()
+        """The per-(bin, task) log-hazard bias, prefit + trainable offset, in float32 (float64 for a
+        float64 head)."""
+        dtype = torch.promote_types(torch.promote_types(self.log_hazard0.dtype, self.bias.dtype), torch.float32)
+        return self.log_hazard0.to(dtype) + self.bias.to(dtype)
 
     def bin_vectors(self, h_BE: torch.Tensor) -> torch.Tensor:
         """``z_BJR``: per-bin normalized vectors."""
