@@ -159,7 +159,8 @@ def run_steps(steps: list[Step], out: Path, budget_s: float = BUDGET_S) -> list[
 def gpu_test_files(tests: Path) -> list[str]:
     """Test files holding gpu-marked tests (collecting only these keeps other suites' imports,
     such as Ray or MONAI, out of a node that lacks them)."""
-    return sorted(str(p) for p in tests.rglob("test_*.py") if "mark.gpu" in p.read_text(errors="replace"))
+    marked = re.compile(r"pytest\.mark\.gpu\b")
+    return sorted(str(p) for p in tests.rglob("test_*.py") if marked.search(p.read_text(errors="replace")))
 
 
 def judge_matmul(out: Path, _log: str) -> tuple[bool, dict, str]:
