@@ -23,13 +23,13 @@ K, T = 6, 3
 BIN_STARTS = [0.0, 30.0, 365.0, 1000.0]
 
 
-def make_data(root: Path, n_train: int = 16, n_tuning: int = 8) -> tuple[Path, Path]:
-    """Write ``root/shards`` and ``root/labels``; returns both paths."""
+def make_data(root: Path, n_train: int = 16, n_tuning: int = 8, shape=SHAPE) -> tuple[Path, Path]:
+    """Write ``root/shards`` and ``root/labels`` (volumes of ``shape``); returns both paths."""
     import zarr
 
     splits = ["train"] * n_train + ["tuning"] * n_tuning
     shards = root / "shards"
-    out = write_shards(shards, n=len(splits), shape=SHAPE, splits=splits, K=K, T=T, samples_per_shard=4, seed=3)
+    out = write_shards(shards, n=len(splits), shape=shape, splits=splits, K=K, T=T, samples_per_shard=4, seed=3)
     labels = root / "labels"
     labels.mkdir(parents=True, exist_ok=True)
     (labels / "bins.json").write_text(json.dumps({
@@ -43,12 +43,12 @@ def make_data(root: Path, n_train: int = 16, n_tuning: int = 8) -> tuple[Path, P
     return shards, labels
 
 
-def config_overrides(shards: Path, labels: Path, out_dir: Path) -> list[str]:
+def config_overrides(shards: Path, labels: Path, out_dir: Path, shape=SHAPE) -> list[str]:
     """--set overrides of configs/pretrain/demo.yaml for a seconds-long CPU run."""
     return [
         f"out_dir={out_dir}", f"data.shards_dir={shards}", f"data.labels_dir={labels}",
         "data.format=zarr", "data.num_workers=0", "data.shuffle_window=8",
-        "model.name=vit3d_tiny", f"model.img_size=[{SHAPE[0]},{SHAPE[1]},{SHAPE[2]}]",
+        "model.name=vit3d_tiny", f"model.img_size=[{shape[0]},{shape[1]},{shape[2]}]",
         "model.patch_size=[4,8,8]", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
         "model.drop_path_rate=0.1", "head.rank=8", "head.bias_prefit=false",
         "optim.global_batch_size=4", "optim.lr=0.01", "optim.warmup_steps=2", "optim.weight_decay=0.01",

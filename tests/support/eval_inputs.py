@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from support.shards import phantom, write_shards
+from tte_scale.ehr.store import BENCH_SCHEMA
 
 SHAPE = (8, 8, 8)
 SPLITS = ["train"] * 16 + ["tuning"] * 10 + ["held_out"] * 10
@@ -31,16 +32,17 @@ tasks:
 """
 
 
-def write_eval_inputs(root: Path, *, seed: int = 0) -> dict:
-    """root/shards, root/labels/bench.parquet, root/tasks.yaml, root/encoder (a tiny ViT export)."""
+def write_eval_inputs(root: Path, *, seed: int = 0, shape=SHAPE) -> dict:
+    """root/shards, root/labels/bench.parquet, root/tasks.yaml, root/encoder (a tiny ViT export),
+    volumes of ``shape``."""
     rng = np.random.default_rng(seed)
     n = len(SPLITS)
     bright = np.array([i % 2 == 0 for i in range(n)])
-    volumes = [(phantom(SHAPE, rng) + (600 if b else 0)).astype(np.int16) for b in bright]
+    volumes = [(phantom(shape, rng) + (600 if b else 0)).astype(np.int16) for b in bright]
     info = write_shards(
         root / "shards",
         n=n,
-        shape=SHAPE,
+        shape=shape,
         splits=SPLITS,
         K=4,
         T=len(TASKS),
@@ -63,32 +65,20 @@ def write_eval_inputs(root: Path, *, seed: int = 0) -> dict:
             cols["event"].append(event)
             cols["excluded"].append(None)
     (root / "labels").mkdir(parents=True)
-    schema = pa.schema(
-        [
-            ("scan_id", pa.string()),
-            ("subject_id", pa.int64()),
-            ("split", pa.string()),
-            ("task", pa.string()),
-            ("label", pa.bool_()),
-            ("time", pa.float32()),
-            ("event", pa.bool_()),
-            ("excluded", pa.string()),
-        ]
-    )
-    pq.write_table(pa.table(cols, schema=schema), root / "labels" / "bench.parquet")
+    pq.write_table(pa.table(cols, schema=BENCH_SCHEMA), root / "labels" / "bench.parquet")
     (root / "tasks.yaml").write_text(TASK_YAML)
-    write_encoder(root / "encoder", seed=seed)
+    write_encoder(root / "encoder", seed=seed, shape=shape)
     return {"scan_ids": info["scan_ids"], "splits": SPLITS}
 
 
-def write_encoder(path: Path, *, seed: int = 0, embed_dim: int = 16, hu_window=(-1000.0, 1000.0)) -> Path:
+def write_encoder(path: Path, *, seed: int = 0, embed_dim: int = 16, hu_window=(-1000.0, 1000.0), shape=SHAPE) -> Path:
     import torch
 
     from tte_scale.models import save_pretrained
     from tte_scale.models.vit3d import VisionTransformer3D, ViTConfig
 
     torch.manual_seed(seed)
-    cfg = ViTConfig(img_size=SHAPE, patch_size=(4, 4, 4), embed_dim=embed_dim, depth=1, num_heads=2, pool="mean")
+    cfg = ViTConfig(img_size=shape, patch_size=(4, 4, 4), embed_dim=embed_dim, depth=1, num_heads=2, pool="mean")
     return save_pretrained(VisionTransformer3D(cfg), path, hu_window=hu_window)
 
 

@@ -1,7 +1,8 @@
 """Analytic parameter counts and FLOPs of the 3D ViT, from its config alone (no model is built).
 
-``model_info(name)`` gives parameters and training FLOPs per sample of a registered size (the
-trainer uses the FLOPs for MFU, ``--estimate-memory`` the parameter count).
+``model_info(name)`` gives parameters and training FLOPs per sample of any registered model (the
+trainer uses the FLOPs for MFU, ``--estimate-memory`` the parameter count); the MONAI backbones
+count theirs on the meta device (``tte_scale/models/monai3d.py``).
 
 FLOPs count matmuls only (2 per multiply-add): patch projection, QKV, attention scores and
 their weighting of V, output projection, MLP. Norms, softmax, GELU and the bias adds are left
@@ -66,15 +67,16 @@ def vit_flops(cfg: ViTConfig, img_size: tuple[int, int, int] | None = None, trai
 
 
 def model_info(name: str, img_size: tuple[int, int, int] | None = None, **overrides) -> dict:
-    """``{"name", "params", "flops_fwd", "flops_train", "tokens", "config"}`` for a size."""
+    """``{"name", "params", "flops_fwd", "flops_train", "tokens", "config"}`` of a registered model
+    (any family: each config computes its own counts, see ``ViTConfig.params``)."""
     cfg = get_config(name, **overrides)
-    img = tuple(img_size) if img_size is not None else cfg.img_size
+    img = tuple(img_size) if img_size is not None else tuple(cfg.img_size)
     return {
         "name": name,
-        "params": vit_params(cfg),
+        "params": cfg.params(),
         "img_size": list(img),
-        "tokens": math.prod(i // p for i, p in zip(img, cfg.patch_size)),
-        "flops_fwd": vit_flops(cfg, img, training=False),
-        "flops_train": vit_flops(cfg, img, training=True),
+        "tokens": cfg.tokens(img),
+        "flops_fwd": cfg.flops(img, training=False),
+        "flops_train": cfg.flops(img, training=True),
         "config": cfg.to_json(),
     }

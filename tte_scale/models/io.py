@@ -1,7 +1,8 @@
 """Export and load an encoder without DeepSpeed: ``model.safetensors`` + ``config.json``.
 
-``config.json``: ``{"format_version": 1, "architecture": "VisionTransformer3D",
-"model_name": <registry name or null>, "config": {ViTConfig fields}, "preprocessing":
+``config.json``: ``{"format_version": 1, "architecture": "VisionTransformer3D" (or a MONAI
+backbone: "SwinEncoder3D", "DenseNetEncoder3D", "ResNetEncoder3D"), "model_name": <registry name
+or null>, "config": {the architecture's config fields}, "preprocessing":
 {"normalizer": "tte_scale.data.hu_to_float", "hu_window": [min, max]}, "pretraining": {...}}``.
 ``preprocessing`` is how the training volumes were turned into floats: a user of the encoder
 must feed it volumes normalized the same way (``read_export_config(path)["preprocessing"]``).
@@ -20,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from tte_scale.config import ConfigError, from_dict
 from tte_scale.errors import InputError
-from tte_scale.models.vit3d import VisionTransformer3D, ViTConfig
+from tte_scale.models.monai3d import CONFIGS as MONAI_CONFIGS
+from tte_scale.models.vit3d import ViTConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_export_config", "EXPORT_FORMAT_VERSION"]
 
@@ -28,10 +30,24 @@ EXPORT_FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 NORMALIZER = "tte_scale.data.hu_to_float"
 CONFIG = "config.json"
+ARCHITECTURES = {"VisionTransformer3D": ViTConfig, **MONAI_CONFIGS}
+"""``config.json`` architecture -> its config class (whose ``build()`` makes the encoder)."""
+
+
+def architecture_of(model: torch.nn.Module) -> str:
+    """The export name of an encoder's architecture (TypeError for anything else)."""
+    if (
+        type(model).__name__ in ARCHITECTURES
+        and type(getattr(model, "cfg", None)) is ARCHITECTURES[type(model).__name__]
+    ):
+        return type(model).__name__
+    raise TypeError(
+        f"save_pretrained expects a registered encoder ({', '.join(ARCHITECTURES)}), got {type(model).__name__}"
+    )
 
 
 def save_pretrained(
-    model: VisionTransformer3D,
+    model: torch.nn.Module,
     path: str | Path,
     model_name: str | None = None,
     *,
@@ -43,8 +59,7 @@ def save_pretrained(
 
     ``hu_window``: the (min, max) HU that ``hu_to_float`` mapped to [0, 1] in training;
     ``pretraining``: JSON-able provenance (objective, steps, ...)."""
-    if not isinstance(model, VisionTransformer3D):
-        raise TypeError(f"save_pretrained expects a VisionTransformer3D, got {type(model).__name__}")
+    architecture = architecture_of(model)
     if hu_window is not None:
         hu_window = _check_window(hu_window, "hu_window")
     path = Path(path)
@@ -55,7 +70,7 @@ def save_pretrained(
     tmp.replace(path / WEIGHTS)
     meta = {
         "format_version": EXPORT_FORMAT_VERSION,
-        "architecture": "VisionTransformer3D",
+        "architecture": architecture,
         "model_name": model_name,
         "config": model.cfg.to_json(),
     }
@@ -93,10 +108,11 @@ def read_export_config(path: str | Path) -> dict:
         meta = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{cfg_file}: invalid JSON: {exc}") from None
-    if meta.get("format_version") != EXPORT_FORMAT_VERSION or meta.get("architecture") != "VisionTransformer3D":
+    if meta.get("format_version") != EXPORT_FORMAT_VERSION or meta.get("architecture") not in ARCHITECTURES:
         raise InputError(
             f"{cfg_file}: unsupported export (format_version={meta.get('format_version')!r}, "
-            f"architecture={meta.get('architecture')!r}); this version reads format 1 VisionTransformer3D"
+            f"architecture={meta.get('architecture')!r}); this version reads format 1 of "
+            f"{', '.join(ARCHITECTURES)}"
         )
     pre = meta.get("preprocessing")
     if pre is not None:
@@ -109,7 +125,7 @@ def read_export_config(path: str | Path) -> dict:
     return meta
 
 
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", **overrides) -> VisionTransformer3D:
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", **overrides) -> torch.nn.Module:
     """Build the encoder from ``path/config.json`` and load ``path/model.safetensors``.
 
     ``overrides`` change run-time fields (e.g. ``grad_checkpointing=True``, ``drop_path_rate``).
@@ -123,10 +139,10 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", 
             raise InputError(f"{f}: not found (expected an encoder exported with save_pretrained)")
     meta = read_export_config(path)
     try:
-        cfg = from_dict(ViTConfig, {**meta["config"], **overrides})
+        cfg = from_dict(ARCHITECTURES[meta["architecture"]], {**meta["config"], **overrides})
     except ConfigError as exc:
         raise InputError(f"{cfg_file}: bad model config: {exc}") from None
-    model = VisionTransformer3D(cfg)
+    model = cfg.build()
     state = load_file(str(w_file), device=str(map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

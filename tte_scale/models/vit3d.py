@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tte_scale.config import check
-from tte_scale.models.accounting import vit_flops
+from tte_scale.models.accounting import vit_flops, vit_params
 from tte_scale.models.registry import get_config, register_model
 
 __all__ = ["ViTConfig", "VisionTransformer3D", "create_model", "sincos_pos_embed_3d"]
@@ -76,8 +76,9 @@ class ViTConfig:
     """LayerNorm on queries and keys per head (stabilizes large models)."""
     drop_path_rate: float = 0.0
     """Stochastic depth rate of the last block (linearly increasing from 0)."""
-    pool: Literal["cls", "mean"] = "cls"
-    """Pooled feature: the CLS token or the mean of patch tokens."""
+    pool: Literal["cls", "mean", "max"] = "cls"
+    """Pooled feature: the CLS token, the mean of patch tokens, or their per-feature max (keeps
+    the evidence of one token, e.g. a lesion a few voxels wide, that a mean dilutes by 1/N)."""
     pos_embed: Literal["sincos", "learned"] = "sincos"
     """Fixed 3D sin-cos (any grid) or learned (interpolated for other grids)."""
     grad_checkpointing: bool = False
@@ -107,7 +108,7 @@ class ViTConfig:
         )
         check(self.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
         check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
-        check(self.pool in ("cls", "mean"), "pool", f"must be 'cls' or 'mean', got {self.pool!r}")
+        check(self.pool in ("cls", "mean", "max"), "pool", f"must be 'cls', 'mean' or 'max', got {self.pool!r}")
         check(
             self.pos_embed in ("sincos", "learned"),
             "pos_embed",
@@ -151,6 +152,29 @@ class ViTConfig:
     @property
     def mlp_hidden(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
+
+    # The encoder-config interface every registered model shares (tte_scale/models/monai3d.py too).
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled feature the heads read."""
+        return self.embed_dim
+
+    def build(self) -> VisionTransformer3D:
+        return VisionTransformer3D(self)
+
+    def params(self) -> int:
+        return vit_params(self)
+
+    def largest_tensor(self) -> int:
+        """Parameters of the largest single tensor (an MLP projection; ZeRO-3's memory estimate)."""
+        return self.embed_dim * self.mlp_hidden + self.mlp_hidden
+
+    def flops(self, img_size: tuple[int, int, int] | None = None, training: bool = True) -> float:
+        return vit_flops(self, img_size=img_size, training=training)
+
+    def tokens(self, img_size: tuple[int, int, int] | None = None) -> int:
+        img = tuple(img_size) if img_size is not None else self.img_size
+        return math.prod(i // p for i, p in zip(img, self.patch_size))
 
     def to_json(self) -> dict:
         return {
@@ -358,7 +382,9 @@ class VisionTransformer3D(nn.Module):
         return self.norm(x_BNE)
 
     def pool(self, tok_BNE: torch.Tensor) -> torch.Tensor:
-        return tok_BNE[:, 0] if self.cfg.pool == "cls" else tok_BNE.mean(dim=1)
+        if self.cfg.pool == "cls":
+            return tok_BNE[:, 0]
+        return tok_BNE.amax(dim=1) if self.cfg.pool == "max" else tok_BNE.mean(dim=1)
 
     def forward(self, x_BCDHW: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_features(x_BCDHW))
@@ -372,9 +398,9 @@ class VisionTransformer3D(nn.Module):
 # ----- registered sizes -------------------------------------------------------------------
 
 
-def create_model(name: str, **overrides) -> VisionTransformer3D:
-    """Build a registered size; ``overrides`` are ViTConfig fields (img_size, pool, ...)."""
-    return VisionTransformer3D(get_config(name, **overrides))
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model; ``overrides`` are its config's fields (img_size, pool, ...)."""
+    return get_config(name, **overrides).build()
 
 
 def _size(embed_dim: int, depth: int, num_heads: int, overrides: dict, **defaults) -> ViTConfig:

@@ -32,14 +32,18 @@ def full_state_dict(checkpoint_dir: Path, tag: str, zero_stage: int) -> dict[str
     return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
 
 
-def export_encoder(cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Path) -> Path:
-    """Write ``out/model.safetensors`` + ``out/config.json`` for the encoder of ``tag``."""
-    from tte_scale.models import create_model, save_pretrained
+def export_encoder(
+    cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Path, selection: dict | None = None
+) -> Path:
+    """Write ``out/model.safetensors`` + ``out/config.json`` for the encoder of ``tag``;
+    ``selection`` (BestTracker.record: why this step) goes to config.json's ``pretraining``."""
+    from tte_scale.models import create_model, get_config, save_pretrained
 
     state = full_state_dict(checkpoint_dir, tag, cfg.zero.stage)
     enc_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     overrides = {**encoder_overrides(cfg), "grad_checkpointing": False, "drop_path_rate": 0.0}
-    encoder = create_model(cfg.model.name, **overrides)
+    fields = get_config(cfg.model.name).to_json()  # the training-only fields this model has
+    encoder = create_model(cfg.model.name, **{k: v for k, v in overrides.items() if k in fields})
     missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
     if missing or unexpected:
         raise TteScaleError(
@@ -47,6 +51,8 @@ def export_encoder(cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Pat
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     pretraining = {"objective": cfg.objective, "checkpoint": tag, "max_steps": cfg.max_steps, "seed": cfg.seed}
+    if selection is not None:
+        pretraining["selection"] = selection
     return save_pretrained(
         encoder, out, model_name=cfg.model.name, hu_window=tuple(cfg.data.hu_window), pretraining=pretraining
     )

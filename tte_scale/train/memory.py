@@ -43,7 +43,7 @@ def estimate_memory(cfg: PretrainConfig) -> dict[str, Any]:
     E = info["embed_dim"]
     h_total, h_largest = head_params(E, num_bins, num_tasks, cfg.head.rank)
     total = info["params"] + h_total
-    largest = max(h_largest, 4 * E * E + 4 * E)  # MLP fc1 is the largest encoder tensor
+    largest = max(h_largest, info["largest_tensor"])
     nodes, gpn = cfg.cluster.nodes, cfg.cluster.gpus_per_node
     z = cfg.zero
     if z.stage == 3:

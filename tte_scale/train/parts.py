@@ -51,13 +51,34 @@ class RunParts:
     """Benchmark task names in column order (bins.json), for the C-index report."""
 
 
-def encoder_overrides(cfg: PretrainConfig) -> dict[str, Any]:
-    """``create_model`` keyword overrides: the model section's ViTConfig fields that are set (null
-    keeps the registered size's value)."""
-    from tte_scale.models import ViTConfig
+def _config_fields(name: str) -> set[str]:
+    """Fields of the config class registered under ``name`` (ConfigError for an unknown name)."""
+    from tte_scale.models import get_config, list_models
 
-    m = cfg.model
-    return {f.name: getattr(m, f.name) for f in dataclasses.fields(ViTConfig) if getattr(m, f.name) is not None}
+    if name not in list_models():
+        raise ConfigError(f"model.name: unknown model {name!r}; known: {', '.join(list_models())}")
+    return {f.name for f in dataclasses.fields(type(get_config(name)))}
+
+
+def _set_architecture_fields(cfg: PretrainConfig) -> dict[str, Any]:
+    from tte_scale.train.config import ARCHITECTURE_CONFIGS
+
+    names = {f.name for cls in ARCHITECTURE_CONFIGS for f in dataclasses.fields(cls)}
+    return {k: getattr(cfg.model, k) for k in sorted(names) if getattr(cfg.model, k) is not None}
+
+
+def encoder_overrides(cfg: PretrainConfig) -> dict[str, Any]:
+    """``create_model`` keyword overrides: the model section's fields that are set (null keeps the
+    registered model's value) and that the named model's config has."""
+    own = _config_fields(cfg.model.name)
+    return {k: v for k, v in _set_architecture_fields(cfg).items() if k in own}
+
+
+def unused_model_fields(cfg: PretrainConfig) -> dict[str, Any]:
+    """Model-section fields that are set but that the named model does not have (a ViT's depth for
+    densenet121_3d, e.g. from a config written for the ViT): reported, never applied."""
+    own = _config_fields(cfg.model.name)
+    return {k: v for k, v in _set_architecture_fields(cfg).items() if k not in own}
 
 
 def with_volume_shape(cfg: PretrainConfig, shape: tuple[int, int, int], shards_dir) -> PretrainConfig:
@@ -95,6 +116,11 @@ def init_encoder_from(encoder: torch.nn.Module, path: str | Path, hu_window: tup
     path = Path(path)
     meta = read_export_config(path)  # InputError when config.json is missing or broken
     src = load_pretrained(path)
+    if type(src) is not type(encoder):
+        raise InputError(
+            f"model.init_encoder {path}: the export is a {type(src).__name__} (model {meta.get('model_name')!r}) "
+            f"but this run's model is a {type(encoder).__name__}; set model.name to the export's model"
+        )
     want = {k: v for k, v in encoder.cfg.to_json().items() if k not in _TRAINING_ONLY}
     have = {k: v for k, v in src.cfg.to_json().items() if k not in _TRAINING_ONLY}
     diff = [k for k in want if want[k] != have.get(k)]
@@ -119,21 +145,20 @@ def check_model_config(cfg: PretrainConfig) -> dict:
 
     Raises ConfigError for an unknown name or a bad shape, before any work starts.
     """
-    import math
+    from tte_scale.models import get_config
 
-    from tte_scale.models import get_config, list_models, vit_flops, vit_params
-
-    if cfg.model.name not in list_models():
-        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; known: {', '.join(list_models())}")
+    overrides = encoder_overrides(cfg)  # ConfigError for an unknown name
     try:
-        vit = get_config(cfg.model.name, **encoder_overrides(cfg))
+        enc = get_config(cfg.model.name, **overrides)
     except (ConfigError, ValueError, TypeError) as exc:
-        raise ConfigError(f"model.{exc}") from None  # ViTConfig names the field: "model.patch_size: ..."
+        raise ConfigError(f"model.{exc}") from None  # the config names the field: "model.patch_size: ..."
     return {
-        "params": vit_params(vit),
-        "tokens": math.prod(vit.grid),
-        "flops_train": vit_flops(vit),
-        "embed_dim": vit.embed_dim,
+        "params": enc.params(),
+        "largest_tensor": enc.largest_tensor(),
+        "tokens": enc.tokens(),
+        "flops_train": enc.flops(),
+        "embed_dim": enc.num_features,
+        "unused": unused_model_fields(cfg),
     }
 
 
@@ -255,6 +280,10 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
             )
     if cfg.model.init_encoder:
         init_encoder_from(model.encoder, cfg.model.init_encoder, tuple(d.hu_window))
+    if cfg.model.init_weights:
+        from tte_scale.models.weights import load_init_weights
+
+        load_init_weights(model.encoder, cfg.model.init_weights, cfg.model.init_weights_ignore)
     info = check_model_config(cfg)
     return RunParts(
         model=model,
