@@ -421,7 +421,7 @@ def _build_run(setup: SetUp, parts: RunParts) -> Run:
         enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi, flip_axes=tuple(cfg.data.flip_axes)
     )
     run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
-    run.extra["peak"] = telemetry.peak_tflops(telemetry.device_name(device), cfg.telemetry.peak_tflops)
+    run.extra["peak"] = telemetry.device_peak(device, cfg.telemetry.peak_tflops)  # a PeakSpec: MFU names its entry
     run.extra["best"] = BestTracker.from_config(cfg.eval)
     if parts.eval_loader is not None:
         run.eval_start = parts.eval_loader.state_dict()
