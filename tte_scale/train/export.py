@@ -48,6 +48,8 @@ def export_encoder(cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Pat
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     pretraining = {"objective": cfg.objective, "checkpoint": tag, "max_steps": cfg.max_steps, "seed": cfg.seed}
+    if cfg.objective == "supervised":  # null = all benchmark tasks jointly; [task] = per-task fine-tuning
+        pretraining["supervised_tasks"] = list(cfg.supervised_tasks) or None
     return save_pretrained(
         encoder, out, model_name=cfg.model.name, hu_window=tuple(cfg.data.hu_window), pretraining=pretraining
     )
