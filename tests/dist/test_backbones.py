@@ -22,6 +22,20 @@ BACKBONES = {
 }
 
 
+def _ssl_checkpoint(path: Path, feature_size: int) -> dict:
+    """A checkpoint laid out as MONAI's SSL Swin weights: {"state_dict": {"module.<swinViT key>"}}
+    plus a pretext head; returns the encoder state it holds."""
+    import torch
+
+    from tte_scale.models import create_model
+
+    torch.manual_seed(123)
+    enc = create_model("swinunetr_encoder", img_size=SHAPE, feature_size=feature_size)
+    state = {"module." + k.removeprefix("swinViT."): v for k, v in enc.state_dict().items()}
+    torch.save({"state_dict": {**state, "module.rotation_head.weight": torch.zeros(4, 8)}}, path)
+    return enc.state_dict()
+
+
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_backbone_trains_exports_and_evaluates(tmp_path: Path, name: str):
     from tte_scale.cli import main
@@ -31,9 +45,14 @@ def test_backbone_trains_exports_and_evaluates(tmp_path: Path, name: str):
     shards, labels = make_data(tmp_path / "data", n_train=8, n_tuning=4, shape=SHAPE)
     out = tmp_path / "run"
     sets = config_overrides(shards, labels, out, shape=SHAPE) + [
-        f"model.name={name}", *extra, "max_steps=2", "optim.global_batch_size=2", "eval.every_steps=2",
+        f"model.name={name}", *extra, "optim.lr=1e-4", "max_steps=2", "optim.global_batch_size=2", "eval.every_steps=2",
         "eval.max_batches=1", "checkpoint.every_steps=0", "checkpoint.export_encoder=true", f"zero.stage={stage}",
     ]
+    start = None
+    if name == "swinunetr_encoder":  # + model.init_weights from a MONAI-SSL-style checkpoint, through the trainer
+        start = _ssl_checkpoint(tmp_path / "model_swinvit.pt", feature_size=12)
+        sets += [f"model.init_weights={tmp_path / 'model_swinvit.pt'}", "model.init_weights_ignore=[rotation_head.]",
+                 "optim.lr=1e-6", "optim.warmup_steps=0"]
     assert run(1, sets, tmp_path / "train") == [0], logs(tmp_path / "train", 1)
     # The demo config's ViT fields do not apply to this model: said, not applied.
     assert f"model {name} does not have" in logs(tmp_path / "train", 1)
@@ -50,6 +69,10 @@ def test_backbone_trains_exports_and_evaluates(tmp_path: Path, name: str):
     assert meta["model_name"] == name and meta["config"]["img_size"] == list(SHAPE)
     enc = load_pretrained(export)
     assert type(enc).__name__ == meta["architecture"]
+    if start is not None:  # 2 Adam steps at lr 1e-6 from the file's weights (a fresh init is ~1e-2 away)
+        tuned = enc.state_dict()
+        diff = max((start[k] - tuned[k]).abs().max().item() for k in tuned if tuned[k].is_floating_point())
+        assert 0 < diff < 1e-4, diff
 
     ev = tmp_path / "ev"
     write_eval_inputs(ev, shape=SHAPE)
