@@ -27,7 +27,31 @@ from tte_scale.benchmarks.common import (
     write_results,
 )
 from tte_scale.models import create_model, get_config, model_info
-from tte_scale.train.telemetry import peak_tflops
+from tte_scale.train.telemetry import device_peak
+
+# The aten op each SDPA backend dispatches to: what the profiler shows tells which one actually ran.
+SDPA_OPS = {
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_efficient_attention": "efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "cudnn",
+    "aten::_scaled_dot_product_attention_math": "math",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "flash (cpu)",
+}
+
+
+def sdpa_backends(event_names) -> list[str]:
+    """The SDPA backends among profiler event names (sorted; empty if the model ran no SDPA)."""
+    return sorted({SDPA_OPS[n] for n in event_names if n in SDPA_OPS})
+
+
+def sdpa_backend_used(step) -> list[str]:
+    """Run one training step under the profiler (CPU activity only: the aten ops, no kernel
+    trace) and return which SDPA backends it dispatched to."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sdpa_backends(e.name for e in prof.events())
 
 
 def build_ours(name, img, grad_ckpt, device):
@@ -115,12 +139,10 @@ def main(argv=None) -> int:
     steps = args.steps or (20 if cuda else 8)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
     amp = torch.bfloat16 if cuda else None
+    spec = device_peak(torch.device(args.device))
+    peak = spec.tflops * 1e12 if spec.tflops else None
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
-        tf = peak_tflops(torch.cuda.get_device_name())
-        peak = tf * 1e12 if tf else None
-    else:
-        peak = None
     machine = args.machine or machine_name(args.device)
 
     rows = []
@@ -145,6 +167,16 @@ def main(argv=None) -> int:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         timing = time_interleaved(steps_by_name, warmup=warmup, repeats=steps)
+        row["ours_sdpa_backend"] = sdpa_backend_used(steps_by_name["ours"])
+        if cuda:  # ours alone: the peak of the timed steps above includes MONAI's model and run
+            del steps_by_name
+            monai = None
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            one = make_step(ours, False, x, amp, args.device)
+            one()
+            row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            steps_by_name = {}
         for key, st in timing.items():
             t = st["median_s"]
             row[f"{key}_step_s"] = st
@@ -152,8 +184,6 @@ def main(argv=None) -> int:
             row[f"{key}_tflops"] = info["flops_train"] * batch / t / 1e12
         if peak:
             row["ours_mfu"] = row["ours_tflops"] * 1e12 / peak
-        if cuda:
-            row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if "monai_samples_s" in row:
             row["speedup_vs_monai"] = row["ours_samples_s"] / row["monai_samples_s"]
         del steps_by_name, ours
@@ -172,6 +202,8 @@ def main(argv=None) -> int:
         "steps": steps,
         "amp": "bf16" if amp else "fp32",
         "peak_flops": peak,
+        "peak_entry": spec.entry,
+        "peak_note": spec.note,
         "grad_checkpointing": args.grad_checkpointing,
         "torch": torch.__version__,
         "rows": rows,
@@ -192,6 +224,7 @@ def to_markdown(result) -> str:
         rows.append(
             [
                 r["model"],
+                r.get("tokens", "-"),
                 f"{r['params'] / 1e6:.1f} M",
                 "x".join(map(str, r["img"])),
                 r["batch"],
@@ -201,6 +234,8 @@ def to_markdown(result) -> str:
                 sp,
                 f"{r['ours_tflops']:.3f}",
                 mfu,
+                ", ".join(r.get("ours_sdpa_backend") or ["-"]),
+                f"{r['peak_mem_gib']:.1f}" if "peak_mem_gib" in r else "-",
             ]
         )
     lines = [
@@ -209,11 +244,13 @@ def to_markdown(result) -> str:
         f"Machine: {result['machine']}; {result['amp']}, torch {result['torch']}, "
         f"activation checkpointing {'on' if result['grad_checkpointing'] else 'off'}; median of "
         f"{result.get('steps', '?')} interleaved steps after {result.get('warmup', '?')} warm-up "
-        "(spread: half the interquartile range).",
+        "(spread: half the interquartile range). MFU peak: "
+        f"{result.get('peak_note') or 'n/a'}; SDPA backend: the aten op the profiler saw in one step.",
         "",
         *md_table(
             [
                 "model",
+                "tokens",
                 "params",
                 "input",
                 "batch",
@@ -223,6 +260,8 @@ def to_markdown(result) -> str:
                 "speedup",
                 "ours TFLOP/s",
                 "MFU",
+                "SDPA backend",
+                "ours peak GiB",
             ],
             rows,
         ),

@@ -16,8 +16,12 @@ core reaches on a large matmul", not comparable with GPU MFU.
 
     .venv/bin/python benchmarks/bench_train.py                  # CPU, 1 and 2 ranks, ZeRO-2 (minutes)
     .venv/bin/python benchmarks/bench_train.py --zero 0 1 2 3   # + model-state memory per ZeRO stage
-    .venv/bin/python benchmarks/bench_train.py --device cuda --worlds 1 2 4 8 --shard-config configs/shard/default.yaml \
-        --set model.name=vit3d_base --set model.img_size=[160,224,224] --set model.patch_size=[16,16,16] ...
+    .venv/bin/python benchmarks/bench_train.py --device cuda --worlds 1 2 4 8   # ViT-B at 160x224x224, bf16
+
+On CUDA the defaults are the full-size run: configs/pretrain/vit_b_8gpu.yaml (ViT-B, 16^3 patches,
+160x224x224, WebDataset, bf16, ZeRO-2) at global batch 8 per GPU, on shards of
+configs/shard/default.yaml's shape (WebDataset only): MFU at the demo's 32x64x64 would measure
+a model of 16 tokens, not the one the project trains.
 """
 
 from __future__ import annotations
@@ -45,11 +49,16 @@ from tte_scale.config import packaged_config
 from tte_scale.train.metrics_log import read_metrics
 
 DEMO = packaged_config("pretrain", "demo.yaml")
+FULL = packaged_config("pretrain", "vit_b_8gpu.yaml")
+FULL_SHARDS = packaged_config("shard", "default.yaml")
 CLI = [sys.executable, "-m", "tte_scale.cli"]
 
 
-def make_data(root: Path, subjects: int, tasks: int, shard_config: Path) -> tuple[Path, Path, dict]:
-    """The real pipeline on a small synthetic cohort; returns (shards, labels, timings)."""
+def make_data(
+    root: Path, subjects: int, tasks: int, shard_config: Path, synth_set: tuple[str, ...] = (), synth_workers: int = 2
+) -> tuple[Path, Path, dict]:
+    """The real pipeline on a small synthetic cohort; returns (shards, labels, timings). The shards
+    are written by `tte-scale shard --workers 0`: the plain in-process loop, no Ray."""
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     steps = {
         "synth": [
@@ -59,9 +68,10 @@ def make_data(root: Path, subjects: int, tasks: int, shard_config: Path) -> tupl
             "--subjects",
             str(subjects),
             "--workers",
-            "2",
+            str(synth_workers),
             "--no-progress",
             "--overwrite",
+            *[a for o in synth_set for a in ("--set", o)],
         ],
         "labels": [
             "labels",
@@ -129,10 +139,26 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(world: int, overrides: list[str], log_dir: Path, device: str, timeout: float) -> None:
+def full_shape_shard_config(dest: Path) -> Path:
+    """configs/shard/default.yaml (160x224x224) writing WebDataset only: the tars are what the
+    CUDA run reads, and the Zarr copy would double the shard time."""
+    import yaml
+
+    from tte_scale.config import read_yaml
+
+    data = read_yaml(FULL_SHARDS)
+    data["format"] = "wds"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
+def run_ranks(
+    world: int, overrides: list[str], log_dir: Path, device: str, timeout: float, config: Path = DEMO
+) -> None:
     """Start ``world`` `tte-scale train` ranks and wait; raises with the logs if one fails."""
     port = _port()
-    cmd = CLI + ["train", "--config", str(DEMO)] + [a for o in overrides for a in ("--set", o)]
+    cmd = CLI + ["train", "--config", str(config)] + [a for o in overrides for a in ("--set", o)]
     procs, logs = [], []
     for rank in range(world):
         env = {
@@ -188,8 +214,11 @@ def measure(world: int, zero: int, args, shards: Path, labels: Path, tmp: Path, 
         *(["zero.precision=bf16"] if args.device == "cuda" else []),
         *args.overrides,
     ]
+    if args.device == "cuda" and args.config == FULL:
+        # One node's share of the 8-GPU config: 8 volumes per GPU per step, no accumulation.
+        overrides[:0] = [f"optim.global_batch_size={8 * world}", "optim.grad_accum_steps=1", "cluster.gpus_per_node=1"]
     t0 = time.perf_counter()
-    run_ranks(world, overrides, out, args.device, args.timeout)
+    run_ranks(world, overrides, out, args.device, args.timeout, args.config)
     wall = time.perf_counter() - t0
     recs = read_metrics(out / "metrics.jsonl")  # the trainer's reader: one record per (kind, step)
     train = [r for r in recs if r["kind"] == "train" and r["step"] > args.warmup_steps and not r["skipped"]]
@@ -217,7 +246,9 @@ def measure(world: int, zero: int, args, shards: Path, labels: Path, tmp: Path, 
         "step_s_min": step_times[0],
         "step_s_max": step_times[-1],
         "mfu": statistics.median(r["mfu"] for r in train) if "mfu" in train[0] else None,
-        "global_batch": _cfg_value(args.overrides, "optim.global_batch_size", 8),
+        "peak_mem_gib_max": max(r["peak_mem_gib"] for r in train),
+        "global_batch": _cfg_value(overrides, "optim.global_batch_size", 8),
+        "peak_entry": train[-1].get("peak_entry"),
     }
     if mem:
         row["param_mib_per_rank"] = mem["param_bytes_per_rank"] / 2**20
@@ -226,7 +257,7 @@ def measure(world: int, zero: int, args, shards: Path, labels: Path, tmp: Path, 
 
 
 def _cfg_value(overrides: list[str], key: str, default):
-    for o in overrides:
+    for o in reversed(overrides):  # the last --set of a key wins
         if o.startswith(key + "="):
             return json.loads(o.split("=", 1)[1])
     return default
@@ -240,9 +271,29 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     ap.add_argument("--warmup-steps", type=int, default=3, help="first steps left out of the medians")
     ap.add_argument("--subjects", type=int, default=40, help="subjects of the synthetic cohort")
-    ap.add_argument("--tasks", type=int, default=256, help="pretraining tasks K")
+    ap.add_argument("--tasks", type=int, default=256, help="pretraining tasks K requested from `tte-scale labels`")
+    ap.add_argument(
+        "--synth-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="`tte-scale synth` overrides (e.g. generic_codes=20000: enough distinct codes for K = 8,192)",
+    )
+    ap.add_argument("--synth-workers", type=int, default=2, help="`tte-scale synth` worker processes")
     ap.add_argument("--workers", type=int, default=1, help="loader worker processes per rank")
-    ap.add_argument("--shard-config", type=Path, default=packaged_config("shard", "demo.yaml"))
+    ap.add_argument(
+        "--shard-config",
+        type=Path,
+        default=None,
+        help="shard config of the data (default: configs/shard/demo.yaml on cpu; on cuda "
+        "configs/shard/default.yaml, 160x224x224, written as WebDataset only)",
+    )
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="trainer config (default: configs/pretrain/demo.yaml on cpu, configs/pretrain/vit_b_8gpu.yaml on cuda)",
+    )
     ap.add_argument(
         "--set",
         dest="overrides",
@@ -261,13 +312,30 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available() or torch.cuda.device_count() < max(args.worlds):
             raise SystemExit(f"--device cuda needs {max(args.worlds)} GPUs on this node")
+    cuda = args.device == "cuda"
+    args.config = args.config or (FULL if cuda else DEMO)
     machine = args.machine or machine_name(args.device)
     peak = cpu_matmul_peak_tflops() if args.device == "cpu" else None
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as d:
         tmp = Path(d)
-        shards, labels, data_s = make_data(tmp / "data", args.subjects, args.tasks, args.shard_config)
+        if args.shard_config is None:
+            args.shard_config = (
+                full_shape_shard_config(tmp / "shard.yaml") if cuda else packaged_config("shard", "demo.yaml")
+            )
+            shard_desc = f"{display_path(FULL_SHARDS)} (format: wds)" if cuda else _rel(args.shard_config)
+        else:
+            shard_desc = _rel(args.shard_config)
+        from tte_scale.config import read_yaml
+
+        shard_shape = read_yaml(args.shard_config)["imaging"]["shape"]
+        shards, labels, data_s = make_data(
+            tmp / "data", args.subjects, args.tasks, args.shard_config, tuple(args.synth_set), args.synth_workers
+        )
+        from tte_scale.data.build_info import labels_num_tasks
+
+        tasks_kept = labels_num_tasks(labels)
         shard_run = json.loads((shards / "_state" / "last_run.json").read_text())
         for zero in args.zero:
             for world in args.worlds:
@@ -279,11 +347,14 @@ def main(argv=None) -> int:
         "machine": machine,
         "meta": machine_info(args.device),
         "device": args.device,
-        "config": display_path(DEMO),
+        "config": display_path(args.config),
         "overrides": args.overrides,
-        "shard_config": _rel(args.shard_config),
+        "shard_config": shard_desc,
+        "shard_shape": shard_shape,
         "subjects": args.subjects,
         "tasks": args.tasks,
+        "tasks_kept": tasks_kept,
+        "synth_set": args.synth_set,
         "loader_workers_per_rank": args.workers,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
@@ -351,8 +422,9 @@ def to_markdown(result: dict) -> str:
         f"# Trainer end to end ({result['machine']})",
         "",
         f"`tte-scale train` with {result['config']} (+ {', '.join(result['overrides']) or 'no overrides'}) on "
-        f"shards built by the real pipeline from {result['subjects']} synthetic subjects ({result['shard_config']}), "
-        f"{result['tasks']} tasks; {result['device']} ranks"
+        f"shards built by the real pipeline from {result['subjects']} synthetic subjects ({result['shard_config']}, "
+        f"{'x'.join(map(str, result['shard_shape']))} voxels), "
+        f"K = {result.get('tasks_kept', result['tasks'])} tasks (of {result['tasks']} requested); {result['device']} ranks"
         + (" (DeepSpeed DS_ACCELERATOR=cpu, gloo, one thread each)" if result["device"] == "cpu" else "")
         + f", {result['loader_workers_per_rank']} loader worker(s) per rank. Medians over steps "
         f"{result['warmup_steps'] + 1}-{result['steps']} from the trainer's metrics.jsonl.",

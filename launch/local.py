@@ -1,6 +1,6 @@
 """One machine (torchrun) or several without SLURM (DeepSpeed's launcher and a hostfile).
 
-Both start ``tte-scale train`` once per device; the trainer reads RANK/WORLD_SIZE/LOCAL_RANK
+Both start ``tte-scale train`` (or the command after ``--``: ``embed ...``) once per device; the trainer reads RANK/WORLD_SIZE/LOCAL_RANK
 and MASTER_ADDR/PORT from whichever launcher set them, so the command after the launcher is
 the same as for a single process.
 
@@ -54,10 +54,14 @@ def local_command(
     resume: bool = False,
     hostfile: Path | None = None,
     master_port: int | None = None,
+    *,
+    cli_args: list[str] | None = None,
 ) -> list[str]:
-    """The launcher command line (``--dry-run`` prints it)."""
+    """The launcher command line (``--dry-run`` prints it). ``cli_args``: another ``tte-scale``
+    command run on every rank instead of ``train`` (``embed ...``)."""
     if nproc < 1:
         raise LaunchError(f"--nproc {nproc}: must be >= 1")
+    args = train_args(config, overrides, resume) if cli_args is None else list(cli_args)
     if hostfile is None:
         return [
             sys.executable,
@@ -67,7 +71,7 @@ def local_command(
             f"--nproc_per_node={nproc}",
             "-m",
             "tte_scale.cli",
-            *train_args(config, overrides, resume),
+            *args,
         ]
     read_hostfile(hostfile)  # fail here, not on the remote hosts
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
@@ -76,4 +80,4 @@ def local_command(
         cmd += ["--num_gpus", str(nproc)]
     if master_port is not None:
         cmd += ["--master_port", str(master_port)]
-    return cmd + ["--module", "tte_scale.cli", *train_args(config, overrides, resume)]
+    return cmd + ["--module", "tte_scale.cli", *args]

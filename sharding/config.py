@@ -9,9 +9,11 @@ from tte_scale.config import check
 from tte_scale.imaging.config import ImagingConfig
 from tte_scale.remote import StorageConfig
 
-# Chosen by benchmarks/bench_shard.py (results/shard.md): fastest decode (0.65 GB/s = ~40 full volumes/s
-# per core) among codecs within 85% of the best ratio (3.37x vs 3.53x); blosc-lz4 decodes 3x faster
-# but files are 18% larger, and at scale reading shards from shared storage is the tighter limit.
+# Chosen by an earlier run of benchmarks/bench_shard.py: the fastest decode among codecs within 85% of
+# the best ratio. Its latest run (results/shard.json, a loaded machine) measured this codec at ratio 3.37
+# and 0.33 GB/s decode, and the same with bit shuffle at 3.53 and 0.87 GB/s, now the benchmark's pick.
+# Changing the default changes every build's bytes (and the fingerprints of resumed builds), so it waits
+# until the loader benchmark has been re-run with bit shuffle (docs/scaling.md, section 7).
 DEFAULT_CODEC: dict[str, Any] = {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1, "blocksize": 0}
 
 
@@ -33,7 +35,8 @@ class ShardConfig:
     """Target size of a WebDataset shard; samples per shard = this / estimated volume bytes."""
     assumed_compression_ratio: float = 3.0
     """Used only to plan samples per shard before any scan is read (keeps the plan deterministic);
-    3.4-3.6x measured on synthetic CT with the default codec (benchmarks/results/shard.md)."""
+    3.37-3.60x measured on synthetic CT with the default codec (benchmarks/results/shard.json), so tar shards
+    come out ~0.9-0.95 GB at the default 1 GiB target (docs/formats.md, "Shard sizes")."""
     zarr_volumes_per_shard: int = 16
     """Volumes per Zarr shard file (the sharding codec's outer chunk; one writer per file)."""
     label_chunk_rows: int = 1024

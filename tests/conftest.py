@@ -1,4 +1,4 @@
-"""Shared test setup: CPU-only defaults, a clean environment for subprocesses."""
+"""Shared test setup: CPU defaults where no CUDA device exists, a clean environment for subprocesses."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "tests") not in sys.path:  # pytest puts it there too (rootdir conftest); direct imports need it
+    sys.path.insert(0, str(REPO / "tests"))
 
-# Triton kernels run in the interpreter on CPU; it must be set before triton is imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from support.env_defaults import cuda_available, env_defaults  # noqa: E402
+
+# Set before triton or deepspeed is imported: the Triton interpreter and DeepSpeed's CPU
+# accelerator only where no CUDA device exists, so `pytest -m gpu` runs compiled kernels and NCCL.
+HAS_CUDA = cuda_available()
+for _k, _v in env_defaults(cuda=HAS_CUDA, prefix=sys.prefix).items():
+    os.environ.setdefault(_k, _v)
 
 
 def tte_scale_cmd() -> list[str]:
@@ -28,13 +32,7 @@ def cli_cmd() -> list[str]:
 
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except Exception:  # pragma: no cover - torch is a hard dependency
-        has_cuda = False
-    if not has_cuda:
+    if not HAS_CUDA:
         skip = pytest.mark.skip(reason="needs a CUDA GPU (runs on the lent H100/H200 only)")
         for item in items:
             if "gpu" in item.keywords:

@@ -16,7 +16,7 @@ from tte_scale.config import ConfigError
 from tte_scale.errors import TteScaleError
 
 # Order is the pipeline's order; `demo` runs them all.
-COMMANDS = ("synth", "convert", "labels", "shard", "train", "eval", "bench", "launch", "demo")
+COMMANDS = ("synth", "convert", "labels", "shard", "train", "embed", "eval", "bench", "launch", "demo")
 
 EXIT_USER_ERROR = 2
 

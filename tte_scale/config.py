@@ -131,7 +131,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a nested mapping; unknown keys raise with a suggestion."""
+    """Build dataclass ``cls`` from a nested mapping; unknown keys raise with a suggestion, missing
+    required keys with their names (a TypeError from the constructor would be a traceback)."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -141,6 +142,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") ->
             close = difflib.get_close_matches(name, list(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(fields))})"
             raise ConfigError(f"{where}: unknown key{hint}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = ", ".join(f"{prefix}.{m}" if prefix else m for m in missing)
+        raise ConfigError(f"{where}: required key{'s' if len(missing) > 1 else ''} missing")
     kwargs = {}
     for name, value in data.items():
         where = f"{prefix}.{name}" if prefix else name

@@ -16,7 +16,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli backport (dev extra)
+    import tomli as tomllib
 
 from tte_scale.cli import COMMANDS
 
@@ -78,7 +82,12 @@ def test_wheel_holds_one_import_name_and_the_configs(wheel):
     # Every package folder of the source tree is listed in pyproject (find cannot see through package-dir).
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     shipped = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
-    assert shipped == listed
+    # configs/<kind>/ are YAML-only folders: listed so that they ship as data, no __init__.py.
+    data_only = {p for p in listed if p.startswith("tte_scale.configs.")}
+    assert data_only == {
+        "tte_scale.configs." + d.name for d in (REPO / "configs").iterdir() if d.is_dir() and d.name != "__pycache__"
+    }
+    assert shipped == listed - data_only
     on_disk = {
         "tte_scale." + str(p.parent.relative_to(REPO / "tte_scale")).replace("/", ".")
         for p in (REPO / "tte_scale").rglob("__init__.py")

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from support.shards import phantom, write_shards
+from tte_scale.ehr.store import BENCH_SCHEMA
 
 SHAPE = (8, 8, 8)
 SPLITS = ["train"] * 16 + ["tuning"] * 10 + ["held_out"] * 10
@@ -64,19 +65,7 @@ def write_eval_inputs(root: Path, *, seed: int = 0, shape=SHAPE) -> dict:
             cols["event"].append(event)
             cols["excluded"].append(None)
     (root / "labels").mkdir(parents=True)
-    schema = pa.schema(
-        [
-            ("scan_id", pa.string()),
-            ("subject_id", pa.int64()),
-            ("split", pa.string()),
-            ("task", pa.string()),
-            ("label", pa.bool_()),
-            ("time", pa.float32()),
-            ("event", pa.bool_()),
-            ("excluded", pa.string()),
-        ]
-    )
-    pq.write_table(pa.table(cols, schema=schema), root / "labels" / "bench.parquet")
+    pq.write_table(pa.table(cols, schema=BENCH_SCHEMA), root / "labels" / "bench.parquet")
     (root / "tasks.yaml").write_text(TASK_YAML)
     write_encoder(root / "encoder", seed=seed, shape=shape)
     return {"scan_ids": info["scan_ids"], "splits": SPLITS}

@@ -271,14 +271,17 @@ class LocalSlurm:
         return all(states.get(n, "").startswith("idle") for n in self.nodes)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, cluster_cls: type[LocalSlurm] | None = None) -> int:
     """Start a cluster in DIR and keep it up until Ctrl-C (for trying the launcher by hand)."""
+    cluster_cls = cluster_cls or LocalSlurm
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python tests/support/local_slurm.py DIR", file=sys.stderr)
+        print(f"usage: python {sys.argv[0]} DIR", file=sys.stderr)
         return 2
-    cluster = LocalSlurm(Path(args[0])).start()
+    cluster = cluster_cls(Path(args[0])).start()
     print(f"export SLURM_CONF={cluster.conf}", flush=True)
+    if getattr(cluster, "client_prefix", None):
+        print(f"then run commands on the login node: {' '.join(cluster.client_prefix)} <command>", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, when run as a script
 from support.local_slurm import LocalSlurm, SlurmUnavailable, _which, slurm_conf, unavailable_reason  # noqa: E402
+from support.local_slurm import main as local_slurm_main  # noqa: E402
 
 SUBNET = "10.213.0"
 HEAD = "head"
@@ -266,20 +267,7 @@ class NetnsCluster(LocalSlurm):
 
 def main(argv: list[str] | None = None) -> int:
     """Start a cluster in DIR and keep it up until Ctrl-C (for trying the launcher by hand)."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python tests/support/netns_cluster.py DIR", file=sys.stderr)
-        return 2
-    cluster = NetnsCluster(Path(args[0])).start()
-    print(f"export SLURM_CONF={cluster.conf}", flush=True)
-    print(f"then run commands on the login node: {' '.join(cluster.client_prefix)} <command>", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        cluster.stop()
+    return local_slurm_main(argv, NetnsCluster)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ class DemoConfig:
     """Subjects of the synthetic cohort (each has 1-2 scans)."""
     seed: int = 0
     """Seed of the cohort, the training run and the evaluation."""
+    profile: str = "compact"
+    """`tte-scale synth --profile`: compact (the INSPECT-like cohort) or sparse (one small
+    lesion drives two outcomes; configs/demo_sparse.yaml)."""
     workers: int = 2
     """Worker processes of `synth` and Ray workers of `shard`."""
     tasks: int = 1024
@@ -78,6 +81,9 @@ class DemoConfig:
         check(self.bins > 0, "bins", f"must be > 0, got {self.bins}")
         check(self.workers > 0, "workers", f"must be > 0, got {self.workers}")
         check(self.bootstrap >= 0, "bootstrap", f"must be >= 0, got {self.bootstrap}")
+        from tte_scale.synth.config import PROFILES
+
+        check(self.profile in PROFILES, "profile", f"one of {sorted(PROFILES)}, got {self.profile!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +121,7 @@ def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
                 str(cfg.seed),
                 "--workers",
                 str(cfg.workers),
+                *(["--profile", cfg.profile] if cfg.profile != "compact" else []),
                 "--overwrite",
             ],
             cohort / "scans.parquet",

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from tte_scale.commands import add_config_arguments
 
+RANKED_COMMANDS = ("embed",)
+"""Commands `launch local -- CMD ...` starts on every rank instead of `train`."""
+
 HELP = "Launch training or sharding on SLURM (submitit), locally, or Ray on SLURM"
 DESCRIPTION = """\
 Launch pretraining on a cluster, or the sharding job on Ray inside a SLURM allocation.
@@ -127,13 +130,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--signal", default="USR1", choices=("USR1", "USR2"), help="the job's --signal (default USR1)")
 
-    p = sub.add_parser("local", help="train on this machine (torchrun) or on a hostfile's machines (deepspeed)")
-    add_config_arguments(p, required=True)
-    p.add_argument("--nproc", type=int, default=None, help="processes per machine (default: cluster.gpus_per_node)")
+    p = sub.add_parser(
+        "local",
+        help="train (or embed) on this machine (torchrun) or on a hostfile's machines (deepspeed)",
+        description="Start `tte-scale train --config ...` once per device, or, after `--`, another command "
+        "that runs on ranks: `tte-scale launch local --nproc 4 -- embed --encoder E --shards S --out O`.",
+    )
+    add_config_arguments(p, required=False)
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="processes per machine (default: cluster.gpus_per_node; required with a command after --)",
+    )
     p.add_argument("--hostfile", type=Path, default=None, help="DeepSpeed hostfile ('host slots=N' lines)")
     p.add_argument("--master-port", type=int, default=None, help="rendezvous port for --hostfile runs")
     p.add_argument("--resume", action="store_true", help="resume from the newest complete checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the command; run nothing")
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="-- then `embed` and its arguments, to run that on the ranks instead of training",
+    )
 
     p = sub.add_parser(
         "ray-shard",
@@ -247,11 +265,25 @@ def _local(args: argparse.Namespace) -> int:
 
     from tte_scale.config import load_config
     from tte_scale.launch.local import local_command
+    from tte_scale.launch.slurm import LaunchError
     from tte_scale.train import EXIT_REQUEUE, PretrainConfig
 
-    cfg = load_config(PretrainConfig, args.config, list(args.overrides))  # config errors before any process starts
-    nproc = args.nproc if args.nproc is not None else cfg.cluster.gpus_per_node
-    cmd = local_command(nproc, args.config, list(args.overrides), args.resume, args.hostfile, args.master_port)
+    command = args.command[1:] if args.command[:1] == ["--"] else list(args.command)
+    if command:
+        if command[0] not in RANKED_COMMANDS:
+            raise LaunchError(f"launch local -- {command[0]}: only {', '.join(RANKED_COMMANDS)} run on ranks here")
+        if args.config or args.overrides or args.resume or args.nproc is None:
+            raise LaunchError(
+                f"launch local -- {command[0]}: give --nproc, and no --config/--set/--resume (they belong to train)"
+            )
+        nproc = args.nproc
+        cmd = local_command(nproc, "", [], False, args.hostfile, args.master_port, cli_args=command)
+    else:
+        if not args.config:
+            raise LaunchError("launch local: --config is required (or `-- embed ...` after the options)")
+        cfg = load_config(PretrainConfig, args.config, list(args.overrides))  # config errors before any process
+        nproc = args.nproc if args.nproc is not None else cfg.cluster.gpus_per_node
+        cmd = local_command(nproc, args.config, list(args.overrides), args.resume, args.hostfile, args.master_port)
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
@@ -259,10 +291,9 @@ def _local(args: argparse.Namespace) -> int:
     code = subprocess.call(cmd)
     if code:
         hint = " (checkpointed after a stop signal)" if code == EXIT_REQUEUE else ""
-        print(
-            f"launch: training exited with status {code}{hint}; continue with the same command plus --resume",
-            file=sys.stderr,
-        )
+        again = "the same command" if command else "the same command plus --resume"
+        what = command[0] if command else "training"
+        print(f"launch: {what} exited with status {code}{hint}; continue with {again}", file=sys.stderr)
     return code
 
 

@@ -18,8 +18,12 @@ class AugmentConfig:
     """Apply random crop / flip / intensity jitter (normalization to float always happens)."""
     crop_size: tuple[int, int, int] | None = None
     """Random crop [D, H, W] per sample; None keeps the full canonical volume."""
-    flip_axes: tuple[int, ...] = (2,)
-    """Spatial axes (0=D, 1=H, 2=W) each flipped with probability `flip_prob` per sample."""
+    flip_axes: tuple[int, ...] = ()
+    """Spatial axes (0=D, 1=H, 2=W) each flipped with probability `flip_prob` per sample. None by
+    default (opt-in): in chest CT left and right are not interchangeable (heart, aortic arch and
+    lobes are lateralized, and a finding's side carries meaning), so a left-right flip (W after
+    canonical resampling) teaches the encoder to ignore laterality and makes a small one-sided
+    lesion ambiguous; flip only where the anatomy is symmetric for the task."""
     flip_prob: float = 0.5
     """Probability of flipping each axis in `flip_axes`."""
     intensity_scale: float = 0.05

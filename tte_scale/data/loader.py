@@ -39,6 +39,7 @@ import torch
 from tte_scale.data.config import LoaderConfig
 from tte_scale.data.lifeline import WorkerInit
 from tte_scale.data.order import advance, steps_remaining
+from tte_scale.data.shm import check_shm, ring_bytes
 from tte_scale.data.split_index import SplitIndex, read_split_index
 from tte_scale.data.storage import missing
 from tte_scale.data.stream import BatchStream, DataIntegrityError, SlotRing, StreamSpec, to_torch
@@ -255,6 +256,10 @@ class _Feed:
         # that outlives a killed trainer removes it (tte_scale.data.lifeline)
         tempdir = multiprocessing.util.get_temp_dir() if ctx.get_start_method() == "forkserver" else None
         # one slot more than the batches the DataLoader lets each worker run ahead (see SlotRing)
+        check_shm(
+            ring_bytes(cfg.num_workers, cfg.prefetch_factor, cfg.batch_size, spec.index.shape),
+            what=f"the {spec.index.split!r} loader's worker slots",
+        )
         self.ring = SlotRing(ctx, cfg.num_workers, cfg.prefetch_factor + 1, self.batch_shape)
         spec.ring = self.ring
         # generator: the DataLoader draws its workers' base seed from it; by default it would draw

@@ -14,7 +14,7 @@ half-valid labels folder. Folders are replaced only when they carry the labels o
 
 Legend: E events, F future events, R rows (labelled scans), K tasks, T benchmark tasks, S
 subjects of a shard, C code columns of a shard.
-Semantics (DESIGN.md): end of record = the subject's last timed event (any code); an event is
+Semantics (docs/formats.md, "MEDS input"): end of record = the subject's last timed event (any code); an event is
 in a scan's future iff its time is strictly after the prediction time; static rows (null time)
 are never future, but count as prior for ``exclude_prior``.
 """

@@ -23,7 +23,6 @@ __all__ = [
     "ROWS_SCHEMA",
     "EXCLUDED_SCHEMA",
     "BENCH_SCHEMA",
-    "EXCLUDED_REASONS",
     "write_vocab",
     "open_tte_arrays",
     "TteWriter",
@@ -32,12 +31,6 @@ __all__ = [
 VOCAB_VERSION = "1"
 FORMAT_VERSION = 1
 BENCH_EXCLUDED = (None, "censored_before_horizon", "prior_event")
-EXCLUDED_REASONS = (
-    "unknown_subject",
-    "subject_not_in_splits",
-    "no_timed_events",
-    "prediction_time_at_or_after_end_of_record",
-)
 
 TS = pa.timestamp("us")
 ROWS_SCHEMA = pa.schema(

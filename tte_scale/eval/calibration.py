@@ -32,6 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from tte_scale.eval.probes import as_tensor
+
 __all__ = [
     "Recalibration",
     "recalibration",
@@ -46,9 +48,7 @@ F64 = torch.float64
 
 
 def _t(x, dtype=F64) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype)
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).to(dtype)
+    return as_tensor(x, dtype)
 
 
 def _weights(weight_BN, n: int) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """Frozen-encoder embeddings of every scan of a shards folder: verified reads, a keyed cache.
 
-Volumes come from the Zarr copy (row = labels row, docs/formats.md) through the training
-loader's own reader, ``tte_scale.data.readers.ZarrReader``: the same checks (chunk crc32c,
-a volume made only of the fill value reported as missing, shape, label digests, the volume
-sha256 where no CRC covers it) and the same messages. A scan that fails is not embedded: it
-is returned in ``Embeddings.excluded`` (and reported); more than ``max_bad_fraction`` of a
+The embedding itself is :func:`tte_scale.embed.scans.embed_scans`, the path `tte-scale embed`
+uses too: volumes from the Zarr copy when the build wrote one, else from the WebDataset shards,
+through the training loader's own readers (``tte_scale.data.readers``) with the same checks
+(CRC-32C, a volume made only of the fill value reported as missing, shape, label digests, the
+volume sha256 where no CRC covers it) and the same messages. A scan that fails is not embedded:
+it is returned in ``Embeddings.excluded`` (and reported); more than ``max_bad_fraction`` of a
 split (the loader's limit, ``LoaderConfig.max_bad_fraction``) stops the run with
 ``DataIntegrityError``. Every readable `ok` scan of a split is embedded exactly once, in
 manifest order (the training loader drops a remainder per epoch; evaluation must not).
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tte_scale.embed.digests import file_digest, weights_digest
 from tte_scale.errors import InputError
 
 __all__ = ["Embeddings", "embed_shards", "embedding_key", "file_digest", "weights_digest", "CACHE_VERSION"]
@@ -47,31 +49,6 @@ class Embeddings:
     excluded: list[dict] = field(default_factory=list)
 
 
-def file_digest(*paths: Path | str) -> str:
-    """sha256 (16 hex digits) of the files' contents; a path may be an fsspec URL."""
-    from tte_scale.data.storage import is_remote, read_bytes
-
-    h = hashlib.sha256()
-    for p in paths:
-        if is_remote(p):
-            h.update(read_bytes(str(p)))
-            continue
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of the model's state (names, dtypes, shapes and bytes, in name order)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim too (BatchNorm)
-    return h.hexdigest()
-
-
 def _manifest(shards: str) -> str:
     """The manifest's samples table of the shards folder (a local path or an fsspec URL)."""
     from tte_scale.data.storage import exists, join
@@ -79,10 +56,6 @@ def _manifest(shards: str) -> str:
     path = join(shards, "manifest", "samples.parquet")
     if not exists(path):
         raise InputError(f"{path}: not found; is {shards} a folder written by `tte-scale shard`?")
-    if not exists(join(shards, "zarr", "zarr.json")):
-        raise InputError(
-            f"{join(shards, 'zarr')}: not found; evaluation reads the Zarr copy (shard with --format zarr or both)"
-        )
     return path
 
 
@@ -134,23 +107,6 @@ def _write_cache(path: Path, key: dict, emb: Embeddings) -> None:
     path.with_suffix(".json").write_text(json.dumps({"key": key, "excluded": emb.excluded}, indent=1))
 
 
-def _ordered_index(shards: str, split: str):
-    """The loader's index of ``split`` and its samples in manifest order (``k`` per position)."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    from tte_scale.data.split_index import read_split_index
-    from tte_scale.data.storage import join, read_bytes
-
-    index = read_split_index(str(shards), split, "zarr")
-    table = io.BytesIO(read_bytes(join(shards, "manifest", "samples.parquet")))
-    rows = pq.read_table(table, columns=["row"]).column("row").to_numpy()
-    position = np.full(int(rows.max(initial=-1)) + 1, -1, np.int64)
-    position[rows] = np.arange(len(rows))
-    return index, np.argsort(position[index.rows], kind="stable")
-
-
 @torch.no_grad()
 def embed_shards(
     encoder: torch.nn.Module,
@@ -168,7 +124,8 @@ def embed_shards(
     """Embed every readable `ok` scan of ``splits``; reuse ``cache_dir`` when its key matches."""
     from tqdm import tqdm
 
-    from tte_scale.data import DataIntegrityError, LoaderConfig, hu_to_float
+    from tte_scale.data import DataIntegrityError, LoaderConfig
+    from tte_scale.embed.scans import embed_scans, resolve_format, split_scans
 
     shards = str(shards_dir)  # a local folder or an fsspec URL
     limit = LoaderConfig().max_bad_fraction if max_bad_fraction is None else max_bad_fraction
@@ -176,24 +133,27 @@ def embed_shards(
     cache = Path(cache_dir) / f"{name}-{_key_digest(key)}.npz" if cache_dir is not None else None
     if cache is not None and (hit := _read_cache(cache, key, splits)) is not None:
         return hit
+    fmt = resolve_format(shards, "auto")  # the Zarr copy when there is one, else WebDataset
     encoder = encoder.to(device).eval()
     ids, feats, excluded = {}, {}, []
     for split in splits:
-        index, order = _ordered_index(shards, split)
+        scans = split_scans(shards, split, fmt)
+        scan_ids = scans.scan_ids
         bad: list[dict] = []
         good, out = [], []
-        bar = tqdm(total=len(order), desc=f"embed {split}", disable=not progress, unit="scan")
-        for vol_B1DHW, scan_ids in _verified_batches(index, order, batch_size, split, bad):
-            x = hu_to_float(torch.from_numpy(vol_B1DHW).to(device), *hu_window)
-            out.append(encoder(x).float().cpu().numpy())
-            good += scan_ids
-            bar.update(len(scan_ids))
+        bar = tqdm(total=len(scans), desc=f"embed {split}", disable=not progress, unit="scan")
+        for got, f in embed_scans(
+            encoder, scans, range(len(scans)), batch_size=batch_size, hu_window=hu_window, device=device, bad=bad
+        ):
+            out.append(f)
+            good += [scan_ids[i] for i in got]
+            bar.update(len(got))
         bar.close()
-        if len(bad) > limit * index.num_samples:
+        if len(bad) > limit * len(scans):
             first = "; ".join(f"{b['scan_id']} (row {b['row']}, {b['where']}: {b['reason']})" for b in bad[:10])
             raise DataIntegrityError(
                 f"{len(bad)} corrupt or missing samples of split {split!r} under {shards}, more than "
-                f"max_bad_fraction={limit} of {index.num_samples}; first ones: {first}"
+                f"max_bad_fraction={limit} of {len(scans)}; first ones: {first}"
             )
         if not good:
             raise InputError(f"{shards}: no readable scans in split {split!r}")
@@ -204,46 +164,3 @@ def embed_shards(
     if cache is not None:
         _write_cache(cache, key, emb)
     return emb
-
-
-def _verified_batches(index, order: np.ndarray, batch_size: int, split: str, bad: list[dict]):
-    """Yield (int16 [n, 1, D, H, W], scan ids) batches of the scans that pass the loader's
-    checks, in ``order``; each scan that does not is appended to ``bad`` and logged."""
-    from tte_scale.data.readers import SampleError, ZarrReader
-
-    reader = ZarrReader(index)
-    vol_B1DHW = np.empty((batch_size, 1, *index.shape), np.int16)
-    scan_ids: list[str] = []
-    try:
-        for k in order.tolist():
-            try:
-                reader.read(k, vol_B1DHW[len(scan_ids), 0])
-            except SampleError as exc:
-                bad.append(
-                    {
-                        "split": split,
-                        "scan_id": index.scan_ids[k],
-                        "row": int(index.rows[k]),
-                        "kind": exc.kind,
-                        "reason": exc.reason,
-                        "where": exc.shard,
-                    }
-                )
-                log.warning("%s sample scan_id=%s row=%d shard=%s: %s; not evaluated", *_fields(bad[-1]))
-                continue
-            except Exception as exc:  # the store itself (not one sample) cannot be opened
-                raise InputError(
-                    f"{index.root}/zarr: cannot open the Zarr store: {type(exc).__name__}: {exc}"
-                ) from None
-            scan_ids.append(index.scan_ids[k])
-            if len(scan_ids) == batch_size:
-                yield vol_B1DHW, scan_ids
-                scan_ids = []
-        if scan_ids:
-            yield vol_B1DHW[: len(scan_ids)], scan_ids
-    finally:
-        reader.close()
-
-
-def _fields(bad: dict) -> tuple:
-    return bad["kind"], bad["scan_id"], bad["row"], bad["where"], bad["reason"]

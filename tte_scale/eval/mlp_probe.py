@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tte_scale.eval.probes import breslow, breslow_survival
+from tte_scale.eval.probes import as_tensor, breslow, breslow_survival
 
 __all__ = ["SurvMLP", "MLPCoxProbe", "cox_loss", "train_epochs", "fit_mlp_cox"]
 
@@ -39,9 +39,7 @@ F32 = torch.float32
 
 
 def _t(x, dtype=F32) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype)
-    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+    return as_tensor(x, dtype)
 
 
 class SurvMLP(nn.Module):

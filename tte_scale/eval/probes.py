@@ -38,10 +38,14 @@ __all__ = [
 F64 = torch.float64
 
 
-def _t(x, dtype=F64) -> torch.Tensor:
+def as_tensor(x, dtype=F64) -> torch.Tensor:
+    """``x`` (a tensor, an array or a list) as a contiguous torch tensor of ``dtype``."""
     if isinstance(x, torch.Tensor):
         return x.to(dtype)
-    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).to(dtype)
+
+
+_t = as_tensor
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from tte_scale.config import check, resolve_config_path
+from tte_scale.embed.encoder import DEFAULT_HU_WINDOW
+from tte_scale.embed.encoder import export_hu_window as _hu_window  # noqa: F401 (tests call it by this name)
+from tte_scale.embed.encoder import load_export as _exported
 from tte_scale.errors import InputError
 from tte_scale.outputs import check_replaceable, mark
 
@@ -28,7 +31,6 @@ __all__ = ["EvalRun", "EvalOutcome", "run_eval", "RESERVED", "DEFAULT_HU_WINDOW"
 
 RESERVED = ("tte", "random_init", "oracle")
 """Model names the run gives itself: the checkpoint, the random baseline, the oracle."""
-DEFAULT_HU_WINDOW = (-1000.0, 1000.0)
 DEFAULT_TASKS = "configs/tasks/inspect.yaml"
 COMMAND = "eval"
 """Owner name in the ``tte_scale.outputs`` marker of a report folder."""
@@ -108,39 +110,6 @@ class EvalRun:
         paths = [self.checkpoint, self.shards, self.labels, self.truth, self.tasks]
         paths += [p for _, p in self.per_task]
         return [p for p in paths + [p for _, p in self.baselines] + [p for _, p in self.loss_curves] if p]
-
-
-def _hu_window(path: Path, flag) -> tuple[float, float]:
-    """The export's stored HU window; ``flag`` only fills in for exports without one."""
-    from tte_scale.models import read_export_config
-
-    stored = read_export_config(path).get("preprocessing", {}).get("hu_window")
-    if stored is None:
-        return tuple(flag) if flag is not None else DEFAULT_HU_WINDOW
-    if flag is not None and tuple(flag) != tuple(stored):
-        raise InputError(
-            f"--hu-window {flag[0]:g} {flag[1]:g} differs from the window {stored[0]:g} {stored[1]:g} "
-            f"stored in {path}/config.json (the one its training used); drop --hu-window"
-        )
-    return tuple(stored)
-
-
-def _exported(path: str, hu_window):
-    """(encoder, HU window) of an export; damaged weights are one clear line, not a traceback."""
-    from safetensors import SafetensorError
-
-    from tte_scale.models import load_pretrained
-
-    ckpt = Path(path)
-    window = _hu_window(ckpt, hu_window)
-    weights = ckpt if ckpt.suffix == ".safetensors" else ckpt / "model.safetensors"
-    try:
-        return load_pretrained(ckpt), window
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise InputError(
-            f"{weights}: cannot load the encoder weights ({type(exc).__name__}: {exc}); the file is damaged, "
-            "incomplete or of another model (export it again)"
-        ) from None
 
 
 def per_task_export(folder: str | Path, task: str) -> Path:

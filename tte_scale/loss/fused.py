@@ -86,62 +86,99 @@ def _pick_backend(backend: Backend, device: torch.device) -> str:
     return backend
 
 
+def _matmul_dtype(z: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype of the chunk matmuls: the inputs' promoted dtype, or the autocast dtype when
+    autocast is on for their device and they are float32 (as autocast treats ``mm``)."""
+    dtype = torch.promote_types(z.dtype, weight.dtype)
+    device_type = z.device.type
+    if dtype == torch.float32 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return dtype
+
+
 class _FusedSurvivalLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, backend, chunk, need_grad):
-        B, J, R = z_BJR.shape
-        K = weight_KR.shape[0]
-        M = B * J
-        acc = torch.float64 if z_BJR.dtype == torch.float64 else torch.float32
-        dtype = torch.promote_types(z_BJR.dtype, weight_KR.dtype)
-        z_MR = z_BJR.reshape(M, R).to(dtype)
-        weight = weight_KR.to(dtype)
-        starts = bin_starts_J.to(device=z_BJR.device, dtype=acc).contiguous()
-        time_BK = time_BK.contiguous()
-        event_BK = event_BK.contiguous()
-        bias_JK = bias_JK.contiguous()
-        inv_norm = 1.0 / (B * K)
-        kc = chunk or default_chunk(M, K)
-        pointwise = pe_nll_chunk_triton if backend == "triton" else pe_nll_chunk_torch
-
-        loss = torch.zeros((), dtype=acc, device=z_BJR.device)
-        dz_MR = torch.zeros(M, R, dtype=acc, device=z_BJR.device) if need_grad[0] else None
-        dW_KR = torch.empty(K, R, dtype=dtype, device=z_BJR.device) if need_grad[1] else None
-        dbias_JK = torch.empty(J, K, dtype=acc, device=z_BJR.device)
-        buf = torch.empty(M, kc, dtype=dtype, device=z_BJR.device)
-        for k0 in range(0, K, kc):
-            k1 = min(k0 + kc, K)
-            w_c = weight[k0:k1]
-            logits = buf[:, : k1 - k0] if k1 - k0 < kc else buf
-            if logits.is_contiguous():
-                torch.mm(z_MR, w_c.t(), out=logits)
-            else:  # last, narrower chunk: a fresh contiguous tensor
-                logits = z_MR @ w_c.t()
-            loss += pointwise(
-                logits, bias_JK[:, k0:k1], time_BK[:, k0:k1], event_BK[:, k0:k1], starts, inv_norm, dbias_JK[:, k0:k1]
+        # Autocast contract: the matmuls run in the autocast dtype (bf16/fp16) when autocast is on
+        # and the inputs are float32; the pointwise pass, the loss and dz / dbias accumulate in
+        # float32, and every gradient comes back in its input's dtype. Autocast itself is off in
+        # here so that no op is recast behind our back (``mm(out=...)`` must see the dtypes we chose).
+        dtype = _matmul_dtype(z_BJR, weight_KR)
+        with torch.autocast(z_BJR.device.type, enabled=False):
+            loss, grads = _fused_forward(
+                z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, backend, chunk, need_grad, dtype
             )
-            g = logits  # now holds dL/dlogh for the chunk
-            if dz_MR is not None:
-                dz_MR += (g @ w_c).to(acc)
-            if dW_KR is not None:
-                torch.mm(g.t(), z_MR, out=dW_KR[k0:k1])
-        loss = loss * inv_norm
-        ctx.save_for_backward(
-            dz_MR.view(B, J, R).to(z_BJR.dtype) if dz_MR is not None else None,
-            dW_KR.to(weight_KR.dtype) if dW_KR is not None else None,
-            dbias_JK.to(bias_JK.dtype) if need_grad[2] else None,
-        )
+        # Held on ctx rather than save_for_backward: they are neither inputs nor outputs, and
+        # backward scales them in place and hands them over when the graph is freed after it.
+        ctx.grads = grads
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        dz, dW, dbias = ctx.saved_tensors
-        scale = grad_loss
+        if _keeps_graph():  # retain_graph=True: another backward will need them unscaled
+            return (*(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads), *[None] * 6)
+        grads, ctx.grads = ctx.grads, None
+        # In place: the stored gradients are used nowhere else, and returning them lets
+        # AccumulateGrad take them as .grad: no second [K, R] / [B, J, R] copy at the backward.
+        return (*(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads), *[None] * 6)
 
-        def scaled(g):
-            return None if g is None else g * scale.to(g.dtype)
 
-        return scaled(dz), scaled(dW), scaled(dbias), None, None, None, None, None, None
+def _keeps_graph() -> bool:
+    """Whether the running backward keeps the graph (retain_graph); True when torch cannot say."""
+    probe = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if probe is None else bool(probe())
+
+
+def _fused_forward(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, backend, chunk, need_grad, dtype):
+    """Loss and (dz, dW, dbias) for a unit incoming gradient, each in its input's dtype."""
+    B, J, R = z_BJR.shape
+    K = weight_KR.shape[0]
+    M = B * J
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    device = z_BJR.device
+    z_MR = z_BJR.reshape(M, R).to(dtype)
+    weight = weight_KR.to(dtype)
+    starts = bin_starts_J.to(device=device, dtype=acc).contiguous()
+    time_BK = time_BK.contiguous()
+    event_BK = event_BK.contiguous()
+    bias_JK = bias_JK.contiguous()
+    inv_norm = 1.0 / (B * K)
+    kc = chunk or default_chunk(M, K)
+    pointwise = pe_nll_chunk_triton if backend == "triton" else pe_nll_chunk_torch
+
+    loss = torch.zeros((), dtype=acc, device=device)
+    dz_MR = torch.zeros(M, R, dtype=acc, device=device) if need_grad[0] else None
+    # dW in the weight's own dtype: chunks are written once (no accumulation), so a matmul output
+    # of another dtype (autocast) is converted chunk by chunk rather than the whole [K, R] at the end.
+    dW_KR = torch.empty(K, R, dtype=weight_KR.dtype, device=device) if need_grad[1] else None
+    dbias_JK = torch.empty(J, K, dtype=acc, device=device)
+    buf = torch.empty(M, kc, dtype=dtype, device=device)
+    for k0 in range(0, K, kc):
+        k1 = min(k0 + kc, K)
+        w_c = weight[k0:k1]
+        logits = buf[:, : k1 - k0] if k1 - k0 < kc else buf
+        if logits.is_contiguous():
+            torch.mm(z_MR, w_c.t(), out=logits)
+        else:  # last, narrower chunk: a fresh contiguous tensor
+            logits = z_MR @ w_c.t()
+        loss += pointwise(
+            logits, bias_JK[:, k0:k1], time_BK[:, k0:k1], event_BK[:, k0:k1], starts, inv_norm, dbias_JK[:, k0:k1]
+        )
+        g = logits  # now holds dL/dlogh for the chunk
+        if dz_MR is not None:
+            dz_MR += (g @ w_c).to(acc)
+        if dW_KR is not None:
+            if dW_KR.dtype == dtype:
+                torch.mm(g.t(), z_MR, out=dW_KR[k0:k1])
+            else:
+                dW_KR[k0:k1] = g.t() @ z_MR
+    loss = loss * inv_norm
+    grads = (
+        dz_MR.view(B, J, R).to(z_BJR.dtype) if dz_MR is not None else None,
+        dW_KR,
+        dbias_JK.to(bias_JK.dtype) if need_grad[2] else None,
+    )
+    return loss, grads
 
 
 def fused_survival_loss(

@@ -8,11 +8,16 @@ matmul, then calls this kernel, which in one pass over the chunk
 * adds the (bin, task) bias, derives time at risk and the event bin from the compact labels,
 * accumulates the loss (float32, or float64 for float64 inputs),
 * overwrites the logits *in place* with ``dL/dlogh = (exp(logh) * r - d) / (B*K)``,
-* writes ``dL/dbias`` for the chunk (a sum over samples done in registers, no atomics).
+* writes ``dL/dbias`` for the chunk.
 
-Grid: ``(J, cdiv(Kc, BLOCK_K))``; each program owns one bin and ``BLOCK_K`` tasks and walks
-over the B samples, so the bias gradient needs no cross-program reduction and results are
-deterministic. Under ``TRITON_INTERPRET=1`` the same kernel runs on CPU tensors (tests).
+Grid: ``(J, cdiv(Kc, BLOCK_K), cdiv(B, BLOCK_B))``; each program owns one bin, ``BLOCK_K``
+tasks and ``BLOCK_B`` samples (a 2D tile). The fused loss picks ``Kc ~ 2^20 / (B*J)``, so a
+grid over (J, Kc) alone would shrink as B grows (32 programs at B=128, each walking 128 rows
+in series); with the sample axis the number of programs stays ``~ B*J*Kc / (BLOCK_B*BLOCK_K)``
+(512 for the default chunk) whatever B is. Each program writes its partial bias gradient
+(the sum over its samples) and its partial loss; a second pass sums the ``cdiv(B, BLOCK_B)``
+partials (deterministic, no atomics; with one sample block the kernel writes ``dbias``
+directly). Under ``TRITON_INTERPRET=1`` the same kernel runs on CPU tensors (tests).
 """
 
 from __future__ import annotations
@@ -27,7 +32,20 @@ try:  # triton is optional: CPU-only installs use the PyTorch path.
 except ImportError:  # pragma: no cover - exercised only without triton
     HAVE_TRITON = False
 
-__all__ = ["HAVE_TRITON", "pe_nll_chunk_triton"]
+__all__ = ["HAVE_TRITON", "pe_nll_chunk_triton", "pe_grid"]
+
+BLOCK_K = 256
+BLOCK_B = 8
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def pe_grid(B: int, J: int, Kc: int, block_k: int = BLOCK_K, block_b: int = BLOCK_B) -> tuple[int, int, int]:
+    """Launch grid of the kernel and the sample tile it uses: ``(J, K blocks, sample blocks)``."""
+    bb = min(block_b, _next_pow2(B))
+    return (J, -(-Kc // block_k), -(-B // bb))
 
 
 if HAVE_TRITON:
@@ -39,8 +57,8 @@ if HAVE_TRITON:
         time_ptr,  # [B, Kc] float days (column slice)
         event_ptr,  # [B, Kc] uint8 / float (column slice)
         starts_ptr,  # [J] float days
-        dbias_ptr,  # [J, Kc] out, accumulation dtype
-        loss_ptr,  # [J, n_kblocks] out, accumulation dtype
+        dbias_ptr,  # [G, J, Kc] out (partial sums per sample block), accumulation dtype
+        loss_ptr,  # [G, J, n_kblocks] out, accumulation dtype
         B,
         J,
         Kc,
@@ -48,43 +66,45 @@ if HAVE_TRITON:
         stride_bj,
         stride_tb,
         stride_eb,
+        stride_dbg,
         stride_dbj,
         inv_norm,
         n_kblocks,
+        BLOCK_B: tl.constexpr,
         BLOCK_K: tl.constexpr,
         ACC_FP64: tl.constexpr,
     ):
         j = tl.program_id(0)
         kb = tl.program_id(1)
+        gb = tl.program_id(2)
         acc_t = tl.float64 if ACC_FP64 else tl.float32
-        offs = kb * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask = offs < Kc
+        offs_k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+        offs_b = gb * BLOCK_B + tl.arange(0, BLOCK_B)
+        mask_k = offs_k < Kc
+        mask = (offs_b < B)[:, None] & mask_k[None, :]
 
         start = tl.load(starts_ptr + j).to(acc_t)
         # The last bin is open-ended: its end (and width) is +inf.
         end = tl.load(starts_ptr + j + 1, mask=j + 1 < J, other=float("inf")).to(acc_t)
         width = end - start
-        bias = tl.load(bias_ptr + j * stride_bj + offs, mask=mask, other=0.0).to(acc_t)
+        bias = tl.load(bias_ptr + j * stride_bj + offs_k, mask=mask_k, other=0.0).to(acc_t)
 
-        loss_acc = tl.zeros([BLOCK_K], dtype=acc_t)
-        dbias_acc = tl.zeros([BLOCK_K], dtype=acc_t)
-        for b in range(0, B):
-            row = b * J + j
-            x = tl.load(logits_ptr + row * stride_lm + offs, mask=mask, other=0.0).to(acc_t)
-            t = tl.load(time_ptr + b * stride_tb + offs, mask=mask, other=0.0).to(acc_t)
-            ev = tl.load(event_ptr + b * stride_eb + offs, mask=mask, other=0)
-            logh = x + bias
-            r = tl.minimum(tl.maximum(t - start, 0.0), width)
-            hit = (ev != 0) & (t >= start) & (t < end)
-            d = tl.where(hit, 1.0, 0.0).to(acc_t)
-            er = tl.exp(logh) * r
-            loss_acc += tl.where(mask, er - d * logh, 0.0)
-            g = (er - d) * inv_norm
-            g = tl.where(mask, g, 0.0)
-            dbias_acc += g
-            tl.store(logits_ptr + row * stride_lm + offs, g.to(logits_ptr.dtype.element_ty), mask=mask)
-        tl.store(dbias_ptr + j * stride_dbj + offs, dbias_acc, mask=mask)
-        tl.store(loss_ptr + j * n_kblocks + kb, tl.sum(loss_acc, axis=0))
+        rows = (offs_b * J + j).to(tl.int64)  # row m = b*J + j of the [M, Kc] chunk
+        x_ptrs = logits_ptr + rows[:, None] * stride_lm + offs_k[None, :]
+        b64 = offs_b.to(tl.int64)[:, None]
+        x = tl.load(x_ptrs, mask=mask, other=0.0).to(acc_t)
+        t = tl.load(time_ptr + b64 * stride_tb + offs_k[None, :], mask=mask, other=0.0).to(acc_t)
+        ev = tl.load(event_ptr + b64 * stride_eb + offs_k[None, :], mask=mask, other=0)
+        logh = x + bias[None, :]
+        r = tl.minimum(tl.maximum(t - start, 0.0), width)
+        hit = (ev != 0) & (t >= start) & (t < end)
+        d = tl.where(hit, 1.0, 0.0).to(acc_t)
+        er = tl.exp(logh) * r
+        nll = tl.where(mask, er - d * logh, 0.0)
+        g = tl.where(mask, (er - d) * inv_norm, 0.0)
+        tl.store(x_ptrs, g.to(logits_ptr.dtype.element_ty), mask=mask)
+        tl.store(dbias_ptr + gb * stride_dbg + j * stride_dbj + offs_k, tl.sum(g, axis=0), mask=mask_k)
+        tl.store(loss_ptr + (gb * J + j) * n_kblocks + kb, tl.sum(tl.sum(nll, axis=1), axis=0))
 
 
 def pe_nll_chunk_triton(
@@ -95,33 +115,44 @@ def pe_nll_chunk_triton(
     bin_starts_J: torch.Tensor,
     inv_norm: float,
     dbias_JK: torch.Tensor,
-    block_k: int = 256,
+    block_k: int = BLOCK_K,
+    block_b: int = BLOCK_B,
 ) -> torch.Tensor:
     """Run the kernel on one chunk; ``logits_MK`` is overwritten with the gradient.
 
-    ``dbias_JK`` (accumulation dtype, contiguous rows) receives the bias gradient; returns the
-    un-normalized loss sum of the chunk as a 0-d tensor in the accumulation dtype.
+    ``dbias_JK`` (accumulation dtype, unit stride along tasks) receives the bias gradient; returns
+    the un-normalized loss sum of the chunk as a 0-d tensor in the accumulation dtype.
     """
     if not HAVE_TRITON:
         raise RuntimeError("triton is not installed; use backend='torch'")
     M, Kc = logits_MK.shape
     J = bin_starts_J.numel()
     B = M // J
-    if logits_MK.stride(1) != 1 or time_BK.stride(1) != 1 or event_BK.stride(1) != 1 or bias_JK.stride(1) != 1:
+    if (
+        logits_MK.stride(1) != 1
+        or time_BK.stride(1) != 1
+        or event_BK.stride(1) != 1
+        or bias_JK.stride(1) != 1
+        or dbias_JK.stride(1) != 1
+    ):
         raise ValueError("pe_nll_chunk_triton needs unit stride along the task axis")
     acc_fp64 = logits_MK.dtype == torch.float64
     acc = torch.float64 if acc_fp64 else torch.float32
     if event_BK.dtype == torch.bool:
         event_BK = event_BK.view(torch.uint8)  # zero-copy; triton handles uint8 pointers
-    n_kblocks = triton.cdiv(Kc, block_k)
-    loss_parts = torch.empty(J, n_kblocks, dtype=acc, device=logits_MK.device)
-    _pe_nll_chunk_kernel[(J, n_kblocks)](
+    grid = pe_grid(B, J, Kc, block_k, block_b)
+    n_kblocks, n_bblocks = grid[1], grid[2]
+    bb = min(block_b, _next_pow2(B))
+    # One sample block: the kernel's partial is the whole sum, written straight into dbias_JK.
+    parts = dbias_JK if n_bblocks == 1 else torch.empty(n_bblocks, J, Kc, dtype=acc, device=logits_MK.device)
+    loss_parts = torch.empty(n_bblocks, J, n_kblocks, dtype=acc, device=logits_MK.device)
+    _pe_nll_chunk_kernel[grid](
         logits_MK,
         bias_JK,
         time_BK,
         event_BK,
         bin_starts_J,
-        dbias_JK,
+        parts,
         loss_parts,
         B,
         J,
@@ -130,10 +161,14 @@ def pe_nll_chunk_triton(
         bias_JK.stride(0),
         time_BK.stride(0),
         event_BK.stride(0),
-        dbias_JK.stride(0),
+        0 if n_bblocks == 1 else parts.stride(0),
+        dbias_JK.stride(0) if n_bblocks == 1 else parts.stride(1),
         inv_norm,
         n_kblocks,
+        BLOCK_B=bb,
         BLOCK_K=block_k,
         ACC_FP64=acc_fp64,
     )
+    if n_bblocks > 1:
+        dbias_JK.copy_(parts.sum(dim=0))  # second pass: the bias gradient over the sample blocks
     return loss_parts.sum()

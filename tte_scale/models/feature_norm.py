@@ -8,6 +8,13 @@ affine parameters in front of the head (as MAE uses for its linear probes) makes
 see each feature in units of its spread across scans: the same 300 demo steps then lift the
 held-out probe AUROC from 0.635 to 0.731 (benchmarks/results/demo.md). It lives in the head,
 so exported encoders and frozen-encoder evaluation are unaffected.
+
+At one volume per GPU (the regime of every full-size run) a rank's micro-batch has no spread,
+so the statistics are taken across the data-parallel ranks, as SyncBatchNorm does: the sums
+are all-reduced inside the step with ``torch.distributed.nn.functional.all_reduce``, which is
+autograd-aware, so each rank's gradient includes what its features do to the other ranks'
+normalized features; W ranks x micro-batch b then give the loss and gradients of one rank x
+micro-batch W*b (tests/dist/test_feature_norm_sync.py).
 """
 
 from __future__ import annotations
@@ -15,27 +22,75 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["FeatureNorm", "make_feature_norm"]
 
 
-class FeatureNorm(nn.BatchNorm1d):
-    """``BatchNorm1d(E, affine=False)`` that also accepts a training batch of one sample.
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks whose backward is again a sum over the ranks: the gradient of the total
+    loss (every rank's loss depends on the sum) w.r.t. each rank's contribution. Written here
+    because torch.distributed.nn.functional.all_reduce, which does the same, is deprecated."""
 
-    Each data-parallel rank normalizes with its own micro-batch statistics (as plain
-    BatchNorm under DDP); a one-sample micro-batch has no spread, so it is normalized with the
-    running statistics instead of failing.
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        out = x.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def _world(group) -> int:
+    return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+
+
+class FeatureNorm(nn.BatchNorm1d):
+    """``BatchNorm1d(E, affine=False)`` whose training statistics span the data-parallel ranks.
+
+    With more than one rank in ``process_group`` (default: the whole world, which is the
+    data-parallel group of a ZeRO run) the mean and variance are those of all ranks'
+    micro-batches together (every rank must run the forward: it is a collective). In a single
+    process a one-sample batch has no spread, so it is normalized with the running statistics
+    instead of failing.
     """
 
-    def __init__(self, num_features: int, momentum: float = 0.1):
+    def __init__(self, num_features: int, momentum: float = 0.1, process_group=None):
         super().__init__(num_features, affine=False, momentum=momentum)
+        self.process_group = process_group
 
     def forward(self, x_BE: torch.Tensor) -> torch.Tensor:
+        if self.training and _world(self.process_group) > 1:
+            return self._synced(x_BE)
         if self.training and x_BE.shape[0] == 1:
             return F.batch_norm(x_BE, self.running_mean, self.running_var, training=False, eps=self.eps)
         return super().forward(x_BE)
+
+    def _synced(self, x_BE: torch.Tensor) -> torch.Tensor:
+        """Normalize with the statistics of every rank's batch; gradients flow through them."""
+        group = self.process_group or dist.group.WORLD
+        x = x_BE.to(torch.promote_types(x_BE.dtype, torch.float32))  # statistics in >= fp32
+        # Two passes (sum, then squared deviations from the global mean): stable in fp32.
+        count = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)
+        summed = _AllReduceSum.apply(torch.cat([x.sum(0), count]), group)
+        n = summed[-1].detach()
+        if n < 2:
+            raise ValueError("FeatureNorm: needs at least 2 samples across the ranks to standardize")
+        mean = summed[:-1] / n
+        var = _AllReduceSum.apply(((x - mean) ** 2).sum(0), group) / n
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(m * mean.detach().to(self.running_mean.dtype))
+            self.running_var.mul_(1 - m).add_(m * (var.detach() * n / (n - 1)).to(self.running_var.dtype))
+            self.num_batches_tracked.add_(1)
+        return ((x - mean) * torch.rsqrt(var + self.eps)).to(x_BE.dtype)
 
 
 def make_feature_norm(kind: Literal["batch", "none"], num_features: int) -> nn.Module:

@@ -76,8 +76,9 @@ class ViTConfig:
     """LayerNorm on queries and keys per head (stabilizes large models)."""
     drop_path_rate: float = 0.0
     """Stochastic depth rate of the last block (linearly increasing from 0)."""
-    pool: Literal["cls", "mean"] = "cls"
-    """Pooled feature: the CLS token or the mean of patch tokens."""
+    pool: Literal["cls", "mean", "max"] = "cls"
+    """Pooled feature: the CLS token, the mean of patch tokens, or their per-feature max (keeps
+    the evidence of one token, e.g. a lesion a few voxels wide, that a mean dilutes by 1/N)."""
     pos_embed: Literal["sincos", "learned"] = "sincos"
     """Fixed 3D sin-cos (any grid) or learned (interpolated for other grids)."""
     grad_checkpointing: bool = False
@@ -107,7 +108,7 @@ class ViTConfig:
         )
         check(self.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
         check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", f"must be in [0, 1), got {self.drop_path_rate}")
-        check(self.pool in ("cls", "mean"), "pool", f"must be 'cls' or 'mean', got {self.pool!r}")
+        check(self.pool in ("cls", "mean", "max"), "pool", f"must be 'cls', 'mean' or 'max', got {self.pool!r}")
         check(
             self.pos_embed in ("sincos", "learned"),
             "pos_embed",
@@ -381,7 +382,9 @@ class VisionTransformer3D(nn.Module):
         return self.norm(x_BNE)
 
     def pool(self, tok_BNE: torch.Tensor) -> torch.Tensor:
-        return tok_BNE[:, 0] if self.cfg.pool == "cls" else tok_BNE.mean(dim=1)
+        if self.cfg.pool == "cls":
+            return tok_BNE[:, 0]
+        return tok_BNE.amax(dim=1) if self.cfg.pool == "max" else tok_BNE.mean(dim=1)
 
     def forward(self, x_BCDHW: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_features(x_BCDHW))

@@ -1,8 +1,9 @@
 """Configuration of the synthetic cohort: one kw-only dataclass per component.
 
-`SynthConfig` describes a whole run; `ScannerConfig` the imaging protocol, with two presets
+`SynthConfig` describes a whole run; `ScannerConfig` the imaging protocol, with three presets
 (`compact`, the default that keeps `tte-scale synth --subjects 200` under a minute on 2 cores,
-and `realistic`, clinical chest-CT geometry). See tte_scale/synth/README.md for the model.
+`realistic`, clinical chest-CT geometry, and `sparse`: compact geometry with the sparse latent
+model of tte_scale/synth/sparse.py). See tte_scale/synth/README.md for the model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 
 from tte_scale.config import check
 
-__all__ = ["ScannerConfig", "SynthConfig", "PROFILES", "scanner_for"]
+__all__ = ["ScannerConfig", "SynthConfig", "PROFILES", "scanner_for", "is_sparse"]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -57,7 +58,12 @@ PROFILES: dict[str, ScannerConfig] = {
         fov_mm=(300.0, 512.0),
         coverage_mm=(250.0, 330.0),
     ),
+    # The compact grid, but healthy anatomy plus one small lesion that drives 2 outcome groups
+    # and distractors that drive nothing (tte_scale/synth/sparse.py): most codes are image-free.
+    "sparse": ScannerConfig(),
 }
+SPARSE_PROFILES = frozenset({"sparse"})
+"""Profiles that use the sparse latent model instead of the INSPECT-like one."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -71,8 +77,10 @@ class SynthConfig:
     does not depend on the number of workers."""
     workers: int = 2
     """Worker processes; each writes its own files (no shared writer)."""
-    profile: Literal["compact", "realistic"] = "compact"
-    """Imaging preset (see ScannerConfig / README); `scanner` overrides it when set."""
+    profile: Literal["compact", "realistic", "sparse"] = "compact"
+    """Preset (see ScannerConfig / README): imaging geometry, and for `sparse` the latent model
+    (one small lesion drives 2 outcome groups, the rest of the codes are image-free);
+    `scanner` overrides the geometry when set."""
     scanner: ScannerConfig | None = None
     """Explicit scanner ranges; null = the preset named by `profile`."""
     dicom: bool = False
@@ -133,3 +141,8 @@ class SynthConfig:
 def scanner_for(cfg: SynthConfig) -> ScannerConfig:
     """The scanner ranges in effect: the explicit `scanner`, else the `profile` preset."""
     return cfg.scanner if cfg.scanner is not None else dataclasses.replace(PROFILES[cfg.profile])
+
+
+def is_sparse(cfg: SynthConfig) -> bool:
+    """Whether the run uses the sparse latent model (tte_scale/synth/sparse.py)."""
+    return cfg.profile in SPARSE_PROFILES

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tte_scale.synth.config import SynthConfig
+from tte_scale.synth import sparse
+from tte_scale.synth.config import SynthConfig, is_sparse
 from tte_scale.synth.model import FACTORS, covariates, draw_first_factors, log_hazards, progress_factors
 from tte_scale.synth.vocab import PE_CODES, PH_CODES, Vocab
 
@@ -51,6 +52,7 @@ class SubjectRecord:
     code_E: np.ndarray  # object (str)
     value_E: np.ndarray  # float32, NaN = no numeric value
     death_day: float  # NaN = alive at the end of the record
+    lesion: sparse.Lesion | None = None  # the sparse profile's lesion (None in the other profiles)
 
     @property
     def scan_ids(self) -> list[str]:
@@ -139,6 +141,8 @@ def simulate_subject(index: int, cfg: SynthConfig, vocab: Vocab) -> SubjectRecor
             xs.append(progress_factors(rng, x1, z1, (t2 - t1) / 365.25))
     scan_S = np.array(scan_days)
     x_SF = np.stack(xs)
+    if is_sparse(cfg):  # healthy anatomy: the lesion (drawn below, own stream) is all the image shows
+        x_SF = np.zeros_like(x_SF)
     X_SK = covariates(x_SF, (scan_S - birth) / 365.25 / 15.0 - 4.0, male, frailty)
     start = t1 - 365.25 * rng.uniform(*cfg.history_years)
 
@@ -156,6 +160,7 @@ def simulate_subject(index: int, cfg: SynthConfig, vocab: Vocab) -> SubjectRecor
 
     death = np.nan
     bounds = list(scan_S[1:]) + [censor]
+    segments: list[tuple[float, float]] = []
     for s, (a, b) in enumerate(zip(scan_S, bounds)):
         X = X_SK[s]
         # The encounter that ordered the scan (ER or inpatient), hours before it.
@@ -164,6 +169,7 @@ def simulate_subject(index: int, cfg: SynthConfig, vocab: Vocab) -> SubjectRecor
         ev.add(a + rng.uniform(0.001, 0.01), SCAN_PROCEDURE_CODE)
         death = _first_arrival(rng, float(log_hazards(X, "death")[0]), a, b)
         b_eff = b if np.isnan(death) else death
+        segments.append((a, b_eff))
         _segment(rng, ev, vocab, X, a + 0.01, b_eff)
         _report_findings(rng, ev, x_SF[s], X, a)
         pe = _first_arrival(rng, float(log_hazards(X, "pe")[0]), a, b_eff)
@@ -176,12 +182,24 @@ def simulate_subject(index: int, cfg: SynthConfig, vocab: Vocab) -> SubjectRecor
             break
     if not np.isnan(ph_day):
         _ph_codes(rng, ev, ph_day)
+    lesion = None
+    if is_sparse(cfg):
+        # Own stream: the lesion (and so what the image shows) changes no other event.
+        lrng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 3)))
+        lesion = sparse.draw_lesion(lrng, scan_S)
+        times, codes = sparse.lesion_events(lrng, lesion.size_S, segments)
+        if times:
+            ev.add(times, np.array(codes, object))
 
     t_E, c_E, v_E = ev.arrays()
     end = death if not np.isnan(death) else censor
     keep = np.isnan(t_E) | (t_E <= end)
     alive = scan_S < end  # a planned later scan does not happen after death
     scan_S, x_SF, X_SK = scan_S[alive], x_SF[alive], X_SK[alive]
+    if lesion is not None:
+        lesion = sparse.Lesion(
+            present=lesion.present, size_S=lesion.size_S[alive], side=lesion.side, u=lesion.u, hu=lesion.hu
+        )
     return SubjectRecord(
         index=index,
         subject_id=100_000 + index,
@@ -196,6 +214,7 @@ def simulate_subject(index: int, cfg: SynthConfig, vocab: Vocab) -> SubjectRecor
         code_E=c_E[keep],
         value_E=v_E[keep],
         death_day=death,
+        lesion=lesion,
     )
 
 

@@ -1,6 +1,6 @@
 """`generate(cfg, out)`: the whole cohort, chunk by chunk in worker processes, then the merge.
 
-Output layout (the input contract of DESIGN.md, plus ground truth kept apart)::
+Output layout (the input contract of docs/formats.md, plus ground truth kept apart)::
 
     OUT/data/<split>/<chunk>.parquet     MEDS events (subject_id, time, code, numeric_value)
     OUT/metadata/dataset.json, codes.parquet, subject_splits.parquet
@@ -32,7 +32,8 @@ from tte_scale import __version__
 from tte_scale.config import to_dict
 from tte_scale.errors import InputError
 from tte_scale.outputs import mark, remove_own
-from tte_scale.synth.config import SynthConfig, scanner_for
+from tte_scale.synth import sparse
+from tte_scale.synth.config import SynthConfig, is_sparse, scanner_for
 from tte_scale.synth.model import BENCH_TASKS, OUTCOMES
 from tte_scale.synth.vocab import Vocab, build_vocab, codes_table
 from tte_scale.synth.worker import run_chunk, to_timestamp_us
@@ -116,7 +117,8 @@ def _work(args: tuple) -> dict:
 def _metadata(out: Path, cfg: SynthConfig, vocab: Vocab) -> None:
     meta = out / "metadata"
     meta.mkdir(parents=True, exist_ok=True)
-    pq.write_table(codes_table(vocab), meta / "codes.parquet")
+    extra = sparse.CODE_DESCRIPTIONS if is_sparse(cfg) else {}
+    pq.write_table(codes_table(vocab, extra), meta / "codes.parquet")
     try:
         import meds
 
@@ -179,15 +181,31 @@ def _merge(out: Path, cfg: SynthConfig, n_chunks: int) -> tuple[pa.Table, pa.Tab
                 col = pa.array([f"../{p}" for p in col.to_pylist()], pa.string())
             factors = factors.append_column(name, col)
     pq.write_table(factors, truth / "scans.parquet")
+    tasks = sparse.SPARSE_BENCH_TASKS if is_sparse(cfg) else BENCH_TASKS
     model = {
         "outcomes": {k: {"intercept": a, "coef": b} for k, (a, b) in OUTCOMES.items()},
         "bench_tasks": {
             k: {"outcome": o, "codes": list(c), "horizon_days": h, "exclude_prior": e}
-            for k, (o, c, h, e) in BENCH_TASKS.items()
+            for k, (o, c, h, e) in tasks.items()
         },
         "hazard_unit": "per day",
         "scanner": to_dict(scanner_for(cfg)),
     }
+    if is_sparse(cfg):
+        # The oracle of the lesion outcomes: log-hazard = intercept + coef * lesion_size
+        # (truth/scans.parquet); image factors are all 0, age is not rendered.
+        model["latent_model"] = "sparse"
+        model["lesion_outcomes"] = {
+            k: {"intercept": a, "coef_lesion_size": b, "codes": list(c)}
+            for k, (a, b, c, _) in sparse.LESION_OUTCOMES.items()
+        }
+        model["lesion"] = {
+            "prevalence": sparse.LESION_PREVALENCE,
+            "diameter_mm_at_size_0_and_1": list(sparse.DIAMETER_MM),
+            "growth_per_year": sparse.GROWTH_PER_YEAR,
+            "hu": list(sparse.LESION_HU),
+        }
+        model["image_dependent_codes"] = sorted(sparse.IMAGE_CODES)
     (truth / "model.json").write_text(json.dumps(model, indent=2))
     return scans, bench
 
@@ -199,7 +217,7 @@ def _rates(bench: pa.Table) -> tuple[dict[str, float], dict[str, float]]:
     task = np.asarray(bench["task"].to_pylist(), object)
     label = bench["label"].to_pandas()
     time_, event, logh = (bench[c].to_numpy(zero_copy_only=False) for c in ("time", "event", "log_hazard"))
-    for t in BENCH_TASKS:
+    for t in dict.fromkeys(task.tolist()):
         m = task == t
         lab = label[m].dropna()
         rates[t] = float(lab.astype(bool).mean()) if len(lab) else float("nan")

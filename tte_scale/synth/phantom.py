@@ -22,7 +22,17 @@ import numpy as np
 from tte_scale.synth.geometry import Geometry, voxel_axes
 from tte_scale.synth.model import FACTORS
 
-__all__ = ["Patient", "Canvas", "sample_patient", "render_phantom", "render_sphere", "HU_MIN", "HU_MAX"]
+__all__ = [
+    "Patient",
+    "Canvas",
+    "sample_patient",
+    "render_phantom",
+    "render_sphere",
+    "lung_frames",
+    "blob_center",
+    "HU_MIN",
+    "HU_MAX",
+]
 
 HU_MIN, HU_MAX = -1024, 3071
 AIR, FAT, SOFT, FLUID, BONE = -1000.0, -100.0, 45.0, 15.0, 650.0
@@ -139,15 +149,42 @@ def _texture(rng, amp: float) -> Callable:
     return lambda xyz: amp / 2 * sum(np.cos(sum(k[n, i] * xyz[i] for i in range(3)) + ph[n]) for n in range(4))
 
 
-def render_phantom(geom: Geometry, pat: Patient, x_F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The chest CT of one scan as int16 HU [I, J, K] (noise, FOV circle and clipping included)."""
+def _cavity(pat: Patient) -> tuple[float, float, float, float, float, float]:
+    """Half width / depth of the body, the muscle wall and the thoracic cavity (mm)."""
+    s = pat.scale
+    bw, bd = 160 * s + pat.fat_mm, 110 * s + 0.8 * pat.fat_mm  # body half width / depth
+    mw, md = bw - pat.fat_mm, bd - 0.8 * pat.fat_mm  # muscle
+    return bw, bd, mw, md, mw - 16, md - 16  # thoracic cavity (inside the ribs)
+
+
+def lung_frames(pat: Patient) -> list[tuple[list[float], list[float]]]:
+    """(centre, radii) of the right and left lung ellipsoids in the patient frame (mm)."""
+    *_, cw, cd = _cavity(pat)
+    return [
+        ([0.47 * cw, -0.05 * cd, 15], [0.48 * cw, 0.85 * cd, 145]),
+        ([-0.50 * cw, -0.05 * cd, 10], [0.44 * cw, 0.85 * cd, 140]),
+    ]
+
+
+def blob_center(pat: Patient, blob) -> np.ndarray:
+    """Patient-frame centre (mm) of a sparse.Blob placed in lung-normalized coordinates."""
+    c, r = lung_frames(pat)[blob.side]
+    return np.asarray(c, float) + np.asarray(r, float) * blob.u
+
+
+def render_phantom(
+    geom: Geometry, pat: Patient, x_F: np.ndarray, rng: np.random.Generator, blobs: tuple = ()
+) -> np.ndarray:
+    """The chest CT of one scan as int16 HU [I, J, K] (noise, FOV circle and clipping included).
+
+    ``blobs`` (sparse.Blob: the sparse profile's lesion and distractors) are painted into the
+    lungs after the other structures and before the noise.
+    """
     f = dict(zip(FACTORS, (float(v) for v in x_F)))
     s = pat.scale
     cv = Canvas(geom, AIR, pat.origin)
     big = 1e4
-    bw, bd = 160 * s + pat.fat_mm, 110 * s + 0.8 * pat.fat_mm  # body half width / depth
-    mw, md = bw - pat.fat_mm, bd - 0.8 * pat.fat_mm  # muscle
-    cw, cd = mw - 16, md - 16  # thoracic cavity (inside the ribs)
+    bw, bd, mw, md, cw, cd = _cavity(pat)
     # Table under the patient (scanner hardware: same in every scan of this geometry).
     cv.paint([-230, -bd - 22, -big], [230, -bd - 14, big], lambda xyz: True, 80.0)
     cv.paint(*zcyl(0, 0, bw, bd, -big, big), FAT)
@@ -161,10 +198,7 @@ def render_phantom(geom: Geometry, pat: Patient, x_F: np.ndarray, rng: np.random
     # Lungs: darker with emphysema, denser posteriorly (gravity), smooth texture.
     lung_hu = -850.0 - 110.0 * f["emphysema"]
     tex = _texture(rng, 40.0)
-    lungs = [
-        ([0.47 * cw, -0.05 * cd, 15], [0.48 * cw, 0.85 * cd, 145]),
-        ([-0.50 * cw, -0.05 * cd, 10], [0.44 * cw, 0.85 * cd, 140]),
-    ]
+    lungs = lung_frames(pat)
     for c, r in lungs:
         lo, hi, inside = ellipsoid(c, r)
         cv.paint(
@@ -252,6 +286,9 @@ def render_phantom(geom: Geometry, pat: Patient, x_F: np.ndarray, rng: np.random
     cv.paint(*zcyl(0, yv, 16 * s, 14 * s, -big, big), disc)
     cv.paint(*zcyl(0, yv - 26 * s, 8 * s, 8 * s, -big, big), 20.0)
     cv.paint([-14 * s, md - 14, -80], [14 * s, md - 2, 60], lambda xyz: True, 400.0)
+
+    for b in blobs:  # lesion / distractors: soft tissue replacing lung (vessels kept)
+        cv.paint(*ellipsoid(blob_center(pat, b), b.radii_mm), float(b.hu), where=lambda cur: cur < 100)
 
     vol = cv.vol_IJK
     vol += np.float32(geom.noise_hu) * rng.standard_normal(size=vol.shape, dtype=np.float32)

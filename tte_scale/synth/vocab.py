@@ -254,8 +254,11 @@ def build_vocab(seed: int, n_generic: int, noise_frac: float) -> Vocab:
     )
 
 
-def codes_table(vocab: Vocab) -> pa.Table:
-    """metadata/codes.parquet: every code that can occur, plus all ancestors (parent_codes)."""
+def codes_table(vocab: Vocab, extra_codes: dict[str, str] | None = None) -> pa.Table:
+    """metadata/codes.parquet: every code that can occur, plus all ancestors (parent_codes).
+
+    ``extra_codes`` (code -> description): codes written outside the per-visit model (the sparse
+    profile's lesion outcomes)."""
     names = {c: d for c, d, *_ in _NAMED}
     rows: dict[str, tuple[str, list[str]]] = {}
     for code, (desc, parents) in STATIC_CODES.items():
@@ -267,6 +270,7 @@ def codes_table(vocab: Vocab) -> pa.Table:
         "ICD10CM/I26.09": "Other pulmonary embolism with acute cor pulmonale",
         "ICD10CM/I27.20": "Pulmonary hypertension, unspecified",
         "ICD10CM/I27.0": "Primary pulmonary hypertension",
+        **(extra_codes or {}),
     }
     for code in list(vocab.codes) + list(extra):
         if code in FINDING_CODES:  # described above, with their SNOMED parent

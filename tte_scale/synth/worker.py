@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tte_scale.formats.units import US_PER_DAY
-from tte_scale.synth.config import SynthConfig, scanner_for
+from tte_scale.synth import sparse
+from tte_scale.synth.config import SynthConfig, is_sparse, scanner_for
 from tte_scale.synth.ehr import SPLITS, SubjectRecord, simulate_subject
 from tte_scale.synth.geometry import sample_geometry
-from tte_scale.synth.phantom import render_phantom, sample_patient
+from tte_scale.synth.phantom import blob_center, render_phantom, sample_patient
 from tte_scale.synth.truth import BENCH_SCHEMA, bench_rows, factor_rows
 from tte_scale.synth.vocab import Vocab
 from tte_scale.synth.writers import fake_identity, write_dicom_series, write_nifti
@@ -70,10 +71,29 @@ def _images(rec: SubjectRecord, cfg: SynthConfig, out: Path, chunk: int) -> list
     fat = float(rng.uniform(5.0, 40.0))
     identity = fake_identity(rng, rec.subject_id, _as_datetime(rec.birth_day).date())
     rows = []
+    sparse_cohort = is_sparse(cfg)
+    # Distractors: their own stream, so that they cannot correlate with anything in the EHR.
+    drng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rec.index, 4)))
     for s, scan_id in enumerate(rec.scan_ids):
         geom = sample_geometry(rng, sc)
-        pat = sample_patient(rng, scale, fat * rng.uniform(0.9, 1.1), float(rec.X_SK[s, -3]))
-        vol = render_phantom(geom, pat, rec.x_SF[s], rng)
+        # The sparse profile renders no age (the aorta widens with it): only the lesion is image-visible.
+        age_z = 0.0 if sparse_cohort else float(rec.X_SK[s, -3])
+        pat = sample_patient(rng, scale, fat * rng.uniform(0.9, 1.1), age_z)
+        extra: dict = {}
+        blobs: list = []
+        if sparse_cohort:
+            lesion = sparse.lesion_blob(rec.lesion, s)
+            distractors = sparse.draw_distractors(drng)
+            blobs = ([lesion] if lesion is not None else []) + distractors
+            extra = {
+                # NaN without a lesion (a list column of one type in every chunk)
+                "lesion_center_ras": [
+                    float(v) for v in (blob_center(pat, lesion) + pat.origin if lesion is not None else [np.nan] * 3)
+                ],
+                "distractor_centers_ras": [[float(v) for v in blob_center(pat, b) + pat.origin] for b in distractors],
+                "distractor_radii_mm": [[float(v) for v in b.radii_mm] for b in distractors],
+            }
+        vol = render_phantom(geom, pat, rec.x_SF[s], rng, blobs=tuple(blobs))
         nifti = out / "images" / f"{chunk:05d}" / f"{scan_id}.nii.gz"
         nifti.parent.mkdir(parents=True, exist_ok=True)
         write_nifti(nifti, vol, geom)
@@ -106,6 +126,7 @@ def _images(rec: SubjectRecord, cfg: SynthConfig, out: Path, chunk: int) -> list
                 "noise_hu": geom.noise_hu,
                 "patient_origin_ras": [float(v) for v in pat.origin],
                 "body_scale": scale,
+                **extra,
             }
         )
     return rows

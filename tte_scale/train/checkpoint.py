@@ -161,6 +161,8 @@ class CheckpointManager:
     def __init__(self, root: Path, keep_last: int) -> None:
         self.root = Path(root)
         self.keep_last = keep_last
+        self.protected: set[int] = set()
+        """Steps kept whatever ``keep_last`` says (the best evaluated step, tte_scale/train/best.py)."""
 
     def folder(self, step: int) -> Path:
         return self.root / tag_for(step)
@@ -259,6 +261,8 @@ class CheckpointManager:
             if step > keep_from:
                 continue  # written by a later (dead) attempt: leave it, it sorts as incomplete
             ok = check_complete(path, verify=None)[0]
+            if ok and step in self.protected:
+                continue  # kept besides the newest keep_last
             complete += ok
             if not ok or complete > self.keep_last:
                 shutil.rmtree(path, ignore_errors=True)

@@ -92,9 +92,10 @@ class HeadSection:
     feature_norm: str = "batch"
     """Standardize pooled features across the batch before the head ('batch') or not ('none');
     applies to the TTE and the supervised head. Without it a small cohort's features collapse
-    (tte_scale/models/feature_norm.py). Statistics are per rank and micro-batch (as BatchNorm under
-    DDP), so the loss depends on the micro-batch size; a micro-batch of 1 uses the running
-    statistics, i.e. no standardization: keep several volumes per rank or set 'none'."""
+    (tte_scale/models/feature_norm.py). Statistics span every data-parallel rank's micro-batch
+    (all-reduced inside the step, gradient-correct, as SyncBatchNorm), so W ranks x micro-batch
+    1 standardize like one rank x micro-batch W; only a single process with a micro-batch of 1
+    falls back to the running statistics (no standardization)."""
     task_init_std: float | None = None
     """Init std of the task embedding W_KR; null = 0.1/sqrt(rank), 0 = zeros."""
     bias_floor: float = 1e-6
@@ -135,7 +136,10 @@ class DataSection(LoaderSettings):
     eval_split: str = "tuning"
     """Split for the validation TTE loss and the benchmark C-index."""
     augmentation: bool = False
-    """Random flips/crops/intensity jitter on the train split."""
+    """Random intensity jitter (and flips along `flip_axes`) on the train split."""
+    flip_axes: list[int] = field(default_factory=list)
+    """Axes (0=D, 1=H, 2=W) flipped at random when `augmentation` is on; none by default, since a
+    left-right flip (W) destroys laterality in chest CT (tte_scale/data/config.py AugmentConfig)."""
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
     """HU mapped to [0, 1] by ``tte_scale.data.hu_to_float``; stored in the exported encoder's
     config.json so that evaluation and other users normalize volumes the same way."""
@@ -146,6 +150,11 @@ class DataSection(LoaderSettings):
             len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
             "data.hu_window",
             f"expected [min, max] with min < max, got {list(self.hu_window)}",
+        )
+        check(
+            all(a in (0, 1, 2) for a in self.flip_axes) and len(set(self.flip_axes)) == len(self.flip_axes),
+            "data.flip_axes",
+            f"distinct axes among 0, 1, 2; got {list(self.flip_axes)}",
         )
 
 
@@ -244,10 +253,32 @@ class EvalSection:
     """Evaluate every N steps (and at the end); 0 only at the end."""
     max_batches: int = 50
     """Micro-batches per rank in one evaluation."""
+    select: Literal["last", "val_loss", "cindex_mean"] = "last"
+    """Which checkpoint becomes <out_dir>/encoder/: the last step, or the evaluated step with the
+    lowest validation loss / highest mean tuning C-index (tte_scale/train/best.py). That step's
+    checkpoint is kept besides checkpoint.keep_last; the choice is recorded in config.json."""
+    patience: int = 0
+    """Stop early after this many evaluations in a row without improving `select` by more than
+    `min_delta`; 0 never stops early."""
+    min_delta: float = 0.0
+    """Smallest change of the `select` metric that counts as an improvement."""
 
     def __post_init__(self) -> None:
         check(self.every_steps >= 0, "eval.every_steps", "must be >= 0")
         check(self.max_batches >= 1, "eval.max_batches", "must be >= 1")
+        check(
+            self.select in ("last", "val_loss", "cindex_mean"),
+            "eval.select",
+            f"one of last, val_loss, cindex_mean; got {self.select!r}",
+        )
+        check(self.patience >= 0, "eval.patience", "must be >= 0")
+        check(self.min_delta >= 0, "eval.min_delta", "must be >= 0")
+        check(
+            self.select == "last" or self.every_steps > 0,
+            "eval.select",
+            f"{self.select!r} picks among periodic evaluations: set eval.every_steps > 0",
+        )
+        check(self.patience == 0 or self.select != "last", "eval.patience", "needs eval.select val_loss or cindex_mean")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -271,6 +302,23 @@ class ClusterSection:
     def __post_init__(self) -> None:
         check(self.nodes >= 1, "cluster.nodes", "must be >= 1")
         check(self.gpus_per_node >= 1, "cluster.gpus_per_node", "must be >= 1")
+
+
+@dataclass(kw_only=True, slots=True)
+class DistSection:
+    timeout_minutes: float = 30.0
+    """Collectives (NCCL on GPUs, gloo on CPU) fail after waiting this long; DeepSpeed's own
+    default is 10. Too short kills a healthy job whose ranks drift apart (a slow checkpoint
+    write); too long leaves a hung job holding its nodes."""
+    rank0_work_timeout_minutes: float = 240.0
+    """How long the other ranks wait, on a separate gloo group, while rank 0 works alone: the
+    universal checkpoint conversion on a resume with another world size, the encoder export at
+    the end, the labels check and clearing a replaced run at the start. Both take minutes per
+    billion parameters."""
+
+    def __post_init__(self) -> None:
+        check(self.timeout_minutes > 0, "dist.timeout_minutes", "must be positive")
+        check(self.rank0_work_timeout_minutes > 0, "dist.rank0_work_timeout_minutes", "must be positive")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -316,6 +364,8 @@ class PretrainConfig:
     """Non-finite step guard."""
     cluster: ClusterSection = field(default_factory=ClusterSection)
     """Intended cluster shape."""
+    dist: DistSection = field(default_factory=DistSection)
+    """Process-group timeouts."""
 
     def __post_init__(self) -> None:
         check(self.max_steps >= 1, "max_steps", "must be >= 1")

@@ -3,13 +3,22 @@
 ``deepspeed`` and ``torchrun`` set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT;
 a SLURM task has SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID instead (the launcher exports
 MASTER_ADDR/PORT). A plain ``python`` or ``tte-scale train`` call is one rank.
+
+Timeouts: the process group's collectives time out after ``dist.timeout_minutes`` (DeepSpeed's
+own default is 10 minutes). Work that rank 0 does alone while the others wait (universal
+checkpoint conversion on resume, the encoder export, clearing a replaced run) can take longer
+for 1B+ models, so the ranks wait for it on a separate gloo group (:func:`wait_group`) whose
+timeout is ``dist.rank0_work_timeout_minutes``: a gloo barrier on CPU tensors leaves no NCCL
+work pending, so NCCL's watchdog has nothing to time out meanwhile.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 from tte_scale.config import ConfigError
 
@@ -19,6 +28,9 @@ class DistEnv:
     rank: int
     world_size: int
     local_rank: int
+    local_world_size: int = 1
+    """Ranks on this node (LOCAL_WORLD_SIZE from torchrun / our launchers, else SLURM's
+    tasks per node, else 1): they share the node's /dev/shm."""
 
     @property
     def is_main(self) -> bool:
@@ -48,13 +60,52 @@ def dist_env(environ: dict[str, str] | None = None) -> DistEnv:
         env.setdefault("MASTER_PORT", str(_free_port()))
     elif "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
         raise ConfigError("environment: WORLD_SIZE > 1 needs MASTER_ADDR and MASTER_PORT (set by the launcher)")
-    return DistEnv(rank=rank, world_size=world, local_rank=local)
+    return DistEnv(rank=rank, world_size=world, local_rank=local, local_world_size=_local_world_size(env))
 
 
-def init_distributed(device_type: str) -> None:
-    """Initialise torch.distributed through DeepSpeed: NCCL on GPUs, gloo on CPU."""
+def _local_world_size(env) -> int:
+    if env.get("LOCAL_WORLD_SIZE", "").isdigit():
+        return max(1, int(env["LOCAL_WORLD_SIZE"]))
+    m = re.match(r"(\d+)", env.get("SLURM_NTASKS_PER_NODE", ""))  # e.g. "4" or "4(x2)"
+    return max(1, int(m.group(1))) if m else 1
+
+
+def cuda_device_index(local_rank: int, visible: int) -> int:
+    """The CUDA device this rank uses, among the ``visible`` ones.
+
+    Launchers either show every GPU of the node to every rank (torchrun, deepspeed: index =
+    LOCAL_RANK) or bind one GPU per task (SLURM ``--gpus-per-task=1`` / ``gpu-bind``: each
+    rank's CUDA_VISIBLE_DEVICES holds one id, so the only valid index is 0).
+    """
+    if visible < 1:
+        raise ConfigError("device: cuda, but no CUDA device is visible (CUDA_VISIBLE_DEVICES?)")
+    if visible == 1:
+        return 0
+    if local_rank >= visible:
+        raise ConfigError(
+            f"device: cuda, but LOCAL_RANK={local_rank} and only {visible} CUDA device(s) are visible; "
+            "start at most one rank per GPU"
+        )
+    return local_rank
+
+
+def init_distributed(device_type: str, timeout_minutes: float = 30.0) -> None:
+    """Initialise torch.distributed through DeepSpeed: NCCL on GPUs, gloo on CPU; collectives
+    time out after ``timeout_minutes``."""
     import deepspeed
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", auto_mpi_discovery=False)
+        deepspeed.init_distributed(
+            dist_backend="nccl" if device_type == "cuda" else "gloo",
+            auto_mpi_discovery=False,
+            timeout=timedelta(minutes=timeout_minutes),
+        )
+
+
+def wait_group(timeout_minutes: float):
+    """A new gloo group over all ranks with its own timeout: for the object exchanges of the set-up
+    and for waiting while rank 0 works alone (all ranks must call it, in the same order)."""
+    import torch.distributed as dist
+
+    return dist.new_group(backend="gloo", timeout=timedelta(minutes=timeout_minutes))

@@ -49,33 +49,39 @@ def evaluate(
     model = engine.module
     was_training = model.training
     model.eval()
-    loss_sum, count = 0.0, 0
+    device = bin_starts_J.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
     risks, times, events = [], [], []
     try:
         for i, raw in enumerate(batches):
             if i >= max_batches:
                 break
             batch = prepare(raw)
-            loss = engine(*model_inputs(objective, batch, bin_starts_J))
-            loss_sum += float(loss) * len(batch["scan_id"])
-            count += len(batch["scan_id"])
-            h_BE = model.encoder(batch["volume"])  # through __call__: ZeRO-3 hooks gather the encoder
+            volume, *targets = model_inputs(objective, batch, bin_starts_J)
+            # The encoder runs once per batch: its features feed both the loss and the risk score.
+            # Submodule calls go through __call__, so ZeRO-3's hooks gather each one's parameters.
+            h_BE = model.encoder(volume)
+            n = len(batch["scan_id"])
+            loss_sum += model.head(h_BE, *targets).detach().double() * n
+            count += n
             with _head_params(model.head, zero_stage):
                 if objective == "supervised":
                     risk_BT = model.head.logits(h_BE)
                 else:
                     risk_BT = model.head.log_hazard(h_BE).mean(dim=(1, 2))[:, None]
-            risks.append(risk_BT.float().cpu().numpy())
-            times.append(batch["bench_time"].float().cpu().numpy())
-            events.append(batch["bench_event"].bool().cpu().numpy())
+            # kept on the device: one read back after the loop, not one per batch
+            risks.append(risk_BT.detach().float())
+            times.append(batch["bench_time"].float())
+            events.append(batch["bench_event"].bool())
     finally:
         model.train(was_training)
-    totals = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=bin_starts_J.device)
+    totals = torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64).to(device)])
     gathered: list[Any] = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
     local = (
-        np.concatenate(risks) if risks else np.zeros((0, 1)),
-        np.concatenate(times) if times else np.zeros((0, 0)),
-        np.concatenate(events) if events else np.zeros((0, 0), bool),
+        torch.cat(risks).cpu().numpy() if risks else np.zeros((0, 1)),
+        torch.cat(times).cpu().numpy() if times else np.zeros((0, 0)),
+        torch.cat(events).cpu().numpy() if events else np.zeros((0, 0), bool),
     )
     if dist.is_initialized():
         dist.all_reduce(totals)

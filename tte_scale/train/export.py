@@ -32,8 +32,11 @@ def full_state_dict(checkpoint_dir: Path, tag: str, zero_stage: int) -> dict[str
     return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
 
 
-def export_encoder(cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Path) -> Path:
-    """Write ``out/model.safetensors`` + ``out/config.json`` for the encoder of ``tag``."""
+def export_encoder(
+    cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Path, selection: dict | None = None
+) -> Path:
+    """Write ``out/model.safetensors`` + ``out/config.json`` for the encoder of ``tag``;
+    ``selection`` (BestTracker.record: why this step) goes to config.json's ``pretraining``."""
     from tte_scale.models import create_model, get_config, save_pretrained
 
     state = full_state_dict(checkpoint_dir, tag, cfg.zero.stage)
@@ -50,6 +53,8 @@ def export_encoder(cfg: PretrainConfig, checkpoint_dir: Path, tag: str, out: Pat
     pretraining = {"objective": cfg.objective, "checkpoint": tag, "max_steps": cfg.max_steps, "seed": cfg.seed}
     if cfg.objective == "supervised":  # null = all benchmark tasks jointly; [task] = per-task fine-tuning
         pretraining["supervised_tasks"] = list(cfg.supervised_tasks) or None
+    if selection is not None:
+        pretraining["selection"] = selection
     return save_pretrained(
         encoder, out, model_name=cfg.model.name, hu_window=tuple(cfg.data.hu_window), pretraining=pretraining
     )

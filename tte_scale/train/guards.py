@@ -3,7 +3,13 @@
 Two pieces: :class:`GuardedAdamW` refuses to apply a step when any rank holds a non-finite
 gradient (the flag is all-reduced, so every rank skips together, whether it owns a ZeRO
 partition or the full model), and :class:`NonFiniteGuard` counts skipped steps and aborts
-after too many in a row. A non-finite loss on any rank is turned into NaN gradients on all
+after too many in a row.
+
+Neither reads a value back to the host on the step: the flag is computed on the device
+(``_amp_foreach_non_finite_check_and_unscale_``, one pass over the gradients, as GradScaler
+does), all-reduced there, and handed to the fused AdamW as ``found_inf``, whose kernel then
+skips the whole update (weight decay included) and leaves the step count unchanged. The loop
+reads the per-step flags once per log interval and feeds them to :class:`NonFiniteGuard`. A non-finite loss on any rank is turned into NaN gradients on all
 ranks by the loop, so both cases take the same path; DeepSpeed's ZeRO optimizers also skip
 such steps themselves, the wrapper covers stage 0 and bf16 paths that do not.
 """
@@ -21,26 +27,44 @@ class NonFiniteAbort(TteScaleError):
 
 
 class GuardedAdamW(torch.optim.AdamW):
-    """AdamW that skips (and counts) steps with non-finite gradients on any rank."""
+    """Fused AdamW that skips (and counts, on the device) steps with non-finite gradients on any rank."""
 
-    skipped: int = 0
+    def __init__(self, params, **kwargs) -> None:
+        kwargs.setdefault("fused", True)  # only the fused kernels honour found_inf
+        super().__init__(params, **kwargs)
+        self._skipped: torch.Tensor | None = None
+
+    @property
+    def skipped(self) -> int:
+        """Steps skipped so far (reads the device counter: a host sync, for reports and tests)."""
+        return 0 if self._skipped is None else int(self._skipped.item())
 
     @torch.no_grad()
     def step(self, closure=None):
-        bad = torch.zeros(1, dtype=torch.float32)
+        grads: dict[torch.device, list[torch.Tensor]] = {}
         for group in self.param_groups:
+            group["fused"], group["foreach"] = True, None  # also after loading an older state_dict
             for p in group["params"]:
-                if p.grad is not None and not torch.isfinite(p.grad).all():
-                    bad.fill_(1.0)
-                    break
+                if p.grad is not None:
+                    grads.setdefault(p.grad.device, []).append(p.grad)
+        if not grads:
+            return super().step(closure)
+        device = next(iter(grads))
+        found = torch.zeros((), dtype=torch.float32, device=device)
+        for dev, gs in grads.items():
+            flag = found if dev == device else torch.zeros((), dtype=torch.float32, device=dev)
+            # Sets flag to 1 if any element is inf/NaN (multiplying by 1 leaves the gradients as they are).
+            torch._amp_foreach_non_finite_check_and_unscale_(gs, flag, torch.ones((), device=dev))
+            if flag is not found:
+                found = torch.maximum(found, flag.to(device))
         if dist.is_initialized():
-            device = next((p.device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
-            bad = bad.to(device)
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item():
-            self.skipped += 1
-            return None
-        return super().step(closure)
+            dist.all_reduce(found, op=dist.ReduceOp.MAX)
+        self.found_inf = found  # read by torch's fused AdamW: the update is skipped on the device
+        self._skipped = found.clone() if self._skipped is None else self._skipped + found
+        try:
+            return super().step(closure)
+        finally:
+            del self.found_inf
 
 
 class NonFiniteGuard:

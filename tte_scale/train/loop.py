@@ -10,6 +10,15 @@ data, resume, then loop {step, log, checkpoint, evaluate} until ``max_steps`` or
 preemption signal. One optimizer step = ``optim.grad_accum_steps`` micro-batches per rank;
 DeepSpeed applies the update on the last one (``engine.step()`` counts micro-steps itself,
 so the accumulation boundary is never computed here).
+
+Host synchronization: a step reads nothing back from the device. Its loss, gradient norm and
+"skipped" flag stay device tensors (the non-finite check is all-reduced on the device, see
+train/guards.py), so the host queues step n+1 -- including the next batch's copy out of the
+loader's shared memory and its non-blocking host-to-device copy -- while the device still runs
+step n. The figures are reduced over ranks and read once per ``telemetry.log_every`` steps (and
+at checkpoint / evaluation steps and the last one), together with the preemption flag; the
+non-finite guard then sees each step of the interval in order. A preemption signal is
+therefore acted on at the next such step.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import torch.distributed as dist
 from tte_scale.config import ConfigError
 from tte_scale.errors import InputError, TteScaleError
 from tte_scale.train import ds_config, run_dir, telemetry
+from tte_scale.train.best import BestTracker
 from tte_scale.train.checkpoint import (
     CheckpointManager,
     Found,
@@ -36,7 +46,7 @@ from tte_scale.train.checkpoint import (
     trainer_state_name,
 )
 from tte_scale.train.config import PretrainConfig, resolve_batch
-from tte_scale.train.dist import DistEnv, dist_env, init_distributed
+from tte_scale.train.dist import DistEnv, cuda_device_index, dist_env, init_distributed, wait_group
 from tte_scale.train.evaluate import evaluate
 from tte_scale.train.guards import GuardedAdamW, NonFiniteGuard
 from tte_scale.train.metrics_log import MetricsWriter
@@ -101,27 +111,34 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | N
     batches = _stream(parts.train_loader)
     bar = _progress(run)
     first_step = run.step
+    pending: list[dict] = []
+    interval_start = time.perf_counter()
     try:
         while run.step < cfg.max_steps:
-            t0 = time.perf_counter()
             out = train_step(run, batches)
             run.step += 1
-            stats = _reduce_step(run, out, time.perf_counter() - t0, stop.requested)
-            run.guard.update(stats["skipped"], run.step, stats["loss"], stats["grad_norm"])
-            _log(run, stats, bar)
+            pending.append(out)
+            bar.update(1)
+            if run.step == first_step + 1:
+                run.extra["memory"] = telemetry.model_state_bytes(run.engine.module, run.optimizer)
             _heartbeat(
                 run, force=run.step in (first_step + 1, cfg.max_steps) or _every(run.step, cfg.checkpoint.every_steps)
             )
-            if run.step == first_step + 1:
-                _log_model_state_memory(run)
-            if stats["stop"]:
+            if not _sync_step(run):
+                continue
+            records, stop_now = _reduce_interval(run, pending, interval_start, stop.requested)
+            pending, interval_start = [], time.perf_counter()
+            for stats in records:
+                run.guard.update(stats["skipped"], stats["step"], stats["loss"], stats["grad_norm"])
+                _log(run, stats, bar, stop_now)
+            if stop_now:
                 _save(run)
                 log.warning("rank %d: preemption signal: saved step %d, exiting for requeue", env.rank, run.step)
                 return EXIT_REQUEUE
             if _every(run.step, cfg.checkpoint.every_steps):
                 _save(run)
-            if _every(run.step, cfg.eval.every_steps):
-                _eval(run)
+            if _every(run.step, cfg.eval.every_steps) and _eval(run):
+                break  # early stopping (eval.patience): the step is saved below
         if run.last_saved != run.step:
             _save(run)
         if not _every(run.step, cfg.eval.every_steps):
@@ -138,12 +155,15 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | N
         run.writer.close()
 
 
-def train_step(run: Run, batches: Iterator[dict]) -> dict[str, float]:
-    """One optimizer step over ``grad_accum_steps`` micro-batches; this rank's figures."""
+def train_step(run: Run, batches: Iterator[dict]) -> dict[str, Any]:
+    """One optimizer step over ``grad_accum_steps`` micro-batches: this rank's figures, the loss,
+    gradient norm and skipped flag as device tensors (read later, once per log interval)."""
     cfg, engine = run.cfg, run.engine
     for group in run.optimizer.param_groups:
         group["lr"] = ds_config.lr_at(run.step, cfg)
-    loss_sum, data_s, bad, grad_norm = 0.0, 0.0, False, None
+    loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)
+    bad = torch.zeros((), dtype=torch.bool, device=run.device)
+    data_s, grad_norm = 0.0, None
     for micro in range(cfg.optim.grad_accum_steps):
         t0 = time.perf_counter()
         raw = next(batches, None)
@@ -157,25 +177,34 @@ def train_step(run: Run, batches: Iterator[dict]) -> dict[str, float]:
         loss = engine(*model_inputs(cfg.objective, batch, run.parts.bin_starts))
         if run.step + 1 in cfg.guards.inject_nonfinite_steps:
             loss = loss * float("nan")
-        bad = bad or _any_rank(not torch.isfinite(loss).item(), run.device)
+        bad = bad | _any_rank(~torch.isfinite(loss.detach()))
         # A non-finite loss on any rank makes every rank's gradients NaN, so all ranks skip
         # the update together (DeepSpeed's overflow check or GuardedAdamW) and stay in sync.
-        engine.backward(loss * float("nan") if bad else loss)
+        engine.backward(loss * torch.where(bad, float("nan"), 1.0).to(loss.dtype))
         if cfg.zero.stage == 0 and micro == cfg.optim.grad_accum_steps - 1:
-            grad_norm = _full_grad_norm(engine.module)  # DeepSpeed reports none without ZeRO
+            grad_norm = _full_grad_norm(engine.module, run.device)  # DeepSpeed reports none without ZeRO
         engine.step()
-        loss_sum += float(loss.detach())
+        loss_sum += loss.detach().float()
     if grad_norm is None:
-        grad_norm = engine.get_global_grad_norm()
-    grad_norm = float(grad_norm) if grad_norm is not None else math.nan
-    skipped = bad or not math.isfinite(grad_norm)
+        grad_norm = _as_device_scalar(engine.get_global_grad_norm(), run.device)
     return {
+        "step": run.step + 1,
         "loss": loss_sum / cfg.optim.grad_accum_steps,
         "data_s": data_s,
         "grad_norm": grad_norm,
-        "skipped": skipped,
+        "skipped": bad | ~torch.isfinite(grad_norm),
         "lr": run.optimizer.param_groups[0]["lr"],
     }
+
+
+def _as_device_scalar(value, device: torch.device) -> torch.Tensor:
+    """DeepSpeed's global gradient norm (a tensor, a float, or None when it computes none) as a
+    0-d float32 tensor on ``device``, without reading a device value back."""
+    if value is None:
+        return torch.full((), math.nan, device=device)
+    if isinstance(value, torch.Tensor):
+        return value.detach().reshape(()).float().to(device, non_blocking=True)
+    return torch.full((), float(value), device=device)
 
 
 # -- setup ----------------------------------------------------------------------------------------
@@ -222,9 +251,12 @@ def _set_up(cfg: PretrainConfig, check_data: bool = True) -> SetUp:
             cfg.model.name,
             ", ".join(f"{k}={v!r}" for k, v in unused.items()),
         )
+    if check_data:
+        _check_shared_memory(cfg, micro, env)
     if device.type == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
-    init_distributed(device.type)
+    init_distributed(device.type, cfg.dist.timeout_minutes)
+    _set_cpu_group(cfg)
     try:
         if check_data:
             _on_rank0(lambda: _check_labels(cfg), env)  # one pass over the labels, on one rank
@@ -241,14 +273,20 @@ def _pick_device(cfg: PretrainConfig, env: DistEnv) -> torch.device:
         if not torch.cuda.is_available():
             why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
             raise ConfigError(f"device: cuda, but {why} (torch {torch.__version__}); set device=cpu or auto")
-        if env.local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device: cuda, but LOCAL_RANK={env.local_rank} and only {torch.cuda.device_count()} CUDA "
-                "device(s) are visible; start at most one rank per GPU"
-            )
-        torch.cuda.set_device(env.local_rank)
-        return torch.device("cuda", env.local_rank)
+        index = cuda_device_index(env.local_rank, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
+
+
+def _check_shared_memory(cfg: PretrainConfig, micro: int, env: DistEnv) -> None:
+    """/dev/shm holds the train and eval loaders' slot rings of every rank on this node (the train
+    loader's workers live on while an evaluation runs), before anything is allocated."""
+    from tte_scale.data.shm import check_shm, ring_bytes
+
+    d = cfg.data
+    per_loader = ring_bytes(d.num_workers, d.prefetch_factor, micro, tuple(cfg.model.img_size))
+    check_shm(2 * per_loader, env.local_world_size, what="the train and eval loaders' worker slots")
 
 
 def _on_rank0(fn, env: DistEnv):
@@ -312,18 +350,25 @@ def _resume_point(cfg: PretrainConfig, env: DistEnv, ckpts: CheckpointManager) -
 _CPU_GROUP = None
 
 
-def _cpu_group():
-    """A gloo group for the few object/flag exchanges of the set-up (NCCL reduces device tensors only)."""
+def _set_cpu_group(cfg: PretrainConfig) -> None:
+    """Every rank creates the run's gloo group (``dist.rank0_work_timeout_minutes``) right after the
+    process group, so the ranks create it in the same order."""
     global _CPU_GROUP
+    _CPU_GROUP = wait_group(cfg.dist.rank0_work_timeout_minutes)
+
+
+def _cpu_group():
+    """The gloo group for the object/flag exchanges of the set-up (NCCL reduces device tensors only)
+    and for waiting while rank 0 works alone (its own, longer timeout: train/dist.py)."""
     if _CPU_GROUP is None:
-        _CPU_GROUP = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        raise RuntimeError("_set_up creates the gloo group first")
     return _CPU_GROUP
 
 
 def _start_run(cfg: PretrainConfig, env: DistEnv, plan: str, resume: Found | None) -> run_dir.RunStart:
     """Rank 0 clears a replaced run and writes the owner marker, after every rank has agreed."""
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier(group=_cpu_group())  # rank 0 may have spent long on the labels check
     hint = resume.run_id if resume is not None else None
     return _on_rank0(lambda: run_dir.start_run(cfg.out_dir, plan, hint), env)
 
@@ -364,9 +409,12 @@ def _build_run(setup: SetUp, parts: RunParts) -> Run:
         run_id=started.run_id,
     )
     lo, hi = cfg.data.hu_window
-    run.extra["augment"] = AugmentConfig(enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi)
+    run.extra["augment"] = AugmentConfig(
+        enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi, flip_axes=tuple(cfg.data.flip_axes)
+    )
     run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
     run.extra["peak"] = telemetry.peak_tflops(telemetry.device_name(device), cfg.telemetry.peak_tflops)
+    run.extra["best"] = BestTracker.from_config(cfg.eval)
     if parts.eval_loader is not None:
         run.eval_start = parts.eval_loader.state_dict()
     return run
@@ -422,57 +470,108 @@ def _stream(loader, limit: int | None = None) -> Iterator[dict]:
 # -- per-step bookkeeping -------------------------------------------------------------------------
 
 
-def _full_grad_norm(module: torch.nn.Module) -> float:
-    """L2 norm of the (already all-reduced, unclipped) gradients when every rank holds them all."""
-    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
+def _full_grad_norm(module: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    """L2 norm of the (already all-reduced, unclipped) gradients when every rank holds them all;
+    a 0-d float32 device tensor (not read back here)."""
+    grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=device)
+    return torch.nn.utils.get_total_norm(grads, 2.0).float().reshape(())
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    t = torch.tensor([float(flag)], device=device)  # NCCL reduces device tensors only
+def _any_rank(flag: torch.Tensor) -> torch.Tensor:
+    """``flag`` (a 0-d bool device tensor) OR-ed over ranks, on the device (NCCL reduces device tensors only)."""
+    t = flag.reshape(1).float()
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return t[0] > 0
 
 
-def _reduce_step(run: Run, out: dict, step_s: float, stop: bool) -> dict[str, Any]:
-    """All ranks' figures summed/maxed so rank 0 logs the whole job; also syncs the stop flag."""
-    mem = telemetry.peak_memory_bytes(run.device)
-    sums = torch.tensor([out["loss"], out["data_s"], float(stop)], dtype=torch.float64, device=run.device)
-    maxes = torch.tensor([float(mem), step_s], dtype=torch.float64, device=run.device)
+def _sync_step(run: Run) -> bool:
+    """Whether the figures are read back after this step: every ``telemetry.log_every`` steps, before
+    a checkpoint or evaluation (the guard and the stop flag are then up to date), and at the end."""
+    cfg, step = run.cfg, run.step
+    return (
+        _every(step, cfg.telemetry.log_every)
+        or step == cfg.max_steps
+        or _every(step, cfg.checkpoint.every_steps)
+        or _every(step, cfg.eval.every_steps)
+    )
+
+
+def _reduce_interval(run: Run, steps: list[dict], started: float, stop: bool) -> tuple[list[dict[str, Any]], bool]:
+    """All ranks' figures of the steps since the last read, summed/maxed over ranks and read back
+    in one transfer (the interval's only host sync); also syncs the stop flag. Returns one record
+    per step (what rank 0 logs) and whether any rank got a preemption signal."""
+    n = len(steps)
+    dev = run.device
+    per_step = torch.stack(
+        [torch.stack([o["loss"].double(), o["grad_norm"].double(), o["skipped"].double()]) for o in steps]
+    ).flatten()
+    host = torch.tensor([o["data_s"] for o in steps] + [float(stop)], dtype=torch.float64)
+    sums = torch.cat([per_step, host.to(dev, non_blocking=True)])
+    mem = run.extra.pop("memory", None)
+    maxes = torch.tensor(
+        [float(telemetry.peak_memory_bytes(dev))] + ([mem["param_bytes"], mem["optim_bytes"]] if mem else []),
+        dtype=torch.float64,
+    ).to(dev, non_blocking=True)
     if dist.is_initialized():
         dist.all_reduce(sums)
         dist.all_reduce(maxes, op=dist.ReduceOp.MAX)
+    values = torch.cat([sums, maxes]).tolist()  # the one read back to the host
+    interval_s = time.perf_counter() - started  # the device work of the interval is done by now
     world = run.env.world_size
-    samples = run.cfg.optim.global_batch_size
+    figures, data_s, stop_now = values[: 3 * n], values[3 * n : 4 * n], values[4 * n] > 0
+    peak_mem, model_mem = values[4 * n + 1], values[4 * n + 2 :]
+    if model_mem and run.env.is_main:
+        run.writer.write(
+            {
+                "kind": "memory",
+                "step": steps[0]["step"],
+                "param_bytes_per_rank": int(model_mem[0]),
+                "optim_bytes_per_rank": int(model_mem[1]),
+                "zero_stage": run.cfg.zero.stage,
+                "world_size": world,
+            }
+        )
+    # Per-step wall times are not measurable without a sync per step: each step of the interval
+    # gets the interval's mean.
+    step_s = interval_s / n
     rates = telemetry.throughput(
-        samples=samples,
-        step_seconds=float(maxes[1]),
-        data_seconds=float(sums[1]) / world,
+        samples=run.cfg.optim.global_batch_size,
+        step_seconds=step_s,
+        data_seconds=sum(data_s) / world / n,
         flops_per_sample=run.parts.flops_per_sample,
         tokens_per_sample=run.parts.tokens_per_sample,
         world_size=world,
         peak=run.extra["peak"],
     )
-    return {
-        "step": run.step,
-        "loss": float(sums[0]) / world,
-        "lr": out["lr"],
-        "grad_norm": out["grad_norm"],
-        "skipped": bool(out["skipped"]),
-        "skipped_total": run.guard.total + bool(out["skipped"]),
-        "step_s": float(maxes[1]),
-        "peak_mem_gib": float(maxes[0]) / 2**30,
-        "stop": bool(sums[2] > 0),
-        **rates,
-    }
+    records, skipped_total = [], run.guard.total
+    for i, o in enumerate(steps):
+        loss, grad_norm, skipped = figures[3 * i] / world, figures[3 * i + 1] / world, figures[3 * i + 2] > 0
+        skipped_total += skipped
+        records.append(
+            {
+                "step": o["step"],
+                "loss": loss,
+                "lr": o["lr"],
+                "grad_norm": grad_norm,
+                "skipped": skipped,
+                "skipped_total": skipped_total,
+                "step_s": step_s,
+                "data_s": data_s[i] / world,
+                "peak_mem_gib": peak_mem / 2**30,
+                **rates,
+            }
+        )
+    return records, stop_now
 
 
-def _log(run: Run, stats: dict, bar) -> None:
-    if run.env.is_main and (run.step % run.cfg.telemetry.log_every == 0 or stats["skipped"] or stats["stop"]):
-        run.writer.write({"kind": "train", **{k: v for k, v in stats.items() if k != "stop"}})
-    if bar is not None:
-        bar.update(1)
+def _log(run: Run, stats: dict, bar, stop: bool) -> None:
+    last = stats["step"] == run.step  # the step the interval was read at
+    if run.env.is_main and (_every(stats["step"], run.cfg.telemetry.log_every) or stats["skipped"] or (stop and last)):
+        run.writer.write({"kind": "train", **stats})
+    if bar is not None and last:
         bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}", refresh=False)
 
 
@@ -503,25 +602,6 @@ class _NoBar:
     def close(self) -> None: ...
 
 
-def _log_model_state_memory(run: Run) -> None:
-    """After the first step (optimizer state exists): the largest per-rank parameter/optimizer bytes."""
-    mem = telemetry.model_state_bytes(run.engine.module, run.optimizer)
-    t = torch.tensor([mem["param_bytes"], mem["optim_bytes"]], dtype=torch.float64, device=run.device)
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    if run.env.is_main:
-        run.writer.write(
-            {
-                "kind": "memory",
-                "step": run.step,
-                "param_bytes_per_rank": int(t[0]),
-                "optim_bytes_per_rank": int(t[1]),
-                "zero_stage": run.cfg.zero.stage,
-                "world_size": run.env.world_size,
-            }
-        )
-
-
 def _every(step: int, n: int) -> bool:
     return n > 0 and step % n == 0
 
@@ -538,6 +618,7 @@ def _trainer_state(run: Run) -> dict:
         "aug_gen": run.aug_gen.get_state(),
         "guard": run.guard.state_dict(),
         "loader": run.parts.train_loader.state_dict(),
+        "best": run.extra["best"].state_dict(),
     }
 
 
@@ -582,7 +663,7 @@ def _load(run: Run, found: Found) -> None:
     if found.world_size != run.env.world_size and run.cfg.zero.stage >= 1:
         if run.env.is_main:
             to_universal(found)
-        dist.barrier()
+        dist.barrier(group=_cpu_group())  # rank 0 alone converts: the long-timeout group
         path = found.path.with_name(found.path.name + "_universal")
     load_path, _ = run.engine.load_checkpoint(str(run.ckpts.root), tag=path.name, load_lr_scheduler_states=False)
     if load_path is None:
@@ -593,6 +674,8 @@ def _load(run: Run, found: Found) -> None:
         raise RuntimeError(f"{own}: trainer state version {state.get('version')!r}, expected {TRAINER_STATE_VERSION}")
     run.step = run.last_saved = int(state["step"])
     run.guard.load_state_dict(state["guard"])
+    run.extra["best"].load_state_dict(state.get("best"))
+    run.ckpts.protected = run.extra["best"].protected()
     run.parts.train_loader.load_state_dict(state["loader"])
     if own.exists() and state["world_size"] == run.env.world_size:
         restore_rng(state["rng"])
@@ -602,10 +685,11 @@ def _load(run: Run, found: Found) -> None:
     log.info("rank %d: resumed from %s at step %d", run.env.rank, path, run.step)
 
 
-def _eval(run: Run) -> None:
+def _eval(run: Run) -> bool:
+    """Evaluate on the tuning split; True when early stopping says to stop (tte_scale/train/best.py)."""
     loader = run.parts.eval_loader
     if loader is None:
-        return
+        return False
     loader.load_state_dict(run.eval_start)  # every evaluation sees the same first batches
     batches = _stream(loader, limit=run.cfg.eval.max_batches)
     try:
@@ -624,12 +708,22 @@ def _eval(run: Run) -> None:
         loader.close()  # the next evaluation restarts at eval_start anyway: no idle workers until then
     if run.env.is_main:
         run.writer.write({"kind": "eval", "step": run.step, **metrics})
+    best = run.extra["best"]
+    decision = best.update(run.step, metrics)  # same metrics on every rank: same decision
+    if decision.improved:
+        run.ckpts.protected = best.protected()
+        if run.last_saved != run.step:
+            _save(run)
+    return decision.stop
 
 
 def _export(run: Run) -> None:
     from tte_scale.train.export import export_encoder
 
     if run.env.is_main:
-        out = export_encoder(run.cfg, run.ckpts.root, tag_for(run.step), run.cfg.out_dir / "encoder")
+        best = run.extra["best"]
+        selection = best.record(run.step) if best.active else None
+        tag = tag_for(best.export_step(run.step))
+        out = export_encoder(run.cfg, run.ckpts.root, tag, run.cfg.out_dir / "encoder", selection)
         log.info("exported the encoder to %s", out)
-    dist.barrier()
+    dist.barrier(group=_cpu_group())  # rank 0 alone exports: the long-timeout group

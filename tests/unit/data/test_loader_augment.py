@@ -62,10 +62,26 @@ def test_crop_flip_jitter_deterministic_and_correct():
         AugmentConfig(flip_axes=(3,))
 
 
+def test_flips_are_opt_in():
+    """Chest CT is lateralized: augmentation on, flips off unless axes are named (here and in
+    the training config, which passes data.flip_axes through)."""
+    from tte_scale.train import PretrainConfig
+
+    b = _batch()
+    b["volume"] = b["volume"].repeat(8, 1, 1, 1, 1)  # 24 samples: a 0.5 flip would hit some
+    plain = AugmentConfig(enabled=True, intensity_scale=0.0, intensity_shift=0.0)
+    out = augment_batch(b, plain, torch.Generator().manual_seed(4))["volume"]
+    assert torch.equal(out, hu_to_float(b["volume"]))
+    flipping = AugmentConfig(enabled=True, intensity_scale=0.0, intensity_shift=0.0, flip_axes=(2,))
+    out = augment_batch(b, flipping, torch.Generator().manual_seed(4))["volume"]
+    assert not torch.equal(out, hu_to_float(b["volume"]))
+    assert PretrainConfig().data.flip_axes == []
+
+
 @pytest.mark.gpu
 def test_gpu_matches_cpu():
     b = _batch()
-    cfg = AugmentConfig(enabled=True, crop_size=(4, 6, 6), flip_prob=0.5)
+    cfg = AugmentConfig(enabled=True, crop_size=(4, 6, 6), flip_axes=(2,), flip_prob=0.5)
     cpu = augment_batch(b, cfg, torch.Generator().manual_seed(5))["volume"]
     gb = {**b, "volume": b["volume"].cuda()}
     gpu = augment_batch(gb, cfg, torch.Generator().manual_seed(5))["volume"]

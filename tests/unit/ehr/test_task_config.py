@@ -25,11 +25,24 @@ def test_inspect_yaml_loads_from_anywhere(tmp_path, monkeypatch):
         ([{"name": "a", "codes": ["X"], "horizon_days": 1}] * 2, "duplicate task names"),
         ([{"name": "a", "codes": ["X"], "horizon": 1}], "unknown key"),
         ([{"name": "a", "codes": ["X", "X"], "horizon_days": 1}], "duplicate codes"),
+        # required keys missing: one line naming them (was a TypeError traceback)
+        ([{"name": "a", "codes": ["X"]}], r"^tasks\[0\]\.horizon_days: required key missing$"),
+        ([{"horizon_days": 1}], r"^tasks\[0\]\.name, tasks\[0\]\.codes: required keys missing$"),
     ],
 )
 def test_bad_tasks(tasks, msg):
     with pytest.raises(ConfigError, match=msg):
         from_dict(TaskSet, {"tasks": tasks})
+
+
+def test_a_file_without_tasks_names_the_file_and_key(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("name: x\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: name: unknown key"):
+        load_task_set(p)
+    p.write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: tasks: required key missing"):
+        load_task_set(p)
 
 
 def test_missing_task_file_is_clear():

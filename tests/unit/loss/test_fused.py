@@ -153,3 +153,96 @@ def test_chunked_path_never_materializes_full_logits():
     with LargestTensor():  # the eager reference does build them (the check can fail)
         head_loss_reference(z, w, b, time, event, starts).backward()
     assert LargestTensor.largest >= B * J * K
+
+
+# -- autocast (issue 15, 2.2) and the backward's memory (2.12) ------------------------------------
+
+
+@pytest.mark.parametrize("K,chunk", [(512, 256), (300, 256), (37, 16)])
+def test_autocast_bf16_matmuls_fp32_accumulation(K, chunk):
+    """Under torch.autocast(bf16) with fp32 inputs: every chunk (the narrower last one too) runs its
+    matmuls in bf16, the loss and gradients come back float32 and within bf16 rounding of the exact values."""
+    case = make_case(4, 3, K, 64, torch.float32, seed=9)
+    exact = run("reference", [t.double() if t.is_floating_point() else t for t in case])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run("torch", case, chunk=chunk)
+    assert got[0].dtype == torch.float32 and all(g.dtype == torch.float32 for g in got[1])
+    assert_matches((got[0].double(), got[1]), exact, rtol=2e-2)
+    # the matmuls really ran in bf16: fp32 would agree with the exact values to ~1e-6
+    assert not all(torch.allclose(a.double(), b, rtol=1e-5, atol=0) for a, b in zip(got[1], exact[1]))
+
+
+def test_autocast_matches_fp32_run_on_bf16_rounded_operands():
+    """The contract, exactly: bf16 operands of the matmuls, float32 everything else."""
+    z, w, b, time, event, starts = make_case(3, 2, 45, 16, torch.float32, seed=10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run("torch", (z, w, b, time, event, starts), chunk=16)
+    z16, w16 = z.bfloat16().float(), w.bfloat16().float()
+    want_loss = head_loss_reference(z16, w16, b, time, event, starts)
+    torch.testing.assert_close(got[0], want_loss, rtol=1e-2, atol=0)
+
+
+def test_backward_scales_stored_gradients_in_place():
+    """No op in backward allocates a gradient-sized tensor: the stored dz, dW, dbias become .grad."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class NewTensors(TorchDispatchMode):
+        sizes: list[int] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                    NewTensors.sizes.append(t.numel())
+            return out
+
+    z, w, b, time, event, starts = make_case(4, 4, 256, 32, torch.float32)
+    z.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+    loss = 0.5 * fused_survival_loss(z, w, b, time, event, starts, backend="torch", chunk=64)
+    with NewTensors():
+        loss.backward()
+    assert max(NewTensors.sizes, default=0) <= 1, NewTensors.sizes  # scalars only
+    ref = [t.detach().clone().requires_grad_() for t in (z, w, b)]
+    (0.5 * head_loss_reference(*ref, time, event, starts)).backward()
+    for got, want in zip((z, w, b), ref):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_retain_graph_backward_twice_gives_the_same_gradients():
+    z, w, b, time, event, starts = make_case(2, 3, 20, 4, torch.float64, seed=11)
+    w.requires_grad_()
+    loss = 2.0 * fused_survival_loss(z, w, b, time, event, starts, backend="torch", chunk=8)
+    (first,) = torch.autograd.grad(loss, w, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, w)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+# -- the Triton kernel tiled over samples (issue 15, 2.3) -----------------------------------------
+
+
+@pytest.mark.parametrize("B", [1, 3, 130])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_sample_tiles_match_torch_and_reference(B, dtype):
+    """B=130 spans 17 sample blocks of 8 (the last one of 2 rows): partial bias gradients and
+    losses summed in the second pass; odd K with a narrower last chunk."""
+    case = make_case(B, 3, 301, 6, dtype, seed=12)
+    want = run("reference", case)
+    torch_path = run("torch", case, chunk=128)
+    got = run("triton", case, chunk=128)
+    assert_matches(got, want)
+    assert_matches(got, torch_path)
+
+
+def test_grid_does_not_shrink_as_the_batch_grows():
+    """With the default chunk (~2^20 logits), the launch covers an H100's 132 SMs several times at
+    every batch size; before the sample axis it fell to 32 programs at B=128 (K=65,536, J=8)."""
+    from tte_scale.loss.triton_pe import pe_grid
+
+    J, K = 8, 65536
+    programs = {}
+    for B in (1, 8, 32, 128, 512):
+        g = pe_grid(B, J, default_chunk(B * J, K))
+        programs[B] = g[0] * g[1] * g[2]
+    assert all(n >= 3 * 132 for n in programs.values()), programs
+    assert programs[128] >= programs[8], programs

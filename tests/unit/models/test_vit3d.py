@@ -29,7 +29,7 @@ def tiny(**kw):
     return VisionTransformer3D(**{**TINY, **kw})
 
 
-@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize("pool", ["cls", "mean", "max"])
 @pytest.mark.parametrize("pos", ["sincos", "learned"])
 @pytest.mark.parametrize("shape", [(32, 32, 32), (16, 48, 32), (64, 16, 16)])
 def test_output_shapes(pool, pos, shape):
@@ -40,6 +40,14 @@ def test_output_shapes(pool, pos, shape):
     assert tokens.shape == (2, n, 48)
     out = m(x)
     assert out.shape == (2, m.num_features) and torch.isfinite(out).all()
+
+
+def test_max_pool_is_the_per_feature_max_over_patch_tokens():
+    m = tiny(pool="max")
+    x = torch.randn(2, 1, 32, 32, 32)
+    tok = m.forward_features(x)
+    torch.testing.assert_close(m(x), tok.max(dim=1).values)
+    assert not torch.allclose(m(x), tok.mean(dim=1))
 
 
 def test_anisotropic_patches_and_channels():
