@@ -97,7 +97,7 @@ def render(result: dict) -> str:
         if any(m + "/" in k for k in runs[0]["mean_over_tasks"])
     ]
     lines = [
-        f"# The demo over {len(runs)} seeds ({result['machine']})",
+        f"# The demo over {len(runs)} seed{'s' if len(runs) > 1 else ''} ({result['machine']})",
         "",
         f"`{result['command']}`; each seed draws another cohort and another initialization. Held-out",
         "means over the 8 benchmark tasks (headline probes: logistic AUROC, Cox C-index at each task's",

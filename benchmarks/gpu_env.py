@@ -202,8 +202,13 @@ def install_offline(py: str, wheelhouse: Path, project: Path = Path(".")) -> Non
         # pip runs from its own wheel (a zip on sys.path) to install itself.
         _run([py, f"{wheels[-1]}/pip", "install", "--no-index", "--find-links", str(wheelhouse), "pip"], "pip itself")
     pip = [py, "-m", "pip", "install", "--no-index", "--find-links", str(wheelhouse), "--disable-pip-version-check"]
-    # DeepSpeed is an sdist: built here against the node's torch (--no-build-isolation), ops JIT-built later.
-    _run([*pip, "--no-build-isolation", "-r", str(wheelhouse / "requirements.txt")], "the wheelhouse's packages")
+    reqs = wheelhouse / "requirements.txt"
+    # DeepSpeed is an sdist, built here against the node's torch (--no-build-isolation; ops are JIT-built
+    # later): with the wheelhouse's setuptools, installed first (an old one has no bdist_wheel).
+    tools = [ln.strip() for ln in reqs.read_text().splitlines() if ln.startswith("setuptools==")]
+    if tools:
+        _run([*pip, *tools], "build tools")
+    _run([*pip, "--no-build-isolation", "-r", str(reqs)], "the wheelhouse's packages")
     _run([*pip, "--no-deps", "--no-build-isolation", "-e", str(project)], "tte-scale itself (editable, no deps)")
 
 

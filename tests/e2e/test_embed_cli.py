@@ -205,4 +205,16 @@ def test_launch_local_runs_embed_on_ranks(root, capsys):
     assert main(["launch", "local", "--dry-run", "--", *embed_argv(root)]) == 2
     assert "give --nproc" in capsys.readouterr().err
     assert main(["launch", "local", "--nproc", "2", "--dry-run", "--", "eval"]) == 2
-    assert "only embed run on ranks" in capsys.readouterr().err
+    assert "tte-scale launch: error: launch local -- eval: only embed run on ranks" in capsys.readouterr().err
+
+
+def test_splits_and_bfloat16_are_recorded_and_close_to_float32(root):
+    assert main(embed_argv(root, "--splits", "held_out,train", "--dtype", "bfloat16", out="bf16")) == 0
+    got, ref = table(root / "bf16"), table(root / "ref").to_pydict()
+    assert got.column("split").to_pylist() == ["held_out"] * 5 + ["train"] * 7
+    record = json.loads(got.schema.metadata[META_KEY])
+    assert record["dtype"] == "bfloat16" and record["shards"]["splits"] == ["held_out", "train"]
+    want = {s: v for s, v in zip(ref["scan_id"], ref["vector"])}
+    vec = np.asarray(got.column("vector").to_pylist())
+    np.testing.assert_allclose(vec, [want[s] for s in got.column("scan_id").to_pylist()], atol=0.05)
+    assert not np.array_equal(vec, [want[s] for s in got.column("scan_id").to_pylist()])

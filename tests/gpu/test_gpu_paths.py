@@ -50,10 +50,10 @@ def test_fused_loss_compiled_matches_reference_fp32():
 
 NCCL_PROBE = """
 import json, torch, torch.distributed as dist
-from tte_scale.train.dist import dist_env, init_distributed
+from tte_scale.train.dist import cuda_device_index, dist_env, init_distributed
 env = dist_env()
-torch.cuda.set_device(env.local_rank)
-init_distributed("cuda")
+torch.cuda.set_device(cuda_device_index(env.local_rank, torch.cuda.device_count()))
+init_distributed("cuda", timeout_minutes=5)
 t = torch.full((4,), 2.0, device="cuda")
 dist.all_reduce(t)
 from deepspeed.accelerator import get_accelerator

@@ -35,19 +35,16 @@ from slurm_jobs import REPO, cli, logs, submitted_id, wait_for
 from train_data import config_overrides, make_data
 
 from tte_scale.launch.status import START
-from tte_scale.train.config import ClusterSection
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = 12
 CKPT = 4
 FOLDER = "slurm"
-# The collective timeout (cluster.collective_timeout_s, when the trainer has it) set short, so
-# that no test here could pass by waiting out a long default (the test of a rank lost before the
-# rendezvous keeps the default on purpose: only srun --kill-on-bad-exit can end that job in time).
-SHORT_TIMEOUT = (
-    ["cluster.collective_timeout_s=60"] if "collective_timeout_s" in ClusterSection.__dataclass_fields__ else []
-)
+# The collective timeout (dist.timeout_minutes, passed to every rank) set short, so that no test
+# here could pass by waiting out a long default (the test of a rank lost before the rendezvous
+# keeps the default on purpose: only srun --kill-on-bad-exit can end that job in time).
+SHORT_TIMEOUT = ["dist.timeout_minutes=5"]  # not 1: four ranks on two loaded CI cores can be a minute apart
 
 
 def _launch(nodes: int, tasks: int) -> list[str]:

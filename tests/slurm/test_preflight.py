@@ -90,7 +90,7 @@ def test_frozen_config_describes_the_job_that_runs():
 
 def test_model_over_the_gpu_memory_is_refused():
     one_gpu = ["launch", "slurm", "--config", "configs/pretrain/vit_1b_64gpu.yaml", "--nodes", "1",
-               "--gpus-per-node", "1", "--set", "optim.grad_accum_steps=1", "--dry-run"]  # fmt: skip
+               "--gpus-per-node", "1", "--set", "optim.grad_accum_steps=1", "--set", "zero.stage=3", "--dry-run"]  # fmt: skip
     proc = cli(*one_gpu, "--gpu-mem", "16")
     assert proc.returncode == 2, proc.stderr
     assert "--gpu-mem 16: model vit3d_1b needs 17.4 GiB of model states per GPU (ZeRO-3 over 1 x 1 GPUs" in proc.stderr

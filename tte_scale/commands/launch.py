@@ -148,8 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="resume from the newest complete checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the command; run nothing")
     p.add_argument(
-        "command",
+        "ranked_command",  # not `command`: the top-level parser's dest for the subcommand name
         nargs=argparse.REMAINDER,
+        metavar="-- embed ...",
         help="-- then `embed` and its arguments, to run that on the ranks instead of training",
     )
 
@@ -268,7 +269,8 @@ def _local(args: argparse.Namespace) -> int:
     from tte_scale.launch.slurm import LaunchError
     from tte_scale.train import EXIT_REQUEUE, PretrainConfig
 
-    command = args.command[1:] if args.command[:1] == ["--"] else list(args.command)
+    given = args.ranked_command
+    command = given[1:] if given[:1] == ["--"] else list(given)
     if command:
         if command[0] not in RANKED_COMMANDS:
             raise LaunchError(f"launch local -- {command[0]}: only {', '.join(RANKED_COMMANDS)} run on ranks here")

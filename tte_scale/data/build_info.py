@@ -38,6 +38,8 @@ class ShardsInfo:
     """Fingerprint of the labels folder the labels inside the shards come from (None: not recorded)."""
     num_tasks: int | None
     """Tasks K of the labels inside the shards (None: not recorded, e.g. a WebDataset-only build)."""
+    splits: tuple[str, ...] | None = None
+    """Splits with at least one ``ok`` sample, in manifest order (None: no split column)."""
 
 
 def labels_num_tasks(labels_dir: str | Path) -> int:
@@ -65,7 +67,8 @@ def read_shards_info(shards_dir: str | Path) -> ShardsInfo:
     formats = tuple(f for f in ("wds", "zarr") if f in kinds)
 
     samples_path = join(root, "manifest", "samples.parquet")
-    samples = read_manifest_table(samples_path, ["status", "shape"]).to_pydict()
+    table = read_manifest_table(samples_path)
+    samples = table.select([c for c in ("status", "shape", "split") if c in table.column_names]).to_pydict()
     shapes = {tuple(s) for s, st in zip(samples["shape"], samples["status"]) if st == "ok" and s is not None}
     if len(shapes) != 1:
         found = "no `ok` sample" if not shapes else f"several shapes {sorted(list(s) for s in shapes)}"
@@ -84,6 +87,9 @@ def read_shards_info(shards_dir: str | Path) -> ShardsInfo:
         volume_shape=shape,  # type: ignore[arg-type]
         labels_fingerprint=build.get("labels_fingerprint"),
         num_tasks=None if num_tasks is None else int(num_tasks),
+        splits=None
+        if "split" not in samples
+        else tuple(dict.fromkeys(sp for sp, st in zip(samples["split"], samples["status"]) if st == "ok")),
     )
 
 

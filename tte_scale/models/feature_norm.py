@@ -26,6 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from tte_scale.models.fp32_state import KeepsFP32Buffers
+
 __all__ = ["FeatureNorm", "make_feature_norm"]
 
 
@@ -52,15 +54,19 @@ def _world(group) -> int:
     return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
 
 
-class FeatureNorm(nn.BatchNorm1d):
+class FeatureNorm(KeepsFP32Buffers, nn.BatchNorm1d):
     """``BatchNorm1d(E, affine=False)`` whose training statistics span the data-parallel ranks.
 
     With more than one rank in ``process_group`` (default: the whole world, which is the
     data-parallel group of a ZeRO run) the mean and variance are those of all ranks'
     micro-batches together (every rank must run the forward: it is a collective). In a single
     process a one-sample batch has no spread, so it is normalized with the running statistics
-    instead of failing.
+    instead of failing. The running statistics stay float32 under a bf16 model
+    (tte_scale/models/fp32_state.py); the normalization runs in float32 on the ``[B, E]``
+    pooled features (tiny) and returns the input's dtype.
     """
+
+    _fp32_buffers = ("running_mean", "running_var")
 
     def __init__(self, num_features: int, momentum: float = 0.1, process_group=None):
         super().__init__(num_features, affine=False, momentum=momentum)
@@ -69,20 +75,24 @@ class FeatureNorm(nn.BatchNorm1d):
     def forward(self, x_BE: torch.Tensor) -> torch.Tensor:
         if self.training and _world(self.process_group) > 1:
             return self._synced(x_BE)
-        if self.training and x_BE.shape[0] == 1:
-            return F.batch_norm(x_BE, self.running_mean, self.running_var, training=False, eps=self.eps)
-        return super().forward(x_BE)
+        x = x_BE.float() if x_BE.dtype in (torch.float16, torch.bfloat16) else x_BE
+        if self.training and x.shape[0] == 1:
+            y = F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        else:
+            y = super().forward(x)
+        return y.to(x_BE.dtype)
 
     def _synced(self, x_BE: torch.Tensor) -> torch.Tensor:
         """Normalize with the statistics of every rank's batch; gradients flow through them."""
         group = self.process_group or dist.group.WORLD
         x = x_BE.to(torch.promote_types(x_BE.dtype, torch.float32))  # statistics in >= fp32
         # Two passes (sum, then squared deviations from the global mean): stable in fp32.
-        count = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)
+        if x.shape[0] == 0:  # with >= 2 ranks of >= 1 sample each, n >= 2: checked without a device read
+            raise ValueError("FeatureNorm: every rank needs at least one sample to standardize")
+        # a fill, not torch.tensor([...], device=...): that is a blocking host-to-device copy
+        count = torch.full((1,), float(x.shape[0]), dtype=x.dtype, device=x.device)
         summed = _AllReduceSum.apply(torch.cat([x.sum(0), count]), group)
         n = summed[-1].detach()
-        if n < 2:
-            raise ValueError("FeatureNorm: needs at least 2 samples across the ranks to standardize")
         mean = summed[:-1] / n
         var = _AllReduceSum.apply(((x - mean) ** 2).sum(0), group) / n
         with torch.no_grad():

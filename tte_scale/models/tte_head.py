@@ -15,6 +15,12 @@ pre-hook and re-partitions them after, so they are full-size exactly while the l
 Calling ``fused_survival_loss(z, head.task_weight, ...)`` from outside the head's forward
 would see ZeRO-3's empty placeholders. ``TTEModel.forward`` therefore returns the loss, and
 ``TTEHead.loss(...)`` is only a named alias of calling the module.
+
+**bf16.** The per-(bin, task) bias is the prefit log empirical hazard (a float32 buffer,
+``log_hazard0``, kept float32 under DeepSpeed's bf16 cast: tte_scale/models/fp32_state.py)
+plus a trainable offset ``bias`` (zero at the start). In bf16 the offset is rounded relative
+to its own, small size instead of to |logh| ~ 10 (a step of 0.06 there); the loss sees
+``log_hazard0 + bias`` in float32.
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ from torch import nn
 from tte_scale.errors import InputError
 from tte_scale.loss import DEFAULT_HAZARD_FLOOR, empirical_log_hazard, fused_survival_loss
 from tte_scale.models.feature_norm import make_feature_norm
+from tte_scale.models.fp32_state import KeepsFP32Buffers
 from tte_scale.models.with_head import EncoderWithHead
 
 __all__ = ["TTEHead", "TTEModel"]
 
 
-class TTEHead(nn.Module):
+class TTEHead(KeepsFP32Buffers):
     """Piecewise-exponential multi-task head (MOTOR). Defaults: K=8192 tasks, 8 bins, rank 512."""
+
+    _fp32_buffers = ("log_hazard0",)
 
     def __init__(
         self,
@@ -60,7 +69,9 @@ class TTEHead(nn.Module):
         self.norm = nn.LayerNorm(rank)
         # Direct parameters (not an nn.Linear) so ZeRO-3 gathers them for this module's forward.
         self.task_weight = nn.Parameter(torch.empty(num_tasks, rank))
+        # bias_JK = log_hazard0 (prefit, float32 buffer) + bias (trainable offset); see the module doc.
         self.bias = nn.Parameter(torch.empty(num_bins, num_tasks))
+        self.register_buffer("log_hazard0", torch.empty(num_bins, num_tasks, dtype=torch.float32))
         self.reset_parameters()
 
     @torch.no_grad()
@@ -73,7 +84,8 @@ class TTEHead(nn.Module):
             nn.init.trunc_normal_(self.task_weight, std=self.task_init_std)
         else:
             nn.init.zeros_(self.task_weight)
-        self.bias.fill_(math.log(DEFAULT_HAZARD_FLOOR))
+        self.log_hazard0.fill_(math.log(DEFAULT_HAZARD_FLOOR))
+        self.bias.zero_()
 
     @torch.no_grad()
     def init_bias_from_labels(
@@ -83,7 +95,9 @@ class TTEHead(nn.Module):
         bin_starts_J: torch.Tensor,
         floor: float = DEFAULT_HAZARD_FLOOR,
     ) -> torch.Tensor:
-        """Set ``bias_jk = log(events_jk / days at risk_jk)`` from training labels; returns it.
+        """Set the bias to ``log(events_jk / days at risk_jk)`` from training labels; returns it.
+
+        It goes into the float32 ``log_hazard0``; the trainable offset restarts at zero.
 
         (bin, task) pairs without events or time at risk get ``log(floor)`` (events per day;
         see ``DEFAULT_HAZARD_FLOOR``). Raises InputError naming rows with NaN or negative times.
@@ -100,8 +114,15 @@ class TTEHead(nn.Module):
         if bad.numel():
             raise InputError(f"TTE labels: rows {bad[:10].tolist()} have NaN, infinite or negative times")
         hazard = empirical_log_hazard(time_NK, event_NK, bin_starts_J, floor=floor)
-        self.bias.copy_(hazard.to(self.bias.device, self.bias.dtype))
+        self.log_hazard0.copy_(hazard.to(self.log_hazard0.device, torch.float32))
+        self.bias.zero_()
         return hazard
+
+    def bias_JK(self) -> torch.Tensor:
+        """The per-(bin, task) log-hazard bias, prefit + trainable offset, in float32 (float64 for a
+        float64 head)."""
+        dtype = torch.promote_types(torch.promote_types(self.log_hazard0.dtype, self.bias.dtype), torch.float32)
+        return self.log_hazard0.to(dtype) + self.bias.to(dtype)
 
     def bin_vectors(self, h_BE: torch.Tensor) -> torch.Tensor:
         """``z_BJR``: per-bin normalized vectors."""
@@ -110,7 +131,7 @@ class TTEHead(nn.Module):
     def log_hazard(self, h_BE: torch.Tensor) -> torch.Tensor:
         """Full ``[B, J, K]`` log-hazards in float32 (evaluation, small K)."""
         z = self.bin_vectors(h_BE)
-        return (z @ self.task_weight.to(z.dtype).t()).float() + self.bias.float()
+        return (z @ self.task_weight.to(z.dtype).t()).float() + self.bias_JK()
 
     def forward(self, h_BE, time_BK, event_BK, bin_starts_J) -> torch.Tensor:
         """Loss (normalized by B*K, see ``tte_scale/loss/reference.py``) via the fused kernel."""
@@ -118,7 +139,7 @@ class TTEHead(nn.Module):
         return fused_survival_loss(
             z,
             self.task_weight,
-            self.bias,
+            self.bias_JK(),
             time_BK,
             event_BK,
             bin_starts_J,

@@ -215,12 +215,13 @@ def _rates(bench: pa.Table) -> tuple[dict[str, float], dict[str, float]]:
 
     rates, cidx = {}, {}
     task = np.asarray(bench["task"].to_pylist(), object)
-    label = bench["label"].to_pandas()
+    # Python values, not pandas (not a runtime dependency: an offline GPU node may lack it); null = unknown.
+    label = np.asarray(bench["label"].to_pylist(), object)
     time_, event, logh = (bench[c].to_numpy(zero_copy_only=False) for c in ("time", "event", "log_hazard"))
     for t in dict.fromkeys(task.tolist()):
+        lab = [bool(v) for v in label[task == t] if v is not None]
         m = task == t
-        lab = label[m].dropna()
-        rates[t] = float(lab.astype(bool).mean()) if len(lab) else float("nan")
+        rates[t] = float(np.mean(lab)) if lab else float("nan")
         cidx[t] = float(harrell_cindex(time_[m], event[m], logh[m]))
     return rates, cidx
 

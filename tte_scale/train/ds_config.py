@@ -40,12 +40,13 @@ def build_ds_config(cfg: PretrainConfig, world_size: int, device_type: str) -> d
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device_type == "cuda"}
     if cfg.zero.offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": device_type == "cuda"}
-    return {
+    bf16 = precision_of(cfg, device_type) == "bf16"
+    out = {
         "train_batch_size": cfg.optim.global_batch_size,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": cfg.optim.grad_accum_steps,
         "gradient_clipping": cfg.optim.grad_clip,
-        "bf16": {"enabled": precision_of(cfg, device_type) == "bf16"},
+        "bf16": {"enabled": bf16},
         "zero_optimization": zero,
         # We pass a torch AdamW (or DeepSpeed's CPU Adam when offloading): both are tested
         # with ZeRO even though DeepSpeed only whitelists its own fused optimizers.
@@ -53,6 +54,12 @@ def build_ds_config(cfg: PretrainConfig, world_size: int, device_type: str) -> d
         "steps_per_print": 10**12,
         "wall_clock_breakdown": False,
     }
+    if bf16 and cfg.zero.stage >= 1 and cfg.optim.grad_accum_steps > 1:
+        # Accumulate micro-batch gradients in fp32: summed in bf16 (8 bits of mantissa) each
+        # addition rounds away what is smaller than 1/256 of the running sum. Costs an fp32
+        # gradient buffer; DeepSpeed supports it with ZeRO only (stage 0 refuses the mix).
+        out["data_types"] = {"grad_accum_dtype": "fp32"}
+    return out
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:

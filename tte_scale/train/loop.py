@@ -314,6 +314,14 @@ def _check_inputs(cfg: PretrainConfig) -> PretrainConfig:
     if d.shards_dir is None or d.labels_dir is None:
         raise ConfigError("data.shards_dir and data.labels_dir: both are required to train")
     info = check_run_inputs(d.shards_dir, d.labels_dir, d.format, fingerprint=False)
+    # Both loaders are built (evaluation runs at the end even with eval.every_steps=0): a split
+    # without scans is refused here, not minutes later after DeepSpeed has started.
+    for key, split in (("data.train_split", d.train_split), ("data.eval_split", d.eval_split)):
+        if info.splits is not None and split not in info.splits:
+            raise ConfigError(
+                f"{key}={split}: the shards {d.shards_dir} hold no `ok` scans in split {split!r} (splits: "
+                f"{', '.join(info.splits) or 'none'}); set {key} to one of them"
+            )
     return with_volume_shape(cfg, info.volume_shape, d.shards_dir)
 
 
@@ -413,7 +421,7 @@ def _build_run(setup: SetUp, parts: RunParts) -> Run:
         enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi, flip_axes=tuple(cfg.data.flip_axes)
     )
     run.extra["dtype"] = torch.bfloat16 if ds["bf16"]["enabled"] else torch.float32
-    run.extra["peak"] = telemetry.peak_tflops(telemetry.device_name(device), cfg.telemetry.peak_tflops)
+    run.extra["peak"] = telemetry.device_peak(device, cfg.telemetry.peak_tflops)  # a PeakSpec: MFU names its entry
     run.extra["best"] = BestTracker.from_config(cfg.eval)
     if parts.eval_loader is not None:
         run.eval_start = parts.eval_loader.state_dict()

@@ -52,9 +52,9 @@ def test_init_bias_from_labels():
     time, event = labels(100, 6, seed=2)
     event[:, 5] = False  # a task that never happens gets the floor
     got = head.init_bias_from_labels(time, event, STARTS, floor=1e-5)
-    torch.testing.assert_close(head.bias.detach(), empirical_log_hazard(time, event, STARTS, floor=1e-5))
+    torch.testing.assert_close(head.bias_JK().detach(), empirical_log_hazard(time, event, STARTS, floor=1e-5))
     assert torch.allclose(got[:, 5], torch.full((4,), math.log(1e-5)))
-    assert torch.isfinite(head.bias).all()
+    assert torch.isfinite(head.bias_JK()).all() and head.log_hazard0.dtype == torch.float32
 
 
 def test_init_bias_rejects_bad_labels():

@@ -1,7 +1,8 @@
 """Run a few real training steps in this process and count host synchronizations (a helper of
 test_host_syncs.py, run as a subprocess so its process group and patches die with it).
 
-Usage: python sync_count_run.py WORKDIR OUT.json [--set key=value ...]
+Usage: python sync_count_run.py DATA_DIR RUN_DIR OUT.json [--set key=value ...]
+(DATA_DIR written by tests/dist/train_data.make_data; the ranks' environment comes from the caller.)
 
 A host synchronization is a device value read back by the host: Tensor.item / tolist / bool /
 float / int conversion (and .numpy() / .cpu() from the trainer's own code; the loader's numpy
@@ -20,7 +21,7 @@ import torch
 HERE = Path(__file__).resolve()
 sys.path[:0] = [str(HERE.parents[2] / "dist"), str(HERE.parents[2])]
 
-from train_data import config_overrides, make_data  # noqa: E402
+from train_data import config_overrides  # noqa: E402
 
 from tte_scale.config import load_config  # noqa: E402
 from tte_scale.train import PretrainConfig, loop  # noqa: E402
@@ -65,10 +66,9 @@ def _wrap(name: str, phase: str | None = None) -> None:
 
 
 def main() -> None:
-    work, out, overrides = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-    shards, labels = make_data(work / "data")
+    data, run_dir, out, overrides = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
     sets = [o for flag, o in zip(overrides[::2], overrides[1::2]) if flag == "--set"]
-    cfg = load_config(PretrainConfig, None, config_overrides(shards, labels, work / "run") + sets)
+    cfg = load_config(PretrainConfig, None, config_overrides(data / "shards", data / "labels", run_dir) + sets)
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         _patch(name)
     for name in ("numpy", "cpu"):

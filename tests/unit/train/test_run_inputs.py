@@ -70,3 +70,25 @@ def test_other_k_and_missing_format_are_refused_from_metadata(tmp_path):
     with pytest.raises(InputError, match=r"data.format=zarr: .* hold no zarr output \(built with: wds\)"):
         check_run_inputs(wds_only, labels, "zarr")
     assert read_shards_info(wds_only).num_tasks is None
+
+
+def test_a_split_without_scans_is_refused_before_the_ranks_start(tmp_path):
+    """Issue 17 rehearsal: two subjects give no `tuning` split; the trainer used to find out only
+    when it built the evaluation loader, after DeepSpeed had started (minutes on a CPU)."""
+    from support.shards import write_shards
+
+    from tte_scale.config import ConfigError, load_config
+    from tte_scale.train import PretrainConfig
+    from tte_scale.train.loop import _check_inputs
+
+    shards = tmp_path / "shards"
+    write_shards(shards, n=4, shape=(32, 64, 64), splits=["held_out", "held_out", "train", "train"])
+    labels = _labels(tmp_path / "labels")
+    assert read_shards_info(shards).splits == ("held_out", "train")
+    sets = [f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"out_dir={tmp_path / 'run'}"]
+    cfg = load_config(PretrainConfig, "configs/pretrain/demo.yaml", sets)
+    with pytest.raises(ConfigError, match=r"data.eval_split=tuning: .* no `ok` scans in split 'tuning' \(splits: "
+                       r"held_out, train\); set data.eval_split"):  # fmt: skip
+        _check_inputs(cfg)
+    ok = load_config(PretrainConfig, "configs/pretrain/demo.yaml", [*sets, "data.eval_split=held_out"])
+    assert tuple(_check_inputs(ok).model.img_size) == (32, 64, 64)
