@@ -34,6 +34,10 @@ Each stage is the same `tte-scale <stage>` command a user runs by hand (printed 
 runs). Resumable: a stage whose command is unchanged and that finished before is skipped;
 --fresh redoes everything. --out must be absent, empty or a folder made by `tte-scale demo`
 (it carries its marker): each stage replaces only what that stage wrote there.
+
+`--set` takes the demo's keys (configs/demo.yaml) and the pretraining config's: those go to both
+training runs, e.g. `--set model.name=densenet121_3d` trains the paper's DenseNet instead of the
+ViT (its ViT-only settings are reported unused), `--set max_steps=300` a shorter budget.
 """
 
 STAMPS = ".stages"
@@ -212,10 +216,30 @@ def _digest(argv: list[str], files: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the demo's own ``--set``s, those for `tte-scale train`): a key whose first part is a
+    pretraining setting and not a demo one (``model.name=densenet121_3d``, ``max_steps=300``) goes
+    to both training runs, after ``pretrain_overrides``; anything else is the demo's (an unknown
+    key is refused there, naming it)."""
+    import dataclasses
+
+    from tte_scale.train.config import PretrainConfig
+
+    demo = {f.name for f in dataclasses.fields(DemoConfig)}
+    pretrain = {f.name for f in dataclasses.fields(PretrainConfig)}
+    own, train = [], []
+    for o in overrides:
+        key = o.partition("=")[0].strip().split(".")[0]
+        (train if key in pretrain and key not in demo else own).append(o)
+    return own, train
+
+
 def run(args: argparse.Namespace) -> int:
     from tte_scale.config import load_config
 
-    cfg = load_config(DemoConfig, args.config or "configs/demo.yaml", args.overrides)
+    own, train = split_overrides(args.overrides)
+    cfg = load_config(DemoConfig, args.config or "configs/demo.yaml", own)
+    cfg.pretrain_overrides = [*cfg.pretrain_overrides, *train]
     out = Path(args.out)
     _check_out(out, [args.config, *(resolve_config_path(f) for f in _config_files(cfg))])
     (out / STAMPS).mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,10 @@ training used). Writes report.md, results.json and PNG figures.
 
 Fine-tuning protocol: fine-tune with `tte-scale train --set objective=supervised --set
 model.init_encoder=<pretrained export>` (the encoder starts from the export), then pass the
-result as `--baseline finetuned=<its encoder>`: it is probed like every other encoder.
+result as `--baseline finetuned=<its encoder>`: it is probed like every other encoder (joint
+fine-tuning: one encoder for all tasks). Per-task fine-tuning, as in the paper: one such run per
+task with `--set supervised_tasks=[<task>] --set out_dir=DIR/<task>`, then `--per-task
+finetuned_per_task=DIR`: each task is probed on the export fine-tuned on it alone.
 """
 
 
@@ -62,6 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="random|NAME=PATH",
         help="add a baseline encoder (repeatable): random = same architecture, random init; "
         "NAME=PATH = another exported encoder, e.g. supervised=runs/x/encoder",
+    )
+    parser.add_argument(
+        "--per-task",
+        action="append",
+        default=[],
+        type=_per_task,
+        metavar="NAME=DIR",
+        help="add a per-task fine-tuned model (repeatable, the paper's protocol): DIR/<task>/encoder is the "
+        "export fine-tuned on that task alone (`tte-scale train --set objective=supervised --set "
+        "supervised_tasks=[<task>] --set out_dir=DIR/<task>`); each task is probed on its own export",
     )
     parser.add_argument("--truth", metavar="DIR", help="synthetic cohort truth/ folder: adds the oracle")
     parser.add_argument(
@@ -154,6 +167,13 @@ def _baseline(text: str) -> tuple[str, str | None]:
     return name, path
 
 
+def _per_task(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIR (a folder of per-task fine-tuning runs)")
+    return name, path
+
+
 def run(args: argparse.Namespace) -> int:
     from tte_scale.eval.run import EvalRun, run_eval
 
@@ -169,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         labels=args.labels,
         out=args.out,
         baselines=args.baseline,
+        per_task=args.per_task,
         truth=args.truth,
         loss_curves=curves,
         bootstrap=args.bootstrap,

@@ -52,6 +52,11 @@ class EvalRun:
     """Benchmark task set (names and horizons)."""
     baselines: list[tuple[str, str | None]] = field(default_factory=list)
     """(name, export path) per baseline; path None: the checkpoint's architecture, random init."""
+    per_task: list[tuple[str, str]] = field(default_factory=list)
+    """(name, folder) per per-task fine-tuned model (the paper's protocol): the folder holds one
+    export per benchmark task, ``<folder>/<task>/encoder`` (a `tte-scale train` run folder per
+    task, ``supervised_tasks=[task]``) or ``<folder>/<task>``; task t is probed on the embeddings
+    of its own export only. Each export must record that it was fine-tuned on that task alone."""
     truth: str | None = None
     """Synthetic cohort truth/ folder: adds the oracle (true log-hazards as risk scores)."""
     loss_curves: list[tuple[str, str]] = field(default_factory=list)
@@ -82,6 +87,13 @@ class EvalRun:
     def __post_init__(self) -> None:
         names = [name for name, _ in self.baselines]
         check(len(set(names)) == len(names), "baselines", f"names repeat: {names}")
+        per = [name for name, _ in self.per_task]
+        check(
+            len(set(per)) == len(per) and not set(per) & {*names, *RESERVED},
+            "per_task",
+            f"names must be unique and differ from the baselines' and {', '.join(RESERVED)}: {per}",
+        )
+        check(all("@" not in n and "/" not in n for n in per), "per_task", f"names may not hold '@' or '/': {per}")
         taken = [n for n, path in self.baselines if n in RESERVED and not (n == "random_init" and path is None)]
         check(not taken, "baselines", f"the names {taken} are reserved ({', '.join(RESERVED)})")
         check(self.bootstrap >= 0, "bootstrap", f"must be >= 0, got {self.bootstrap}")
@@ -96,7 +108,40 @@ class EvalRun:
     def inputs(self) -> list[str]:
         """Every file or folder the run reads (the report folder may hold none of them)."""
         paths = [self.checkpoint, self.shards, self.labels, self.truth, self.tasks]
+        paths += [p for _, p in self.per_task]
         return [p for p in paths + [p for _, p in self.baselines] + [p for _, p in self.loss_curves] if p]
+
+
+def per_task_export(folder: str | Path, task: str) -> Path:
+    """The export fine-tuned on ``task`` alone under a per-task folder (InputError otherwise)."""
+    from tte_scale.models import read_export_config
+
+    base = Path(folder) / task
+    path = base if (base / "config.json").is_file() else base / "encoder"
+    if not (path / "config.json").is_file():
+        raise InputError(
+            f"--per-task {folder}: no export for task {task!r} (expected {base}/encoder/ or {base}/ with "
+            "config.json: the run of `tte-scale train --set objective=supervised --set supervised_tasks=[TASK]`)"
+        )
+    tuned = (read_export_config(path).get("pretraining") or {}).get("supervised_tasks")
+    if tuned != [task]:
+        raise InputError(
+            f"{path}/config.json: pretraining.supervised_tasks is {tuned!r}, not [{task!r}]: this export was not "
+            f"fine-tuned on {task!r} alone, so it cannot stand for that task in a per-task comparison"
+        )
+    return path
+
+
+def _merge_results(name: str, parts: list):
+    """One model's EvalResult from per-task results (rows in task order, replicates, KM, calibration)."""
+    from tte_scale.eval.protocol import EvalResult
+
+    merged = EvalResult(name, [r for p in parts for r in p.rows], parts[0].config if parts else {})
+    for p in parts:
+        merged.km.update(p.km)
+        merged.calibration.update(p.calibration)
+        merged.replicates.update(p.replicates)
+    return merged
 
 
 def _same_scans(embedded: dict, splits) -> tuple[dict, list[dict]]:
@@ -222,6 +267,9 @@ def run_eval(run: EvalRun) -> EvalOutcome:
             encoders[name] = (type(tte_model)(tte_model.cfg), window)
         else:
             encoders[name] = _exported(path, run.hu_window)
+    for name, folder in run.per_task:  # keyed NAME@task until the per-task results are merged
+        for t in tasks:
+            encoders[f"{name}@{t}"] = _exported(str(per_task_export(folder, t)), run.hu_window)
     out.mkdir(parents=True, exist_ok=True)
     mark(out, COMMAND)
 
@@ -243,10 +291,21 @@ def run_eval(run: EvalRun) -> EvalOutcome:
     embedded, excluded = _same_scans(embedded, splits)
     results, efficiency = {}, []
     for name, emb in embedded.items():
+        if "@" in name:
+            continue
         aligned = {s: _align(tables[s], emb.scan_id[s]) for s in splits}
         results[name] = evaluate_embeddings(emb.features, aligned, tasks, cfg, name=name, progress=run.progress)
         if cfg.train_subsets:
             efficiency += label_efficiency(emb.features, aligned, tasks, cfg, name=name)
+    for name, _ in run.per_task:  # task t on its own export's embeddings (same scans as every model)
+        parts = []
+        for t in tasks:
+            emb = embedded[f"{name}@{t}"]
+            aligned = {s: _align(tables[s], emb.scan_id[s]) for s in splits}
+            parts.append(evaluate_embeddings(emb.features, aligned, [t], cfg, name=name, progress=run.progress))
+            if cfg.train_subsets:
+                efficiency += label_efficiency(emb.features, aligned, [t], cfg, name=name)
+        results[name] = _merge_results(name, parts)
     ids = embedded["tte"].scan_id
     if run.truth:
         ho = splits[2]

@@ -331,6 +331,11 @@ class PretrainConfig:
     """What the encoder learns: ``tte`` = the MOTOR piecewise-exponential loss over the K
     pretraining tasks of the labels folder; ``supervised`` = the paper's baseline, binary
     cross-entropy on the benchmark tasks' horizon labels only (nulls masked)."""
+    supervised_tasks: list[str] = field(default_factory=list)
+    """Benchmark tasks the ``supervised`` objective trains on (names from the labels folder's
+    bins.json ``bench_tasks``); empty = all of them, jointly. One name = per-task fine-tuning as
+    in the paper: one run per task (``--set supervised_tasks=[pe]``), each export evaluated on
+    its own task with ``tte-scale eval --per-task NAME=DIR``. The export records the list."""
     cpu_threads: int = 0
     """torch intra-op threads per rank when training on the CPU; 0 keeps torch's default. Small
     models run faster with 1: their ops are too short to split, and on shared cores extra
@@ -365,6 +370,16 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         check(self.max_steps >= 1, "max_steps", "must be >= 1")
         check(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
+        check(
+            not self.supervised_tasks or self.objective == "supervised",
+            "supervised_tasks",
+            f"applies to objective=supervised only (objective is {self.objective!r})",
+        )
+        check(
+            len(set(self.supervised_tasks)) == len(self.supervised_tasks) and all(self.supervised_tasks),
+            "supervised_tasks",
+            f"names must be non-empty and unique, got {self.supervised_tasks}",
+        )
 
 
 def resolve_batch(cfg: PretrainConfig, world_size: int) -> int:

@@ -51,6 +51,8 @@ def export_encoder(
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     pretraining = {"objective": cfg.objective, "checkpoint": tag, "max_steps": cfg.max_steps, "seed": cfg.seed}
+    if cfg.objective == "supervised":  # null = all benchmark tasks jointly; [task] = per-task fine-tuning
+        pretraining["supervised_tasks"] = list(cfg.supervised_tasks) or None
     if selection is not None:
         pretraining["selection"] = selection
     return save_pretrained(

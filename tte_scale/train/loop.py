@@ -440,6 +440,11 @@ def _prepare(run: Run, raw: dict, augment: bool = True) -> dict:
     batch["volume"] = batch["volume"].to(run.extra["dtype"])
     batch["tte_time"] = batch["tte_time"].float()
     batch["tte_event"] = batch["tte_event"].bool()
+    cols = run.parts.bench_columns
+    if cols is not None:  # supervised_tasks: the chosen benchmark tasks only (loss, C-index report)
+        for key in ("bench_label", "bench_time", "bench_event"):
+            if key in batch:
+                batch[key] = batch[key][:, cols]
     return batch
 
 

@@ -48,7 +48,10 @@ class RunParts:
     tokens_per_sample: int
     """Patch tokens of one volume."""
     bench_tasks: list[str] | None = None
-    """Benchmark task names in column order (bins.json), for the C-index report."""
+    """Benchmark task names in column order (bins.json), for the C-index report; with
+    ``supervised_tasks`` only those, in ``bench_columns`` order."""
+    bench_columns: list[int] | None = None
+    """Columns of the batches' benchmark fields the run uses (``supervised_tasks``); None: all."""
 
 
 def _config_fields(name: str) -> set[str]:
@@ -234,6 +237,21 @@ def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.
     return TTEModel(encoder, head)
 
 
+def _supervised_columns(
+    cfg: PretrainConfig, bench_tasks: list[str], source: Path
+) -> tuple[list[str], list[int] | None]:
+    """(task names, their columns) of ``supervised_tasks`` among bins.json's ``bench_tasks``;
+    (all, None) when empty (joint training). InputError naming an unknown task."""
+    if not cfg.supervised_tasks:
+        return list(bench_tasks), None
+    unknown = [t for t in cfg.supervised_tasks if t not in bench_tasks]
+    if unknown:
+        raise InputError(
+            f"supervised_tasks: {unknown} not among the benchmark tasks of {source} ({', '.join(bench_tasks)})"
+        )
+    return list(cfg.supervised_tasks), [bench_tasks.index(t) for t in cfg.supervised_tasks]
+
+
 def model_inputs(objective: str, batch: dict, bin_starts_J: torch.Tensor) -> tuple:
     """The positional arguments of the model's ``forward`` for one prepared batch."""
     if objective == "supervised":
@@ -263,12 +281,14 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
                 f"{Path(d.labels_dir) / 'bins.json'}: lists no bench_tasks; the supervised "
                 "objective trains on the benchmark labels (run `tte-scale labels --bench-tasks`)"
             )
+        bench_tasks, bench_columns = _supervised_columns(cfg, bench_tasks, Path(d.labels_dir) / "bins.json")
         model = build_model(cfg, num_tasks=len(bench_tasks), num_bins=bin_starts.size)
         if cfg.head.bias_prefit:
             model.head.init_bias_from_labels(
                 torch.from_numpy(train_bench_labels(d.labels_dir, d.train_split, bench_tasks))
             )
     else:
+        bench_columns = None
         time_NK, event_NK = train_label_sample(d.labels_dir, d.train_split, cfg.head.bias_prefit_max_rows)
         model = build_model(cfg, num_tasks=time_NK.shape[1], num_bins=bin_starts.size)
         if cfg.head.bias_prefit:
@@ -293,4 +313,5 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
         tokens_per_sample=int(info["tokens"]),
         flops_per_sample=float(model.flops_per_sample(training=True)),
         bench_tasks=bench_tasks,
+        bench_columns=bench_columns,
     )

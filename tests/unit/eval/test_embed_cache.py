@@ -92,3 +92,14 @@ def test_unreadable_volumes_are_excluded_or_stop_the_run(shards, tmp_path):
     emb = embed(Probe(), shards, None, max_bad_fraction=0.5)
     assert emb.scan_id["held_out"].tolist() == ["scan0006", "scan0008"]
     assert [(e["scan_id"], e["kind"]) for e in emb.excluded] == [("scan0007", "missing")]
+
+
+def test_weights_digest_reads_zero_dim_buffers():
+    """BatchNorm's num_batches_tracked is a 0-dim int64 (DenseNet, ResNet encoders): hashed, and
+    a change in it changes the digest."""
+    from tte_scale.eval.embed import weights_digest
+
+    bn = torch.nn.BatchNorm3d(4)
+    before = weights_digest(bn)
+    bn.num_batches_tracked += 1
+    assert weights_digest(bn) != before

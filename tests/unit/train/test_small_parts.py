@@ -126,6 +126,19 @@ def test_estimate_memory_zero3_shrinks_with_ranks():
     assert "Estimated memory needed" in many["deepspeed_table"]
 
 
+def test_estimate_memory_of_a_monai_backbone():
+    """--estimate-memory for the paper's backbones: their parameter count (meta device) and
+    largest tensor, plus the TTE head on their pooled width (1024 for DenseNet-121)."""
+    from tte_scale.config import load_config
+    from tte_scale.train import PretrainConfig, estimate_memory
+    from tte_scale.train.memory import head_params
+
+    est = estimate_memory(load_config(PretrainConfig, None, ["model.name=densenet121_3d", "head.num_tasks=4096"]))
+    assert est["encoder_params"] == 11_242_624
+    assert est["head_params"] == head_params(1024, 8, 4096, 512)[0]
+    assert est["params"] == est["encoder_params"] + est["head_params"]
+
+
 def test_cli_help_and_estimate(cli_cmd):
     out = subprocess.run(cli_cmd + ["train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--estimate-memory" in out.stdout and "--resume" in out.stdout
