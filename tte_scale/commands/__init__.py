@@ -21,3 +21,26 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = Fa
         metavar="KEY=VALUE",
         help="override one config value, dotted key, YAML value (repeatable), e.g. --set model.depth=12",
     )
+
+
+def add_frozen_encoder_arguments(parser: argparse.ArgumentParser, *, excluded_where: str) -> None:
+    """``--hu-window`` / ``--max-bad-fraction``: how `embed` and `eval` read volumes for a frozen encoder
+    (one definition, so the two commands cannot drift apart); ``excluded_where`` names where left-out
+    scans are listed."""
+    parser.add_argument(
+        "--hu-window",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="HU window mapped to [0, 1] for exports that do not store theirs (default -1000 1000); "
+        "an export that stores a different one is an error",
+    )
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="stop when more than this fraction of a split's scans are missing or corrupt (default: the "
+        f"training loader's, 0.01); below it they are left out and listed in {excluded_where}",
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tte_scale.commands import add_frozen_encoder_arguments
+
 HELP = "Embed every scan of a shards folder with an exported encoder (Parquet, N ranks, resumable)"
 DESCRIPTION = """\
 Run a frozen, exported encoder over every `ok` scan of a shards folder and write one row per scan
@@ -63,30 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--part-size", type=int, default=256, help="scans per part file: the unit of work and of resuming (default 256)"
     )
     parser.add_argument(
-        "--hu-window",
-        type=float,
-        nargs=2,
-        default=None,
-        metavar=("MIN", "MAX"),
-        help="HU window mapped to [0, 1] for exports that do not store theirs (default -1000 1000); "
-        "an export that stores a different one is an error",
-    )
-    parser.add_argument(
         "--device", default="cpu", help="torch device (default cpu; cuda: each rank uses cuda:LOCAL_RANK)"
     )
+    add_frozen_encoder_arguments(parser, excluded_where="embed.json")
     parser.add_argument(
         "--dtype",
         default="float32",
         choices=("float32", "bfloat16"),
         help="compute dtype (bfloat16: autocast); vectors are stored as float32 (default float32)",
-    )
-    parser.add_argument(
-        "--max-bad-fraction",
-        type=float,
-        default=None,
-        metavar="F",
-        help="stop when more than this fraction of a split's scans are missing or corrupt (default: the "
-        "training loader's, 0.01); below it they are left out and listed in embed.json",
     )
     parser.add_argument(
         "--overwrite",

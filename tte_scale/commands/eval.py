@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tte_scale.commands import add_frozen_encoder_arguments
 from tte_scale.errors import InputError
 
 HELP = "Evaluate a pretrained encoder: linear probes, AUROC, C-index, report"
@@ -43,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="exported encoder (folder or .safetensors written by `tte-scale train`)",
     )
-    parser.add_argument("--shards", required=True, metavar="DIR", help="shards folder (its Zarr copy is read)")
+    parser.add_argument(
+        "--shards",
+        required=True,
+        metavar="DIR",
+        help="shards folder (its Zarr copy is read when the build wrote one, else the WebDataset shards)",
+    )
     parser.add_argument(
         "--labels",
         required=True,
@@ -86,25 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the CIs (default 500)")
     parser.add_argument("--batch-size", type=int, default=8, help="volumes per embedding batch (default 8)")
-    parser.add_argument(
-        "--hu-window",
-        type=float,
-        nargs=2,
-        default=None,
-        metavar=("MIN", "MAX"),
-        help="HU window mapped to [0, 1] for exports that do not store theirs (default -1000 "
-        "1000); an export that stores a different one is an error",
-    )
+    add_frozen_encoder_arguments(parser, excluded_where="the report")
     parser.add_argument("--device", default="cpu", help="torch device for the embeddings (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline and bootstrap")
-    parser.add_argument(
-        "--max-bad-fraction",
-        type=float,
-        default=None,
-        metavar="F",
-        help="stop when more than this fraction of a split's volumes are missing or corrupt (default: the "
-        "training loader's, 0.01); below it those scans are excluded and listed in the report",
-    )
     parser.add_argument(
         "--probes",
         type=_probes,
