@@ -79,8 +79,9 @@ AFFINES["oblique"] = _oblique()
 
 
 @pytest.mark.parametrize("name", sorted(AFFINES))
-def test_c_ordered_float_input_is_byte_identical_to_the_reference(name):
-    raw = RawVolume(hu_IJK=_scan(1).astype(np.float32), affine_ras=AFFINES[name])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_c_ordered_input_is_byte_identical_to_the_reference(name, dtype):
+    raw = RawVolume(hu_IJK=_scan(1).astype(dtype), affine_ras=AFFINES[name])
     np.testing.assert_array_equal(canonicalize(raw, CFG)[0], reference_canonicalize(raw, CFG))
 
 
