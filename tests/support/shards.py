@@ -97,10 +97,12 @@ def write_shards(
     scan_ids=None,
     seed: int = 0,
     crc32c: bool = True,
+    zarr_compressors=None,
 ) -> dict:
     """Write wds/, zarr/ and manifest/ for `n` scans; returns {"scan_ids", "splits", "volumes", "labels"}.
 
     `crc32c=False` leaves out the manifest's `volume_crc32c` column, as manifests written before it had.
+    `zarr_compressors`: the Zarr volume codecs after `bytes` (default zstd-3 + crc32c, whatever `codec`).
     """
     import numcodecs
     import zarr
@@ -125,7 +127,7 @@ def write_shards(
         chunks=volume_chunks(shape),
         shards=(zarr_shard_rows, *shape),
         dtype="int16",
-        compressors=[ZstdCodec(level=3), Crc32cCodec()],
+        compressors=zarr_compressors or [ZstdCodec(level=3), Crc32cCodec()],
         fill_value=VOLUME_FILL,
     )
     label_arrays = {}

@@ -1,7 +1,7 @@
 """The per-scan fast path of issue 17: NIfTI arrays read without a C-ordered copy, integer voxels
 kept as stored, and `canonicalize` equal to the implementation before it.
 
-The reference below is `canonicalize` as it was (commit 06935fe): a C-ordered float32 input must
+The reference (tests/support/reference_canonical.py) is `canonicalize` as it was (commit 06935fe): a C-ordered float32 input must
 give byte-identical volumes; a Fortran-ordered one (what nibabel returns) is sampled through its
 transpose, which reorders grid_sample's float32 products, so a voxel lying within a rounding error
 of a half HU may round the other way: at most 1 HU, on at most 0.1% of the voxels (measured on
@@ -13,41 +13,11 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from support.reference_canonical import reference_canonicalize
 
 from tte_scale.imaging import ImagingConfig, RawVolume, canonicalize, check_scan, read_scan
-from tte_scale.imaging.canonical import canonical_affine, scan_center_ras
 
 CFG = ImagingConfig(spacing_mm=(3.0, 1.5, 1.5), shape=(24, 40, 36), min_slices=8, min_coverage=0.0)
-
-
-def reference_canonicalize(raw: RawVolume, cfg: ImagingConfig) -> np.ndarray:
-    """`canonicalize` before issue 17 (C-ordered float32 copy, float64 grid, three prep arrays)."""
-    out_aff = canonical_affine(cfg, scan_center_ras(raw))
-    vox_map = np.linalg.inv(raw.affine_ras) @ out_aff
-    D, H, W = cfg.shape
-    in_shape = np.asarray(raw.hu_IJK.shape, dtype=np.float64)
-    scale = 2.0 / np.maximum(in_shape - 1.0, 1.0)
-    lin = vox_map[:3, :3] * scale[:, None]
-    off = vox_map[:3, 3] * scale - 1.0
-    d = np.arange(D, dtype=np.float64)[:, None, None, None]
-    h = np.arange(H, dtype=np.float64)[None, :, None, None]
-    w = np.arange(W, dtype=np.float64)[None, None, :, None]
-    grid = off + d * lin[:, 0] + h * lin[:, 1] + w * lin[:, 2]
-    grid = np.ascontiguousarray(grid[..., ::-1], dtype=np.float32)
-    hu = np.ascontiguousarray(raw.hu_IJK, dtype=np.float32)
-    vol = np.clip(hu, cfg.hu_min, cfg.hu_max).astype(np.float32) - np.float32(cfg.hu_min)
-    with torch.no_grad():
-        out = F.grid_sample(
-            torch.from_numpy(vol)[None, None],
-            torch.from_numpy(grid)[None],
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-        )[0, 0]
-    out = torch.round(out) + cfg.hu_min
-    return out.clamp_(cfg.hu_min, cfg.hu_max).to(torch.int16).numpy()
 
 
 def _scan(seed: int, shape=(48, 64, 30)) -> np.ndarray:
