@@ -295,10 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(j["identical_output"] for j in jobs) else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # -- the user's geometry: per-scan phases, MONAI on the same files, 1 and 2 Ray workers ----------
 
 PHASES = ("read", "check", "canonicalize", "encode", "checksums")
@@ -556,6 +552,11 @@ def run_scanner512(args) -> int:
     return 0 if summary["identical_output"] else 1
 
 
+def _fig(key: str) -> str:
+    """Source marker of a summary figure of shard_512.json (tests/support/doc_figures.py)."""
+    return f"<!--fig shard_512.json:summary.{key}-->"
+
+
 def render_512(r: dict) -> str:
     cps = r["phases"]["cpu_s_per_scan"]
     s = r["summary"]
@@ -583,9 +584,10 @@ def render_512(r: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {ph['total']:.3f} | {ph['total'] / monai:.2f} |")
     lines += [
         "",
-        f"- NIfTI per-scan path: {s['nifti_before_over_monai_cpu']:.2f}x MONAI's CPU before, "
-        f"{s['nifti_after_over_monai_cpu']:.2f}x after ({s['nifti_before_over_after_cpu']:.2f}x less CPU); "
-        f"DICOM after: {s['dicom_after_over_monai_cpu']:.2f}x; target 0.5x.",
+        f"- NIfTI per-scan path: {s['nifti_before_over_monai_cpu']:.2f}x{_fig('nifti_before_over_monai_cpu')} "
+        f"MONAI's CPU before, {s['nifti_after_over_monai_cpu']:.2f}x{_fig('nifti_after_over_monai_cpu')} after "
+        f"({s['nifti_before_over_after_cpu']:.2f}x{_fig('nifti_before_over_after_cpu')} less CPU); DICOM after: "
+        f"{s['dicom_after_over_monai_cpu']:.2f}x{_fig('dicom_after_over_monai_cpu')}; target 0.5x.",
         "",
         "## Ray workers",
         "",
@@ -611,9 +613,14 @@ def render_512(r: dict) -> str:
     ]
     lines += [
         "",
-        f"- 1 -> 2 workers (medians, steady): {s['speedup_1_to_2_workers_wall']:.2f}x volumes/s; target 1.8x. "
-        f"CPU-s per volume {s['cpu_s_per_volume_1_worker']:.2f} (1 worker) vs {s['cpu_s_per_volume_2_workers']:.2f} "
-        "(2 workers).",
+        f"- 1 -> 2 workers (medians, steady): {s['speedup_1_to_2_workers_wall']:.2f}x"
+        f"{_fig('speedup_1_to_2_workers_wall')} volumes/s; target 1.8x. CPU-s per volume "
+        f"{s['cpu_s_per_volume_1_worker']:.2f}{_fig('cpu_s_per_volume_1_worker')} (1 worker) vs "
+        f"{s['cpu_s_per_volume_2_workers']:.2f}{_fig('cpu_s_per_volume_2_workers')} (2 workers).",
         f"- Output byte-identical across runners: {'yes' if s['identical_output'] else 'NO'}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
