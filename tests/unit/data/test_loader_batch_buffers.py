@@ -46,3 +46,30 @@ def test_held_batches_and_views_keep_their_volumes(shards):
     for vol, rows in views:
         for j, r in enumerate(rows.tolist()):
             np.testing.assert_array_equal(vol[j, 0].numpy(), shards["volumes"][r])
+
+
+def test_a_worker_decodes_blosc_on_one_thread(shards, monkeypatch):
+    """In a DataLoader worker Blosc must not thread: N workers would run N x cores threads."""
+    import numcodecs.blosc
+    import torch
+
+    from tte_scale.data.split_index import read_split_index
+    from tte_scale.data.stream import BatchStream, StreamSpec
+
+    class Info:
+        id, num_workers = 0, 1
+
+    monkeypatch.setattr(numcodecs.blosc, "use_threads", None)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: Info())
+    spec = StreamSpec(
+        index=read_split_index(shards["root"], "train", "wds"),
+        cfg=LoaderConfig(format="wds", batch_size=2),
+        epoch=0,
+        consumed=0,
+        rank=0,
+        world_size=1,
+    )
+    it = iter(BatchStream(spec))
+    next(it)
+    it.close()
+    assert numcodecs.blosc.use_threads is False
