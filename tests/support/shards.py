@@ -98,11 +98,13 @@ def write_shards(
     seed: int = 0,
     crc32c: bool = True,
     zarr_compressors=None,
+    label_chunk_rows: int = 5,
 ) -> dict:
     """Write wds/, zarr/ and manifest/ for `n` scans; returns {"scan_ids", "splits", "volumes", "labels"}.
 
     `crc32c=False` leaves out the manifest's `volume_crc32c` column, as manifests written before it had.
     `zarr_compressors`: the Zarr volume codecs after `bytes` (default zstd-3 + crc32c, whatever `codec`).
+    `label_chunk_rows`: rows per chunk of the Zarr label arrays (the sharding job writes 1024).
     """
     import numcodecs
     import zarr
@@ -136,7 +138,7 @@ def write_shards(
         label_arrays[key] = g.create_array(
             path,
             shape=(n, width),
-            chunks=(5, width),
+            chunks=(label_chunk_rows, width),
             dtype=labels[0][key].dtype,
             compressors=[ZstdCodec(level=1), Crc32cCodec()],
         )
