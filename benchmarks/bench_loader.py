@@ -429,7 +429,7 @@ def _report_512(args, rows, phases, shape, raw, ratio, n_samples, n_vols, folder
                 k,
                 f"{r['volumes_per_s']:.2f}"
                 + (f" ({r['first_epoch_volumes_per_s']:.1f})" if "first_epoch_volumes_per_s" in r else ""),
-                r["cores"],
+                int(r["cores"]),
                 f"{r['per_core_volumes_per_s']:.2f}",
                 f"{r['volumes_per_cpu_s']:.2f}",
                 f"{1e3 / r['volumes_per_cpu_s']:.1f}"
