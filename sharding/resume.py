@@ -34,6 +34,7 @@ from tte_scale.formats.shards import (
     ZARR_VOLUMES,
 )
 from tte_scale.hashing import sha256_file
+from tte_scale.imaging.canonical import CANONICAL_VERSION
 from tte_scale.outputs import MARKER, check_not_input, mark, read_marker
 from tte_scale.sharding.config import ShardConfig, output_config
 from tte_scale.sharding.inputs import input_signature
@@ -55,7 +56,7 @@ def fingerprint(cfg: ShardConfig, labels, plan: Plan) -> dict:
     # image_path as the scans table writes it: moving the cohort folder must not change the plan
     for it in plan.items:
         h.update(f"{it.row}\0{it.scan_id}\0{it.image_path}\0{it.modality}\n".encode())
-    return {"fingerprint": h.hexdigest()}
+    return {"fingerprint": h.hexdigest(), "canonical_version": CANONICAL_VERSION}
 
 
 def prepare_out(out: Path, fp: dict, overwrite: bool, inputs: Callable[[], Iterable]) -> bool:
@@ -79,7 +80,13 @@ def prepare_out(out: Path, fp: dict, overwrite: bool, inputs: Callable[[], Itera
         for d in present:
             shutil.rmtree(out / d)
     elif plan_file.is_file():
-        if json.loads(plan_file.read_text()) != fp:
+        kept = json.loads(plan_file.read_text())
+        if kept.get("fingerprint") == fp["fingerprint"] and kept.get("canonical_version") != fp["canonical_version"]:
+            raise InputError(
+                f"{out}: a build by another resampler (canonical_version {kept.get('canonical_version', 1)}, this "
+                f"tte-scale writes {fp['canonical_version']}): resuming would mix the two; pass --overwrite to rebuild"
+            )
+        if kept != fp:
             raise InputError(
                 f"{out}: holds a build of different scans/labels/config; pass --overwrite to replace it "
                 "(or --relabel to attach new labels to the existing volumes)"

@@ -26,6 +26,7 @@ from support.phantoms import axial_geometry, hu_at, write_series
 
 from tte_scale.cli import main
 from tte_scale.config import load_config
+from tte_scale.errors import InputError
 from tte_scale.sharding.config import ShardConfig
 from tte_scale.sharding.job import build
 
@@ -238,6 +239,19 @@ def test_resume_verifies_kept_shards_by_checksum(tmp_path):
     s = build(scans, labels, out, CFG, workers=0, progress=False)
     assert tree(out) == before  # both damaged shards rewritten
     assert s["resumed"] and s["processed"] > 0 and s["damaged_shards"] == 2
+
+
+def test_resume_of_a_build_by_another_resampler_is_refused(tmp_path):
+    """A plan recorded before CANONICAL_VERSION (NIfTI voxels may differ by 1 HU) is not resumed."""
+    scans, labels = make_cohort(tmp_path, n_subjects=2, broken=False)
+    out = tmp_path / "out"
+    build(scans, labels, out, CFG, workers=0, progress=False)
+    plan = out / "_state" / "plan.json"
+    old = json.loads(plan.read_text())
+    plan.write_text(json.dumps({"fingerprint": old["fingerprint"]}))  # what a build before version 2 wrote
+    with pytest.raises(InputError, match=r"another resampler \(canonical_version 1, this tte-scale writes 2\)"):
+        build(scans, labels, out, CFG, workers=0, progress=False)
+    assert json.loads(plan.read_text()) == {"fingerprint": old["fingerprint"]}  # nothing rewritten
 
 
 def test_resume_rereads_a_failed_input_that_changed(tmp_path):

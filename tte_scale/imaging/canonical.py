@@ -21,6 +21,11 @@ import numpy as np
 from tte_scale.imaging.config import ImagingConfig
 from tte_scale.imaging.volume import RawVolume
 
+CANONICAL_VERSION = 2
+"""Bump when the canonical voxels of some input can change. A shard build records it in its plan
+and a resume under another version is refused, so one build never mixes the two. 2: NIfTI read
+as stored and sampled through its transpose (at most 1 HU on <= 0.1% of voxels differ from 1)."""
+
 
 def canonical_affine(cfg: ImagingConfig, center_ras: np.ndarray) -> np.ndarray:
     """Affine of the canonical grid (voxel [d, h, w] -> RAS mm) centred on ``center_ras``."""
