@@ -348,8 +348,9 @@ def variants(depth: int, steps: int, full_depth_steps: int, quick: bool) -> list
     return vs
 
 
-def train_sets(v: Variant, shards: Path, labels: Path, out: Path, ranks: int) -> list[str]:
-    """configs/pretrain/vit_b_8gpu.yaml overridden for CPU ranks (as the trimmed e2e rehearsal)."""
+def cpu_train_sets(v: Variant, ranks: int) -> list[str]:
+    """The overrides that run configs/pretrain/vit_b_8gpu.yaml on ``ranks`` CPU ranks, one volume
+    each (tests/e2e/test_rehearsal_trimmed.py trains with these too)."""
     return [
         "device=cpu",
         f"cluster.gpus_per_node={ranks}",
@@ -368,10 +369,12 @@ def train_sets(v: Variant, shards: Path, labels: Path, out: Path, ranks: int) ->
         "eval.every_steps=0",
         "eval.max_batches=1",
         "telemetry.log_every=1",
-        f"data.shards_dir={shards}",
-        f"data.labels_dir={labels}",
-        f"out_dir={out}",
     ]
+
+
+def train_sets(v: Variant, shards: Path, labels: Path, out: Path, ranks: int) -> list[str]:
+    """:func:`cpu_train_sets` plus the run's folders."""
+    return [*cpu_train_sets(v, ranks), f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"out_dir={out}"]
 
 
 def estimate(sets: list[str]) -> dict[str, Any]:
