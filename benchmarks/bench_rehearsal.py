@@ -64,8 +64,9 @@ def _config_path(rel: str) -> Path:
 # -- process-tree sampling ------------------------------------------------------------------------
 
 
-COMPILERS = frozenset({"ninja", "sh", "c++", "g++", "gcc", "cc1plus", "as", "ld", "collect2"})
-"""Processes of DeepSpeed's first-run build of its CPU ops (cached in TORCH_EXTENSIONS_DIR)."""
+COMPILERS = frozenset({"ninja", "sh", "c++", "g++", "gcc", "cc1", "cc1plus", "as", "ld", "collect2"})
+"""Compiler processes: DeepSpeed's first-run build of its CPU ops (cached in TORCH_EXTENSIONS_DIR)
+and the short compiler probes at import."""
 RAY_DAEMONS = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "agent")
 
 
@@ -85,11 +86,13 @@ def _role(proc, root_pid: int, roles: dict[int, str]) -> str:
     parent = roles.get(ppid, "")
     if proc.pid == root_pid:
         return "driver"
-    if name in COMPILERS:
-        return "compiler (DeepSpeed op build, first run)"
+    if name in COMPILERS or parent == "compiler":
+        return "compiler"
+    if any(d in name for d in RAY_DAEMONS):
+        return "ray daemon"
     if name.startswith("ray::") or cmd.startswith("ray::") or "default_worker.py" in cmd:
         return "ray worker"
-    if any(d in name or d in cmd[:200] for d in RAY_DAEMONS) or "ray/" in cmd[:300] or parent == "ray daemon":
+    if any(d in cmd[:200] for d in RAY_DAEMONS) or "ray/" in cmd[:300] or parent == "ray daemon":
         return "ray daemon"
     if parent.startswith("rank") or name == "pt_data_worker":
         return f"{parent.split(' loader')[0]} loader worker" if parent.startswith("rank") else "loader worker"
@@ -97,6 +100,8 @@ def _role(proc, root_pid: int, roles: dict[int, str]) -> str:
         return f"rank {env['RANK']}"
     if "torch.distributed.run" in cmd:
         return "launcher (torchrun)"
+    if parent == "multiprocessing helper":  # started by a forkserver
+        return "worker"
     if "resource_tracker" in cmd or "forkserver" in cmd:
         return "multiprocessing helper"
     if parent in ("driver", "worker", "multiprocessing helper"):
@@ -110,6 +115,7 @@ class ProcRecord:
     role: str
     name: str
     peak_rss: int = 0
+    peak_pss: int = 0
     cpu_s: float = 0.0
 
 
@@ -156,11 +162,16 @@ class TreeSampler:
                     rss = p.memory_info().rss
                     t = p.cpu_times()
                     cpu = t.user + t.system
+                try:  # proportional set size: shared pages split between their users
+                    pss = p.memory_full_info().pss
+                except (psutil.Error, AttributeError):
+                    pss = 0
                 rec = self.procs.get(p.pid)
                 if rec is None:
                     rec = self.procs[p.pid] = ProcRecord(p.pid, _role(p, self.root_pid, roles), p.name())
                     roles[p.pid] = rec.role
                 rec.peak_rss = max(rec.peak_rss, rss)
+                rec.peak_pss = max(rec.peak_pss, pss)
                 rec.cpu_s = max(rec.cpu_s, cpu)
             except psutil.Error:
                 continue
@@ -195,12 +206,13 @@ def _shm_used() -> int:
 
 
 def by_role(processes: list[dict]) -> dict[str, dict[str, Any]]:
-    """Per role: process count, largest peak RSS (MiB), summed CPU-seconds."""
+    """Per role: process count, largest peak RSS and PSS (MiB), summed CPU-seconds."""
     out: dict[str, dict[str, Any]] = {}
     for p in processes:
-        r = out.setdefault(p["role"], {"n": 0, "peak_rss_mib": 0.0, "cpu_s": 0.0})
+        r = out.setdefault(p["role"], {"n": 0, "peak_rss_mib": 0.0, "peak_pss_mib": 0.0, "cpu_s": 0.0})
         r["n"] += 1
         r["peak_rss_mib"] = max(r["peak_rss_mib"], p["peak_rss_mib"])
+        r["peak_pss_mib"] = max(r["peak_pss_mib"], p.get("peak_pss_mib", 0.0))
         r["cpu_s"] = round(r["cpu_s"] + p["cpu_s"], 2)
     return out
 
@@ -295,27 +307,58 @@ def nifti_scans(cohort: Path) -> Path:
 # -- loader read (run in a child process by the rehearsal) ---------------------------------------
 
 
-def read_all(shards: str, fmt: str, workers: int, batch: int, split: str) -> dict[str, Any]:
-    """One epoch of the training loader over ``split`` at full shape: volumes/s and slot sizes."""
+def read_all(shards: str, fmt: str, workers: int, batch: int, split: str, epochs: int) -> dict[str, Any]:
+    """``epochs`` epochs of the training loader over ``split`` at full shape. Steady state: from
+    after the first (2 * workers + 1) batches (prefetched while the workers start) to the last,
+    volumes per second and per CPU-second of the whole tree (this process and its workers, the
+    way benchmarks/bench_loader.py counts); plus the slot ring's size."""
+    import psutil
+
     from tte_scale.data import LoaderConfig, build_loader
     from tte_scale.data.shm import ring_bytes
 
+    def tree_cpu() -> dict[int, float]:
+        out = {}
+        me = psutil.Process()
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
     cfg = LoaderConfig(format=fmt, batch_size=batch, num_workers=workers, prefetch_factor=2, split=split)
     loader = build_loader(shards, cfg)
-    t0 = time.perf_counter()
-    n, shape = 0, None
-    for b in loader:
+    steps = loader.steps_per_epoch * epochs
+    skip = min(2 * workers + 1, steps // 2)
+    t_start = time.perf_counter()
+    n, shape, it = 0, None, iter(loader)
+    t0 = c0 = None
+    for i in range(steps):
+        try:
+            b = next(it)
+        except StopIteration:  # next epoch: the stream carries on
+            it = iter(loader)
+            b = next(it)
+        if i == skip:
+            t0, c0, n = time.perf_counter(), tree_cpu(), 0
         n += b["volume"].shape[0]
         shape = tuple(b["volume"].shape[1:])
-    s = time.perf_counter() - t0
+    t1, c1 = time.perf_counter(), tree_cpu()
+    cpu = sum(t - c0.get(pid, 0.0) for pid, t in c1.items())
     return {
         "format": fmt,
         "workers": workers,
         "batch": batch,
+        "epochs": epochs,
         "volumes": n,
         "shape": list(shape or ()),
-        "seconds": round(s, 3),
-        "volumes_per_s": round(n / s, 3) if s > 0 else None,
+        "seconds": round(t1 - t0, 3),
+        "first_volumes_s": round(t0 - t_start, 3),
+        "volumes_per_s": round(n / (t1 - t0), 3),
+        "volumes_per_cpu_s": round(n / cpu, 3) if cpu > 0 else None,
+        "raw_mb_per_cpu_s": round(n * RAW_VOLUME_BYTES / 1e6 / cpu, 1) if cpu > 0 else None,
         "slot_ring_mib": round(ring_bytes(workers, 2, batch, shape[-3:] if shape else (160, 224, 224)) / 2**20, 1),
     }
 
@@ -572,11 +615,13 @@ def to_markdown(result: dict) -> str:
         f"configs/pretrain/vit_b_8gpu.yaml on 2 gloo ranks, width 768, 1,960 tokens (patch 16), "
         f"{cfg['depth']} blocks (12 in the `12blocks` variant), 1 volume per rank, {cfg['steps']} steps.",
         "",
-        "Peak RSS is per process (shared pages count in every process that maps them); CPU-s is the "
+        "Peak RSS is per process (shared pages count in every process that maps them; PSS, in brackets, "
+        "splits them between their users, so PSS sums over processes); x N: N processes of that role, the "
+        "largest shown; CPU-s is the "
         "whole process tree's; /dev/shm is the peak growth of its use during the stage (other jobs use it too).",
         "",
     ]
-    head = ["stage", "wall s", "CPU-s", "peak RSS per process (MiB)", "/dev/shm MiB", "bytes/volume, notes"]
+    head = ["stage", "wall s", "CPU-s", "peak RSS (PSS) per process, MiB", "/dev/shm MiB", "bytes/volume, notes"]
     rows = []
     for s in result["stages"]:
         procs = "; ".join(
@@ -605,8 +650,9 @@ def to_markdown(result: dict) -> str:
         if "loader" in s:
             ld = s["loader"]
             notes.append(
-                f"{ld['volumes']} volumes {ld['shape']}, {ld['volumes_per_s']} vol/s, {ld['workers']} workers, "
-                f"slot ring {ld['slot_ring_mib']} MiB"
+                f"steady state of {ld['epochs']} epochs: {ld['volumes']} volumes {ld['shape']}, {ld['volumes_per_s']} "
+                f"vol/s, {ld['volumes_per_cpu_s']} vol/CPU-s ({ld['raw_mb_per_cpu_s']} MB/CPU-s raw), {ld['workers']} "
+                f"workers, slot ring {ld['slot_ring_mib']} MiB; first volumes after {ld['first_volumes_s']} s"
             )
         if "train" in s:
             t = s["train"]
@@ -648,7 +694,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="smaller: 4 subjects, 1 training variant of 1 step with 1 block, no 12-block variant",
     )
-    ap.add_argument("--subjects", type=int, default=None, help="synthetic subjects (default 12; --quick 4)")
+    ap.add_argument("--subjects", type=int, default=None, help="synthetic subjects (default 24; --quick 4)")
     ap.add_argument("--tasks", type=int, default=8192, help="K asked of labels (default 8192)")
     ap.add_argument("--generic-codes", type=int, default=20000, help="synth generic_codes (default 20000)")
     ap.add_argument("--zipf", type=float, default=0.5, help="synth generic_zipf_exponent (default 0.5)")
@@ -662,14 +708,15 @@ def main(argv=None) -> int:
     ap.add_argument("--format", default="wds", help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--epochs", type=int, default=4, help=argparse.SUPPRESS)
     add_output_args(ap)
     args = ap.parse_args(argv)
     if args.read_loader:
-        res = read_all(args.read_loader, args.format, args.workers, 1, "train")
+        res = read_all(args.read_loader, args.format, args.workers, 1, "train", args.epochs)
         args.result.write_text(json.dumps(res))
         print(json.dumps(res))
         return 0
-    args.subjects = args.subjects or (4 if args.quick else 12)
+    args.subjects = args.subjects or (4 if args.quick else 24)
     args.depth = args.depth or (1 if args.quick else 2)
     args.steps = args.steps or (1 if args.quick else 3)
     meta = machine_info("cpu")
