@@ -189,8 +189,9 @@ class TreeSampler:
                     "role": r.role,
                     "name": r.name,
                     "peak_rss_mib": round(r.peak_rss / 2**20, 1),
+                    "peak_pss_mib": round(r.peak_pss / 2**20, 1),
                     "cpu_s": round(r.cpu_s, 2),
-                }  # fmt: skip
+                }
                 for r in sorted(self.procs.values(), key=lambda r: r.pid)
             ],
             "shm_peak_growth_mib": round(max(0, self.shm_peak - self.shm_base) / 2**20, 1),
@@ -615,13 +616,19 @@ def to_markdown(result: dict) -> str:
         f"configs/pretrain/vit_b_8gpu.yaml on 2 gloo ranks, width 768, 1,960 tokens (patch 16), "
         f"{cfg['depth']} blocks (12 in the `12blocks` variant), 1 volume per rank, {cfg['steps']} steps.",
         "",
-        "Peak RSS is per process (shared pages count in every process that maps them; PSS, in brackets, "
-        "splits them between their users, so PSS sums over processes); x N: N processes of that role, the "
-        "largest shown; CPU-s is the "
+        "Peak RSS is per process (shared pages count in every process that maps them"
+        + (
+            "; PSS, in brackets, splits them between their users, so PSS sums over processes"
+            if any(p.get("peak_pss_mib") for s in result["stages"] for p in s["processes"])
+            else ""
+        )
+        + "); x N: N processes of that role, the largest shown; CPU-s is the "
         "whole process tree's; /dev/shm is the peak growth of its use during the stage (other jobs use it too).",
         "",
     ]
-    head = ["stage", "wall s", "CPU-s", "peak RSS (PSS) per process, MiB", "/dev/shm MiB", "bytes/volume, notes"]
+    has_pss = any(p.get("peak_pss_mib") for s in result["stages"] for p in s["processes"])
+    head = ["stage", "wall s", "CPU-s", f"peak RSS{' (PSS)' if has_pss else ''} per process, MiB", "/dev/shm MiB",
+            "bytes/volume, notes"]  # fmt: skip
     rows = []
     for s in result["stages"]:
         procs = "; ".join(

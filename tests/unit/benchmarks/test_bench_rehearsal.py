@@ -27,6 +27,7 @@ def test_sampler_sees_the_peak_rss_of_each_process_of_the_tree(tmp_path):
     procs = {p["role"]: p for p in rec["processes"]}
     assert set(procs) == {"driver", "worker"}, rec["processes"]
     assert 60 <= procs["driver"]["peak_rss_mib"] < 120 and procs["worker"]["peak_rss_mib"] >= 120
+    assert 0 < procs["worker"]["peak_pss_mib"] <= procs["worker"]["peak_rss_mib"]
     assert rec["peak_rss_mib"] == procs["worker"]["peak_rss_mib"]
     assert rec["cpu_s"] >= rec["cpu_s_sampled"] > 0 and rec["samples"] > 5
     assert by_role(rec["processes"])["worker"]["n"] == 1
