@@ -43,6 +43,19 @@ def run_seed(run_dir: Path, seed: int) -> float:
     return time.perf_counter() - t0
 
 
+def summary_figures(summary: dict) -> tuple[dict, dict]:
+    """An eval ``summary.json``'s held-out task means (``model/probe/metric`` -> value, CI) and
+    its paired differences against the evaluated checkpoint (-> diff, CI)."""
+    means = {
+        key: {"value": v, "ci95": [lo, hi]} for key, (v, lo, hi) in summary["mean_over_tasks"].items() if v is not None
+    }
+    diffs = {
+        f"{d['model']}/{d['probe']}/{d['metric']}": {"diff": d["diff"], "ci95": [d["ci_low"], d["ci_high"]]}
+        for d in summary.get("tte_minus", [])
+    }
+    return means, diffs
+
+
 def read_run(run_dir: Path, seed: int) -> dict:
     """One finished demo run: its task means, paired differences and stage times."""
     summary_path = run_dir / "eval" / "summary.json"
@@ -61,13 +74,7 @@ def read_run(run_dir: Path, seed: int) -> dict:
         if stage == "synth" and not any(a == "--seed" and b == str(seed) for a, b in zip(argv, argv[1:])):
             raise InputError(f"{stamp}: this run's cohort was not made with seed {seed} ({' '.join(argv)})")
         stage_seconds[stage] = rec["seconds"]
-    means = {
-        key: {"value": v, "ci95": [lo, hi]} for key, (v, lo, hi) in summary["mean_over_tasks"].items() if v is not None
-    }
-    diffs = {
-        f"{d['model']}/{d['probe']}/{d['metric']}": {"diff": d["diff"], "ci95": [d["ci_low"], d["ci_high"]]}
-        for d in summary.get("tte_minus", [])
-    }
+    means, diffs = summary_figures(summary)
     return {
         "seed": seed,
         "run_dir": str(run_dir),

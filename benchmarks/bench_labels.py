@@ -316,6 +316,20 @@ def _fixed_cost_lines(tiny, tiny_compile, events, med_cpu, best_cpu) -> list[str
     ]
 
 
+def _table_row(name: str, r: dict, digits: int) -> list[str]:
+    """One run's row of the results table (seconds shown with ``digits`` decimals)."""
+    return [
+        name,
+        f"{r['seconds']:.{digits}f}",
+        f"{r['cpu_seconds']:.{digits}f}",
+        f"{r['events_per_cpu_s'] / 1e6:.2f}M",
+        f"{r['events_per_s'] / 1e6:.2f}M",
+        f"{r['peak_rss_mb']:,.0f}",
+        f"{r['base_rss_mb']:,.0f}",
+        f"{r['load_avg_before']}",
+    ]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=2_000_000, help="events to generate (the full benchmark: 20000000)")
@@ -406,46 +420,10 @@ def main(argv=None) -> int:
         "fixed_cost_tiny_runs": tiny,
         "first_run_compile_tiny": tiny_compile,
     }
-    rows = []
-    for r in ours:
-        rows.append(
-            [
-                "ours (pinned)",
-                f"{r['seconds']:.2f}",
-                f"{r['cpu_seconds']:.2f}",
-                f"{r['events_per_cpu_s'] / 1e6:.2f}M",
-                f"{r['events_per_s'] / 1e6:.2f}M",
-                f"{r['peak_rss_mb']:,.0f}",
-                f"{r['base_rss_mb']:,.0f}",
-                f"{r['load_avg_before']}",
-            ]
-        )
+    rows = [_table_row("ours (pinned)", r, 2) for r in ours]
     if pandas:
-        rows.append(
-            [
-                "pandas (pinned)",
-                f"{pandas['seconds']:.1f}",
-                f"{pandas['cpu_seconds']:.1f}",
-                f"{pandas['events_per_cpu_s'] / 1e6:.2f}M",
-                f"{pandas['events_per_s'] / 1e6:.2f}M",
-                f"{pandas['peak_rss_mb']:,.0f}",
-                f"{pandas['base_rss_mb']:,.0f}",
-                f"{pandas['load_avg_before']}",
-            ]
-        )
-    r = unpinned
-    rows.append(
-        [
-            "ours (not pinned)",
-            f"{r['seconds']:.2f}",
-            f"{r['cpu_seconds']:.2f}",
-            f"{r['events_per_cpu_s'] / 1e6:.2f}M",
-            f"{r['events_per_s'] / 1e6:.2f}M",
-            f"{r['peak_rss_mb']:,.0f}",
-            f"{r['base_rss_mb']:,.0f}",
-            f"{r['load_avg_before']}",
-        ]
-    )
+        rows.append(_table_row("pandas (pinned)", pandas, 1))
+    rows.append(_table_row("ours (not pinned)", unpinned, 2))
     ph = best["phases_s"]
     lines = [
         f"# `tte-scale labels` benchmark ({args.machine})",

@@ -180,11 +180,38 @@ class RayDataExecutor(RayTasksExecutor):
             yield meta, data, vol
 
 
-def _scan_task(item, imaging, codec, keep_volume, storage=None):
-    import ray
+def task_threads(cpus: int = 1) -> dict:
+    """Hold the libraries a scan task uses to the ``cpus`` cores Ray reserved for it (num_cpus=1):
+    N workers on N cores then run N compute threads, not N x cores. Returns what each library
+    now uses (benchmarks/bench_shard.py --input scanner512 records it from inside a Ray worker).
+
+    torch (grid_sample) would start one intra-op thread per core of the machine; Blosc, used from
+    the worker's main thread, likewise (sharding.codec turns its threads off for byte-identical
+    shards anyway); numexpr (imported by pandas, when installed) reads NUMEXPR_MAX_THREADS; Ray
+    itself sets OMP_NUM_THREADS to the task's num_cpus.
+    """
     import torch
 
-    torch.set_num_threads(1)
+    from tte_scale.sharding.codec import deterministic_blosc
+
+    if torch.get_num_threads() != cpus:
+        torch.set_num_threads(cpus)
+    deterministic_blosc()
+    os.environ.setdefault("NUMEXPR_MAX_THREADS", str(cpus))
+    import numcodecs.blosc
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "blosc_threads_in_tasks": 1 if numcodecs.blosc.use_threads is False else numcodecs.blosc.get_nthreads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "NUMEXPR_MAX_THREADS": os.environ.get("NUMEXPR_MAX_THREADS"),
+    }
+
+
+def _scan_task(item, imaging, codec, keep_volume, storage=None):
+    import ray
+
+    task_threads(1)
     meta, data, vol = process_scan(item, imaging, codec, keep_volume, storage)
     # Where the scan was read: the shard records (_state/) show which Ray nodes did the work
     # (`launch ray-shard` lists the cluster's nodes); no output file depends on it.

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tte_scale.errors import InputError
+from tte_scale.formats.meds import SPLITS
 from tte_scale.imaging import resolve_image_path
 
-SPLIT_ORDER = ("train", "tuning", "held_out")
 SCAN_COLUMNS = ("subject_id", "scan_id", "image_path")
 
 
@@ -99,7 +99,7 @@ def make_plan(scans: dict[str, list], labels, samples_per_wds_shard: int, zarr_r
     rows_by_split = defaultdict(list)
     for row, _, _, split, *_ in items:
         rows_by_split[split].append(row)
-    splits = [s for s in SPLIT_ORDER if s in rows_by_split] + sorted(set(rows_by_split) - set(SPLIT_ORDER))
+    splits = [s for s in SPLITS if s in rows_by_split] + sorted(set(rows_by_split) - set(SPLITS))
     wds_shards, wds_split, wds_of = [], [], {}
     for split in splits:
         rows = rows_by_split[split]

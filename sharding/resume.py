@@ -33,12 +33,12 @@ from tte_scale.formats.shards import (
     ZARR_DIR,
     ZARR_VOLUMES,
 )
+from tte_scale.hashing import sha256_file
 from tte_scale.outputs import MARKER, check_not_input, mark, read_marker
 from tte_scale.sharding.config import ShardConfig, output_config
 from tte_scale.sharding.inputs import input_signature
 from tte_scale.sharding.plan import Plan
 from tte_scale.sharding.state import STATE_DIR, clean_partials, read_record, write_json_atomic
-from tte_scale.sharding.writers import sha256_file
 
 COMMAND = "shard"
 OUTPUT_DIRS = (WDS_DIR, WDS_LABELS_DIR, ZARR_DIR, MANIFEST_DIR, STATE_DIR)

@@ -7,7 +7,6 @@ byte-identical shards whatever the machine, the time or the number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -18,19 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from tte_scale.hashing import sha256_file
+
 TMP_MARK = ".tmp-"
 
 
 def tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve(ref):

@@ -56,15 +56,26 @@ def read_marker(out: str | Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def check_not_input(out: str | Path, inputs: Iterable[str | Path | None], flag: str = "--out") -> None:
-    """Refuse an output folder that is, or contains, an input of the run."""
+def check_not_input(
+    out: str | Path,
+    inputs: Iterable[str | Path | None],
+    flag: str = "--out",
+    *,
+    inside_too: bool = False,
+    noun: str = "output folder",
+) -> None:
+    """Refuse an output folder that is, or contains, an input of the run; with ``inside_too`` also
+    one that lies inside an input (a training run, whose folder grows for days, must not fill an
+    input folder; a shard build under an ``--image-root`` is a common, harmless layout)."""
     o = Path(out).resolve()
     for given in inputs:
         if given is None or "://" in str(given):
             continue
         p = Path(given).resolve()
+        if inside_too and (p == o or p in o.parents):
+            raise InputError(f"{flag} {out}: is or lies inside the input {given}; choose another {noun}")
         if p == o or o in p.parents:
-            raise InputError(f"{flag} {out}: holds the input {given}; choose another output folder")
+            raise InputError(f"{flag} {out}: holds the input {given}; choose another {noun}")
 
 
 def check_replaceable(out: str | Path, command: str, inputs: Iterable[str | Path | None] = (), flag: str = "--out"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tte_scale.errors import InputError
+from tte_scale.hashing import update_from_file
 
 __all__ = ["FINGERPRINT_FILES", "fingerprint_hasher", "labels_fingerprint"]
 
@@ -33,9 +34,7 @@ def fingerprint_hasher(labels_dir: str | Path):
         if not path.is_file():
             raise InputError(f"labels folder {folder}: {name} is missing (run `tte-scale labels` first)")
         h.update(name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        update_from_file(h, path)
     return h
 
 

@@ -23,19 +23,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit" / "convert"))
 
-from convert_fixtures import write_tsv  # noqa: E402
+from convert_fixtures import COLUMN_OF as COLUMN  # noqa: E402
+from convert_fixtures import write_athena, write_tsv  # noqa: E402
 
 CLI = [sys.executable, "-m", "tte_scale.cli"]
-COLUMN = {
-    "pe": "pe_positive_nlp",
-    "ph_12m": "12_month_PH",
-    "mortality_1m": "1_month_mortality",
-    "mortality_6m": "6_month_mortality",
-    "mortality_12m": "12_month_mortality",
-    "readmission_1m": "1_month_readmission",
-    "readmission_6m": "6_month_readmission",
-    "readmission_12m": "12_month_readmission",
-}
 SCRUBBED = ("MEDS_DEATH", "Visit/IP")
 
 
@@ -89,24 +80,11 @@ def make_download(syn: Path, root: Path) -> dict:
     codes = pq.read_table(syn / "metadata" / "codes.parquet").to_pylist()
     ids = {c["code"]: 1000 + i for i, c in enumerate(codes) if "/" in c["code"]}
     athena = root / "athena"
-    write_tsv(
-        athena / "CONCEPT.csv",
-        [
-            "concept_id",
-            "concept_name",
-            "domain_id",
-            "vocabulary_id",
-            "concept_class_id",
-            "standard_concept",
-            "concept_code",
-        ],
-        [[i, f"concept {c}", "Condition", *c.split("/", 1)[:1], "X", "S", c.split("/", 1)[1]] for c, i in ids.items()],
-    )
-    write_tsv(
-        athena / "CONCEPT_ANCESTOR.csv",
-        ["ancestor_concept_id", "descendant_concept_id", "min_levels_of_separation", "max_levels_of_separation"],
-        [
-            [ids[p], ids[c["code"]], 1, 1]
+    write_athena(
+        athena,
+        [(i, f"concept {c}", *c.split("/", 1), "S") for c, i in ids.items()],
+        ancestors=[
+            (ids[p], ids[c["code"]], 1)
             for c in codes
             if c["code"] in ids
             for p in (c["parent_codes"] or [])

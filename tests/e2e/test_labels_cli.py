@@ -23,6 +23,12 @@ def cli(*args, cwd=None):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
+def _labels_args(root) -> list:
+    """`labels` from the module's synthetic cohort into root/labels, quietly."""
+    return ["labels", "--meds", root / "cohort", "--scans", root / "cohort" / "scans.parquet",
+            "--out", root / "labels", "--no-progress"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("labels_e2e")
@@ -30,18 +36,11 @@ def cohort(tmp_path_factory):
     assert res.returncode == 0, res.stderr
     # From another directory: the default bench task file must still be found.
     res = cli(
-        "labels",
-        "--meds",
-        root / "cohort",
-        "--scans",
-        root / "cohort" / "scans.parquet",
-        "--out",
-        root / "labels",
+        *_labels_args(root),
         "--tasks",
         64,
         "--bins",
         4,
-        "--no-progress",
         cwd=root,
     )
     assert res.returncode == 0, res.stderr
@@ -93,16 +92,7 @@ def test_tte_labels_match_pandas_reference(cohort):
 @pytest.mark.slow
 def test_overwrite_and_relabel_with_other_k(cohort):
     root, _ = cohort
-    args = [
-        "labels",
-        "--meds",
-        root / "cohort",
-        "--scans",
-        root / "cohort" / "scans.parquet",
-        "--out",
-        root / "labels",
-        "--no-progress",
-    ]
+    args = _labels_args(root)
     res = cli(*args, "--tasks", 16)
     assert res.returncode == 2 and "exists; pass --overwrite" in res.stderr
     res = cli(*args, "--tasks", 16, "--bins", 3, "--overwrite", "--set", "ranking=frequency")

@@ -77,6 +77,12 @@ def test_two_submissions_to_one_folder_get_their_own_token(tmp_path, monkeypatch
     assert tokens(folder) == [Path(b.token_file)] and Path(b.token_file).read_text() == secret_b
 
 
+def _ray_shard_argv(folder, out, *launch_flags) -> list[str]:
+    """`launch ray-shard` on one CPU per node with a token folder; shard's own arguments are dummies."""
+    return ["launch", "ray-shard", "--cpus-per-node", "1", "--folder", str(folder), *launch_flags, "--",
+            "--scans", "s.parquet", "--labels", "l", "--out", str(out)]  # fmt: skip
+
+
 def test_failed_submission_leaves_no_token(tmp_path, monkeypatch):
     import submitit
 
@@ -88,23 +94,7 @@ def test_failed_submission_leaves_no_token(tmp_path, monkeypatch):
     monkeypatch.setenv("TTE_SCALE_JOB_INDEX", str(tmp_path / "jobs.jsonl"))
     folder = tmp_path / "f"
     with pytest.raises(RuntimeError, match="invalid partition"):
-        main(
-            [
-                "launch",
-                "ray-shard",
-                "--cpus-per-node",
-                "1",
-                "--folder",
-                str(folder),
-                "--",
-                "--scans",
-                "s.parquet",
-                "--labels",
-                "l",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
+        main(_ray_shard_argv(folder, tmp_path / "o"))
     assert tokens(folder) == []
 
 
@@ -164,21 +154,6 @@ def test_job_end_removes_its_own_token_only(tmp_path, monkeypatch, rank, outcome
 
 def test_dry_run_creates_no_token(tmp_path):
     folder = tmp_path / "f"
-    proc = cli(
-        "launch",
-        "ray-shard",
-        "--cpus-per-node",
-        "1",
-        "--folder",
-        str(folder),
-        "--dry-run",
-        "--",
-        "--scans",
-        "s.parquet",
-        "--labels",
-        "l",
-        "--out",
-        str(tmp_path / "o"),
-    )
+    proc = cli(*_ray_shard_argv(folder, tmp_path / "o", "--dry-run"))
     assert proc.returncode == 0, proc.stderr
     assert f"{folder}/{TOKEN_PREFIX}<random>" in proc.stdout and not folder.exists()

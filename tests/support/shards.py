@@ -97,10 +97,14 @@ def write_shards(
     scan_ids=None,
     seed: int = 0,
     crc32c: bool = True,
+    zarr_compressors=None,
+    label_chunk_rows: int = 5,
 ) -> dict:
     """Write wds/, zarr/ and manifest/ for `n` scans; returns {"scan_ids", "splits", "volumes", "labels"}.
 
     `crc32c=False` leaves out the manifest's `volume_crc32c` column, as manifests written before it had.
+    `zarr_compressors`: the Zarr volume codecs after `bytes` (default zstd-3 + crc32c, whatever `codec`).
+    `label_chunk_rows`: rows per chunk of the Zarr label arrays (the sharding job writes 1024).
     """
     import numcodecs
     import zarr
@@ -125,7 +129,7 @@ def write_shards(
         chunks=volume_chunks(shape),
         shards=(zarr_shard_rows, *shape),
         dtype="int16",
-        compressors=[ZstdCodec(level=3), Crc32cCodec()],
+        compressors=zarr_compressors or [ZstdCodec(level=3), Crc32cCodec()],
         fill_value=VOLUME_FILL,
     )
     label_arrays = {}
@@ -134,7 +138,7 @@ def write_shards(
         label_arrays[key] = g.create_array(
             path,
             shape=(n, width),
-            chunks=(5, width),
+            chunks=(label_chunk_rows, width),
             dtype=labels[0][key].dtype,
             compressors=[ZstdCodec(level=1), Crc32cCodec()],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -44,3 +45,15 @@ def add_frozen_encoder_arguments(parser: argparse.ArgumentParser, *, excluded_wh
         help="stop when more than this fraction of a split's scans are missing or corrupt (default: the "
         f"training loader's, 0.01); below it they are left out and listed in {excluded_where}",
     )
+
+
+def from_args(cls, args: argparse.Namespace, **given):
+    """``cls(...)`` (a dataclass) from the parsed options that share a field's name, plus ``given``
+    for the fields whose option is named or shaped otherwise: one place that maps a command's
+    options to its library call, instead of a ``field=args.field`` line per option."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(given) - names
+    if unknown:  # a typo here would silently fall back to a default
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    taken = {n: getattr(args, n) for n in names - set(given) if hasattr(args, n)}
+    return cls(**taken, **given)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tte_scale.commands import add_frozen_encoder_arguments
+from tte_scale.commands import add_frozen_encoder_arguments, from_args
 
 HELP = "Embed every scan of a shards folder with an exported encoder (Parquet, N ranks, resumable)"
 DESCRIPTION = """\
@@ -97,21 +97,12 @@ def run(args: argparse.Namespace) -> int:
     splits = None
     if args.splits is not None:
         splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
-    job = EmbedJob(
-        encoder=args.encoder,
-        shards=args.shards,
-        out=args.out,
+    job = from_args(
+        EmbedJob,
+        args,
         splits=splits,
-        format=args.format,
-        batch_size=args.batch_size,
-        part_size=args.part_size,
         hu_window=tuple(args.hu_window) if args.hu_window else None,
-        device=args.device,
-        dtype=args.dtype,
-        max_bad_fraction=args.max_bad_fraction,
-        overwrite=args.overwrite,
         progress_every_s=args.progress_every,
-        threads=args.threads,
     )
     outcome = run_embed(job)
     if outcome is not None:

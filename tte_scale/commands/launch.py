@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tte_scale.commands import add_config_arguments
+from tte_scale.commands import add_config_arguments, from_args
 
 RANKED_COMMANDS = ("embed", "eval")
 """Commands `launch local -- CMD ...` starts on every rank instead of `train`."""
@@ -201,25 +201,13 @@ def _slurm(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ConfigError(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
-    sc = SlurmConfig(
+    sc = from_args(
+        SlurmConfig,
+        args,
         nodes=args.nodes or cfg.cluster.nodes,
         gpus_per_node=cfg.cluster.gpus_per_node if args.gpus_per_node is None else args.gpus_per_node,
-        tasks_per_node=args.tasks_per_node,
-        cpus_per_task=args.cpus_per_task,
-        mem=args.mem,
         time_min=parse_time(args.time),
-        partition=args.partition,
-        account=args.account,
-        qos=args.qos,
-        constraint=args.constraint,
-        exclusive=args.exclusive,
-        job_name=args.job_name,
-        signal=args.signal,
-        signal_delay_s=args.signal_delay_s,
-        max_requeues=args.max_requeues,
-        setup=args.setup,
         env=env,
-        folder=args.folder,
     )
     if args.gpu_mem is not None and args.gpu_mem <= 0:
         raise ConfigError(f"--gpu-mem {args.gpu_mem:g}: must be positive (GiB)")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from tte_scale.config import ConfigError, check, from_dict, read_yaml
+from tte_scale.formats.meds import SPLITS
 
 __all__ = [
     "CohortMap",
@@ -32,7 +33,6 @@ __all__ = [
 DEFAULT_MAP = "configs/convert/inspect.yaml"
 TIME_UNITS = {"seconds": 1 / 86400, "minutes": 1 / 1440, "hours": 1 / 24, "days": 1.0}
 """Days per unit of a label file's time-to-event column."""
-SPLIT_NAMES = ("train", "tuning", "held_out")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -70,8 +70,8 @@ class SplitsTable:
 
     def __post_init__(self) -> None:
         check(bool(self.values), "values", "needs at least one release split name")
-        bad = sorted({v for v in self.values.values() if v not in SPLIT_NAMES})
-        check(not bad, "values", f"{bad} are not split names; map each release split to one of {list(SPLIT_NAMES)}")
+        bad = sorted({v for v in self.values.values() if v not in SPLITS})
+        check(not bad, "values", f"{bad} are not split names; map each release split to one of {list(SPLITS)}")
         check("train" in self.values.values(), "values", "no release split maps to 'train'")
 
 

@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 from tte_scale.convert.legacy import GENERATIONS, detect, flatten, rename_legacy_codes
 from tte_scale.convert.staging import StagedOutput
 from tte_scale.errors import InputError
+from tte_scale.formats.meds import SPLITS
 
 __all__ = ["convert_meds", "read_split_source", "SPLITS", "data_files"]
 
 COMMAND = "convert meds"
-SPLITS = ("train", "tuning", "held_out")
 """The split names `tte-scale labels` and `eval` use (MEDS's sentinel names)."""
 
 
@@ -200,6 +200,18 @@ def _find_split_source(src: Path, splits: str | Path | None) -> Path | None:
     return None
 
 
+def read_code_metadata(path: Path) -> pa.Table:
+    """A MEDS ``metadata/codes.parquet`` as it is; one line naming the file if it cannot be read or
+    has no ``code`` column (the MEDS converter and the ontology converter both read it)."""
+    try:
+        tab = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read the code metadata: {exc}") from None
+    if "code" not in tab.column_names:
+        raise InputError(f"{path}: no column 'code'; has {tab.column_names}")
+    return tab
+
+
 def _input_codes(src: Path) -> tuple[pa.Table | None, int]:
     """The input's code metadata (``code``, ``description``, ``parent_codes``), one row per code,
     and how many codes had several rows (MEDS 0.3 tools wrote one per code modifier): they are
@@ -207,12 +219,7 @@ def _input_codes(src: Path) -> tuple[pa.Table | None, int]:
     p = src / "metadata" / "codes.parquet"
     if not p.is_file():
         return None, 0
-    try:
-        tab = pq.read_table(p)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{p}: cannot read the code metadata: {exc}") from None
-    if "code" not in tab.column_names:
-        raise InputError(f"{p}: no column 'code'; has {tab.column_names}")
+    tab = read_code_metadata(p)
     n = tab.num_rows
     codes = pc.cast(tab.column("code"), pa.string()).to_pylist()
     desc = (

@@ -291,16 +291,12 @@ def merge_codes(existing: pa.Table, rows: pa.Table) -> pa.Table:
 def dataset_codes(meds: Path) -> pa.Table:
     """The code table of a MEDS folder: ``metadata/codes.parquet`` (MEDS lists every code there),
     else the distinct codes of the data files (read one column at a time)."""
+    from tte_scale.convert.meds import data_files, read_code_metadata
+
     path = meds / "metadata" / "codes.parquet"
     if path.is_file():
-        try:
-            tab = pq.read_table(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{path}: cannot read: {exc}") from None
-        if "code" not in tab.column_names:
-            raise InputError(f"{path}: no column 'code'; has {tab.column_names}")
+        tab = read_code_metadata(path)
         return tab.filter(pc.is_valid(tab.column("code")))
-    from tte_scale.convert.meds import data_files
 
     codes: set[str] = set()
     for f in data_files(meds):

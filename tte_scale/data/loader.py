@@ -32,8 +32,10 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import multiprocessing.util
+import sys
 import traceback
 
+import numpy as np
 import torch
 
 from tte_scale.data.config import LoaderConfig
@@ -49,6 +51,9 @@ __all__ = ["TTELoader", "build_loader", "STATE_VERSION"]
 log = logging.getLogger("tte_scale.data")
 
 STATE_VERSION = 1
+# Recycled unpinned batch buffers per feed: the batch being used, the one the caller may still hold
+# (an optimizer step's inputs), and one spare; more held at once get fresh ones.
+_POOL_MAX = 3
 _COUNTERS = (
     "batches",
     "samples",
@@ -248,6 +253,8 @@ class _Feed:
         self.pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
         self.batch_shape = (cfg.batch_size, 1, *spec.index.shape)
         self.ring = None
+        # Unpinned batch volumes come from a few recycled buffers (see _volume_out).
+        self._pool: list[np.ndarray] = []
         if cfg.num_workers == 0:
             self._it = iter(BatchStream(spec))
             return
@@ -284,13 +291,34 @@ class _Feed:
         vol = arrays.pop("volume")
         if self.ring is not None:
             worker, slot = vol
-            vol = torch.empty(self.batch_shape, dtype=torch.int16, pin_memory=self.pin)
+            vol = self._volume_out()
             self.ring.take(worker, slot, vol)
         elif self.pin:
             vol = vol.pin_memory()
         sp = self.spec
         self.cursor = advance(sp.index.num_samples, *self.cursor, 1, sp.cfg.batch_size, sp.world_size)
         return to_torch(arrays, vol, self.pin), events
+
+    def _volume_out(self) -> torch.Tensor:
+        """The tensor a batch's volumes are copied into, out of the worker's slot.
+
+        Pinned: a fresh one; torch's pinned-memory allocator caches freed blocks itself. Unpinned:
+        a fresh 64 MiB tensor per batch is fresh pages from the kernel each time, whose page faults
+        and zeroing cost 3x the copy (7 of 9 CPU ms per 160 x 224 x 224 volume in the main process,
+        benchmarks/results/loader_512.md). So a few numpy buffers are recycled instead, each only
+        once nothing refers to it any more: a tensor made by ``torch.from_numpy`` (and every view of
+        it) holds a reference to its array, so an array whose only reference is this pool belongs to
+        no batch the caller still holds, however it was sliced.
+        """
+        if self.pin:
+            return torch.empty(self.batch_shape, dtype=torch.int16, pin_memory=True)
+        for i in range(len(self._pool)):
+            if sys.getrefcount(self._pool[i]) == 2:  # the pool's reference and the argument's
+                return torch.from_numpy(self._pool[i])
+        buf = np.empty(self.batch_shape, dtype=np.int16)
+        if len(self._pool) < _POOL_MAX:
+            self._pool.append(buf)
+        return torch.from_numpy(buf)
 
     def close(self) -> None:
         it, self._it = self._it, None

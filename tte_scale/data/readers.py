@@ -15,7 +15,8 @@ produce plausible voxels, and some codecs are not hardened against malformed inp
   SSE4.2 ~0.2 ms for a 3 MiB volume where sha256 of the decoded bytes took ~5 ms, about as long as
   the decode itself, on the dev CPU) and `labels_sha256`
   (sha256 of the label members' `.npy` bytes in formats.md order; a few KiB).
-- Zarr: the chunk crc32c codec of `volumes` (zarr raises on a mismatch) and `labels_sha256`
+- Zarr: the chunk crc32c codec of `volumes` (checked before decoding by `tte_scale.data.zarr_chunks`
+  for a local store of the layout the sharding job writes, by zarr otherwise) and `labels_sha256`
   (rows re-serialized with `np.save` to compare). A missing chunk reads as a volume made only of
   the fill value and is reported as missing rather than corrupt.
 - The manifest's `volume_sha256` (sha256 of the decoded C-order int16 `[D, H, W]` bytes) is
@@ -37,6 +38,7 @@ import numpy as np
 from tte_scale.data.split_index import SplitIndex
 from tte_scale.data.storage import ShardCache, ShardDamaged, join
 from tte_scale.data.tarindex import TarIndex, index_tar
+from tte_scale.data.zarr_chunks import ChunkCorrupt, ChunkMissing, ShardChunks, plan
 from tte_scale.formats.shards import (
     HEADER_MEMBER,
     LABEL_KEYS,
@@ -49,6 +51,7 @@ from tte_scale.formats.shards import (
     labels_sha256,
     sample_key,
 )
+from tte_scale.remote import is_url, local_path
 
 __all__ = ["SampleError", "WdsReader", "ZarrReader"]
 
@@ -254,6 +257,12 @@ class ZarrReader:
             shards = getattr(self._volumes, "shards", None)
             self._shard_rows = int(shards[0]) if shards else int(self._volumes.chunks[0])
             self._labels = {n: self._group[p] for n, p in ZARR_LABEL_ARRAYS.items()}
+            # A local store of the layout the sharding job writes: one pread + decode per volume
+            # (tte_scale.data.zarr_chunks); anything else through zarr itself.
+            self._chunks_reader = None
+            folder = join(join(self.index.root, ZARR_DIR), ZARR_VOLUMES)
+            if not is_url(folder) and (layout := plan(self._volumes, local_path(folder))) is not None:
+                self._chunks_reader = ShardChunks(layout)
             # zarr checks a chunk crc32c itself before decoding; without one, hash the decoded volume
             self._hash_volumes = self.verify_sha256 or not _has_chunk_crc32c(self._volumes)
         return self._group
@@ -276,16 +285,30 @@ class ZarrReader:
         self._open()
         row = int(self.index.rows[k])
         where = f"zarr/volumes shard {row // self._shard_rows}"
-        try:
-            vol = self._volumes[row]
-        except Exception as exc:
-            raise SampleError("corrupt", f"zarr read failed: {type(exc).__name__}: {exc}", where) from None
+        if self._chunks_reader is not None:
+            if tuple(self._volumes.shape[1:]) != tuple(self.index.shape):
+                raise SampleError(
+                    "corrupt", f"volume shape {self._volumes.shape[1:]}, manifest {self.index.shape}", where
+                )
+            try:
+                self._chunks_reader.read(row, out_DHW)
+            except ChunkMissing as exc:
+                raise SampleError("missing", f"volume is only fill value ({exc})", where) from None
+            except ChunkCorrupt as exc:
+                raise SampleError("corrupt", f"zarr read failed: {exc}", where) from None
+            vol = out_DHW
+        else:
+            try:
+                vol = self._volumes[row]
+            except Exception as exc:
+                raise SampleError("corrupt", f"zarr read failed: {type(exc).__name__}: {exc}", where) from None
         flat = vol.reshape(-1)
         if flat[0] == self._fill and flat[-1] == self._fill and (flat == self._fill).all():
             raise SampleError("missing", "volume is only fill value (missing chunk or shard file)", where)
         if vol.shape != tuple(self.index.shape):
             raise SampleError("corrupt", f"volume shape {vol.shape}, manifest {self.index.shape}", where)
-        np.copyto(out_DHW, vol)
+        if vol is not out_DHW:
+            np.copyto(out_DHW, vol)
         if self._hash_volumes and hashlib.sha256(out_DHW.data).hexdigest() != self.index.volume_sha256[k]:
             raise SampleError("corrupt", "volume sha256 (of the decoded int16 bytes) differs from the manifest", where)
         try:
@@ -297,6 +320,8 @@ class ZarrReader:
         return labels
 
     def close(self) -> None:
+        if self._group is not None and self._chunks_reader is not None:
+            self._chunks_reader.close()
         self._group = None
 
 

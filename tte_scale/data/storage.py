@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from tte_scale.hashing import sha256_file
 from tte_scale.remote import StorageConfig, StorageError, download, is_url, join, list_objects, local_path, object_info
 from tte_scale.remote import read_bytes as read_object
 
@@ -72,14 +73,6 @@ def missing(paths: Iterable[str]) -> list[str]:
         lost += [p for p in members if p.rsplit("/", 1)[1] not in there]
     lost_set = set(lost)
     return [p for p in paths if p in lost_set]
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ShardCache:
@@ -132,7 +125,7 @@ class ShardCache:
                 raise OSError(str(exc)) from None
             if size is not None and got != size:
                 raise ShardDamaged(f"{url}: downloaded {got} bytes, the manifest says {size}")
-            if sha256 is not None and _hash_file(tmp) != sha256:
+            if sha256 is not None and sha256_file(tmp) != sha256:
                 raise ShardDamaged(f"{url}: sha256 of the download differs from the manifest")
             os.replace(tmp, entry)
         finally:

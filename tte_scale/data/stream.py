@@ -169,6 +169,13 @@ class BatchStream(torch.utils.data.IterableDataset):
         sp = self.spec
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:
+            # A worker decodes on one core: the loader's parallelism is its workers. Blosc would
+            # otherwise start a thread per core of the node in every worker (it threads when called
+            # from a main thread, which a worker's loop is), N workers x cores threads in all.
+            import numcodecs.blosc
+
+            numcodecs.blosc.use_threads = False
         b, world = sp.cfg.batch_size, sp.world_size
         order_epoch, order = None, None
         # A worker goes away when the main process does, however that ends: the loader starts

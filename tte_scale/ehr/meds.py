@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tte_scale.errors import InputError
+from tte_scale.formats.meds import SPLITS
 
 __all__ = [
     "MedsDataset",
@@ -214,7 +215,6 @@ def _frozen(ev: ShardEvents) -> ShardEvents:
     return ev
 
 
-SPLITS = ("train", "tuning", "held_out")
 """The split names the pipeline uses (MEDS's own): tasks and bins are chosen on ``train``."""
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from tte_scale.hashing import update_from_file
+
 __all__ = ["file_digest", "weights_digest"]
 
 
@@ -19,9 +21,7 @@ def file_digest(*paths: Path | str) -> str:
         if is_remote(p):
             h.update(read_bytes(str(p)))
             continue
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        update_from_file(h, p)
     return h.hexdigest()[:16]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tte_scale.config import check
+from tte_scale.formats.meds import SPLITS
 
 __all__ = ["EvalConfig", "PROBES"]
 
@@ -56,7 +57,7 @@ class EvalConfig:
     td_cindex_max_rows: int = 5000
     """Antolini's C-index is O(n^2) per replicate: above this many held-out rows it is
     computed on a fixed random subset of subjects of about this size (noted in the table)."""
-    splits: list[str] = field(default_factory=lambda: ["train", "tuning", "held_out"])
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
     """Names of the fit, selection and report splits, in that order."""
     train_subsets: list[int] = field(default_factory=list)
     """Label efficiency: training-split sizes (scans) to refit the probes on, e.g. [200, 1000,

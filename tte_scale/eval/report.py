@@ -138,9 +138,7 @@ def write_report(
     for model, per_task in km_inputs.items():
         if not per_task:
             continue
-        cols = min(4, len(per_task))
-        rows_n = math.ceil(len(per_task) / cols)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+        fig, axes = _task_grid(plt, len(per_task), (3.6, 3.0))
         for ax, (task, d) in zip(axes.flat, per_task.items()):
             for label, t, s in risk_quartile_km(d["risk"], d["time"], d["event"]):
                 ax.step(t, s, where="post", label=label)
@@ -148,18 +146,20 @@ def write_report(
             ax.set_xlabel("days")
             ax.set_ylim(0, 1.02)
             ax.legend(fontsize=6)
-        for ax in list(axes.flat)[len(per_task) :]:
-            ax.axis("off")
-        fig.suptitle(f"{model}: Kaplan-Meier by predicted-risk quartile (held_out)")
-        fig.tight_layout()
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model)
-        fig.savefig(fig_dir / f"km_{safe}.png", dpi=110)
-        plt.close(fig)
-        figs.append((f"Kaplan-Meier, {model}", f"figures/km_{safe}.png"))
+        name = f"km_{_file_name(model)}.png"
+        _save_grid(
+            plt,
+            fig,
+            axes,
+            len(per_task),
+            f"{model}: Kaplan-Meier by predicted-risk quartile (held_out)",
+            fig_dir / name,
+        )
+        figs.append((f"Kaplan-Meier, {model}", f"figures/{name}"))
 
     for model, res in results.items():
         if res.calibration:
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model)
+            safe = _file_name(model)
             _calibration_figure(plt, model, res.calibration, fig_dir / f"calibration_{safe}.png")
             figs.append((f"calibration, {model}", f"figures/calibration_{safe}.png"))
 
@@ -236,9 +236,7 @@ def _calibration_figure(plt, model: str, calibration: dict[str, dict], path: Pat
     """Per task: observed vs predicted risk by the horizon; the logistic probe's probability
     bins and each survival probe's risk deciles (Kaplan-Meier observed); marker area ~ rows."""
     tasks = list(dict.fromkeys(k.split("/")[0] for k in calibration))
-    cols = min(4, len(tasks))
-    rows_n = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.4 * cols, 3.2 * rows_n), squeeze=False)
+    fig, axes = _task_grid(plt, len(tasks), (3.4, 3.2))
     for ax, task in zip(axes.flat, tasks):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         for key, d in calibration.items():
@@ -255,12 +253,7 @@ def _calibration_figure(plt, model: str, calibration: dict[str, dict], path: Pat
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.axis("off")
-    fig.suptitle(f"{model}: calibration on held_out")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_grid(plt, fig, axes, len(tasks), f"{model}: calibration on held_out", path)
 
 
 def _efficiency_figure(plt, means: list[dict], path: Path) -> None:
@@ -347,3 +340,25 @@ def _excluded_section(excluded: list[dict], limit: int = 50) -> list[str]:
     if len(excluded) > limit:
         md.append(f"- ... and {len(excluded) - limit} more (summary.json)")
     return md + [""]
+
+
+def _task_grid(plt, n: int, panel_in: tuple[float, float]):
+    """A figure with one panel per task, at most 4 a row (``panel_in``: one panel's inches)."""
+    cols = min(4, n)
+    rows_n = math.ceil(n / cols)
+    return plt.subplots(rows_n, cols, figsize=(panel_in[0] * cols, panel_in[1] * rows_n), squeeze=False)
+
+
+def _save_grid(plt, fig, axes, used: int, title: str, path: Path) -> None:
+    """Blank the unused panels, title the grid, write it and free it."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _file_name(model: str) -> str:
+    """A model's name as a file-name part (baseline names are user-given: ``--baseline a/b=...``)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in model)

@@ -60,27 +60,50 @@ def covered_fraction(raw: RawVolume, cfg: ImagingConfig, samples: int = 24) -> f
 
 
 def canonicalize(raw: RawVolume, cfg: ImagingConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Return (``vol_DHW`` int16, its RAS affine)."""
+    """Return (``vol_DHW`` int16, its RAS affine).
+
+    ``raw.hu_IJK`` may be float32 or an integer dtype (a NIfTI file's stored values), and C- or
+    Fortran-ordered: nibabel hands a NIfTI array over in Fortran order, whose C-ordered copy cost
+    more CPU than the whole resampling (benchmarks/results/shard.md), so a Fortran-ordered array is
+    sampled through its transpose (a C-contiguous view, axes K, J, I) instead of being copied.
+    """
     import torch
     import torch.nn.functional as F
 
     out_aff = canonical_affine(cfg, scan_center_ras(raw))
     vox_map = np.linalg.inv(raw.affine_ras) @ out_aff  # canonical voxel -> input voxel
     D, H, W = cfg.shape
-    in_shape = np.asarray(raw.hu_IJK.shape, dtype=np.float64)
-    # grid_sample (align_corners=True) wants coordinates in [-1, 1] per input axis, listed
-    # last axis first: (k, j, i). Fold that normalization into the affine map.
+    hu = raw.hu_IJK
+    in_shape = np.asarray(hu.shape, dtype=np.float64)
+    # grid_sample (align_corners=True) wants coordinates in [-1, 1] per axis of the array it
+    # samples, listed last axis first: (k, j, i) for the [I, J, K] array, (i, j, k) for its
+    # transpose. Fold that normalization into the affine map.
+    transposed = not hu.flags.c_contiguous and hu.flags.f_contiguous
+    src = hu.T if transposed else hu
     scale = 2.0 / np.maximum(in_shape - 1.0, 1.0)
     lin = vox_map[:3, :3] * scale[:, None]
     off = vox_map[:3, 3] * scale - 1.0
     d = np.arange(D, dtype=np.float64)[:, None, None, None]
     h = np.arange(H, dtype=np.float64)[None, :, None, None]
     w = np.arange(W, dtype=np.float64)[None, None, :, None]
-    grid_DHW3 = off + d * lin[:, 0] + h * lin[:, 1] + w * lin[:, 2]  # (i, j, k) normalized
-    grid_DHW3 = np.ascontiguousarray(grid_DHW3[..., ::-1], dtype=np.float32)  # -> (k, j, i)
+    # Summed in float64 and rounded once to float32, as before, but written straight into the
+    # float32 grid: the float64 [D, H, W, 3] intermediate (190 MB at the default shape) cost a
+    # third of the step.
+    grid_DHW3 = np.empty((D, H, W, 3), dtype=np.float32)
+    np.add(off + d * lin[:, 0] + h * lin[:, 1], w * lin[:, 2], out=grid_DHW3 if transposed else grid_DHW3[..., ::-1])
 
-    # Shift HU so air is 0: grid_sample's zero padding then pads with hu_min.
-    vol = np.clip(raw.hu_IJK, cfg.hu_min, cfg.hu_max).astype(np.float32) - np.float32(cfg.hu_min)
+    # Shift HU so air is 0: grid_sample's zero padding then pads with hu_min. Two passes into
+    # one float32 buffer instead of three fresh arrays; integer voxels are clipped in their own
+    # dtype (a mixed int16 -> float32 clip loop is 5x slower), and the shift converts them: the
+    # same float32 numbers either way (integers below 2**24 are exact).
+    vol = np.empty(src.shape, dtype=np.float32)
+    if src.dtype.kind == "f":
+        np.clip(src, cfg.hu_min, cfg.hu_max, out=vol)
+        np.subtract(vol, np.float32(cfg.hu_min), out=vol)
+    else:
+        info = np.iinfo(src.dtype)
+        clipped = np.clip(src, max(cfg.hu_min, info.min), min(cfg.hu_max, info.max))
+        np.subtract(clipped, np.float32(cfg.hu_min), out=vol, dtype=np.float32)
     with torch.no_grad():
         out = F.grid_sample(
             torch.from_numpy(vol)[None, None],

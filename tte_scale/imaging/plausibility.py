@@ -24,8 +24,10 @@ def check_scan(raw: RawVolume, cfg: ImagingConfig) -> tuple[RawVolume, int]:
     """Return ``raw`` (non-finite voxels filled when ``cfg.nonfinite_fill_hu`` is set) and the
     number of voxels filled; raise ScanReadError for a scan that is not a plausible CT."""
     hu = raw.hu_IJK
-    bad = ~np.isfinite(hu)
-    n_bad = int(np.count_nonzero(bad))
+    n_bad = 0
+    if hu.dtype.kind == "f":  # integer voxels (a NIfTI file's stored values) are always finite
+        bad = ~np.isfinite(hu)
+        n_bad = int(np.count_nonzero(bad))
     if n_bad:
         if cfg.nonfinite_fill_hu is None:
             raise ScanReadError("nonfinite_voxels", f"{n_bad} of {hu.size} voxels are NaN or infinite")

@@ -58,7 +58,8 @@ class ScanReadError(Exception):
 class RawVolume:
     """A scan as read: HU values on its own voxel grid, and where that grid lies in the patient.
 
-    ``hu_IJK`` float32 [I, J, K] (array axes in file order); ``affine_ras`` float64 4x4 maps a
+    ``hu_IJK`` [I, J, K] (array axes in file order, C- or Fortran-ordered in memory): float32, or
+    int16/uint16/int8/uint8 values as a NIfTI file stores them when it has no scaling; ``affine_ras`` float64 4x4 maps a
     voxel index (i, j, k, 1) to RAS+ millimetres (x toward the patient's left, y toward
     anterior, z toward superior; nibabel's convention). ``scanner`` holds only whitelisted
     fields (see :mod:`tte_scale.imaging.deid`). ``ignored_files``: files of a DICOM folder that

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tte_scale.formats.meds import SPLITS
 from tte_scale.synth import sparse
 from tte_scale.synth.config import SynthConfig, is_sparse
 from tte_scale.synth.model import FACTORS, covariates, draw_first_factors, log_hazards, progress_factors
@@ -24,7 +25,6 @@ from tte_scale.synth.vocab import PE_CODES, PH_CODES, Vocab
 
 __all__ = ["SubjectRecord", "simulate_subject", "day_of", "SPLITS", "SCAN_PROCEDURE_CODE"]
 
-SPLITS = ("train", "tuning", "held_out")
 SCAN_PROCEDURE_CODE = "CPT4/71275"  # CT angiography of the chest, recorded minutes after the scan
 _VISIT_LOGIT = {"OP": 0.0, "ER": 0.5, "IP": 1.2}
 _CHRONIC_HISTORY = 0.7  # history covariates: chronic factors at 70% of their first-scan value

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tte_scale.errors import InputError
-from tte_scale.outputs import MARKER, mark, read_marker
+from tte_scale.outputs import MARKER, check_not_input, mark, read_marker
 from tte_scale.train.metrics_log import METRICS_FILE
 
 __all__ = ["RUN_ENTRIES", "RunStart", "existing_run", "plan_start", "start_run"]
@@ -76,7 +76,7 @@ def plan_start(out_dir: Path, *, resume: bool, overwrite: bool, has_checkpoint: 
     which ``out_dir`` must not be or lie in, and ``--overwrite`` must not remove.
     """
     out = Path(out_dir)
-    _check_not_in_inputs(out, inputs)
+    check_not_input(out, inputs, "out_dir", inside_too=True, noun="out_dir")
     owner = read_marker(out)
     if owner is not None and owner.get("command") != COMMAND:
         raise InputError(
@@ -125,16 +125,6 @@ def start_run(out_dir: Path, plan: str, run_id: str | None = None) -> RunStart:
     out.mkdir(parents=True, exist_ok=True)
     mark(out, COMMAND, run_id=run_id, attempts=attempt, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
     return RunStart(run_id=run_id, attempt=attempt)
-
-
-def _check_not_in_inputs(out: Path, inputs) -> None:
-    o = out.resolve()
-    for given in inputs:
-        if given is None or "://" in str(given):
-            continue
-        p = Path(given).resolve()
-        if o == p or p in o.parents:
-            raise InputError(f"out_dir {out}: is or lies inside the input {given}; choose another out_dir")
 
 
 def _check_inputs_not_removed(out: Path, inputs) -> None:

@@ -35,6 +35,19 @@ ROWS = [
 ]
 
 
+# The release's label column of each task in configs/tasks/inspect.yaml (its README's table).
+COLUMN_OF = {
+    "pe": "pe_positive_nlp",
+    "ph_12m": "12_month_PH",
+    "mortality_1m": "1_month_mortality",
+    "mortality_6m": "6_month_mortality",
+    "mortality_12m": "12_month_mortality",
+    "readmission_1m": "1_month_readmission",
+    "readmission_6m": "6_month_readmission",
+    "readmission_12m": "12_month_readmission",
+}
+
+
 def rows_by_subject(rows=ROWS) -> dict[int, list[tuple]]:
     out: dict[int, list[tuple]] = {}
     for r in rows:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from convert_fixtures import LABEL_COLUMNS, default_studies, image_id, write_release, write_tsv
+from convert_fixtures import COLUMN_OF, LABEL_COLUMNS, default_studies, image_id, write_release, write_tsv
 
 from tte_scale.config import ConfigError
 from tte_scale.convert import convert_cohort, load_map
@@ -21,16 +21,6 @@ from tte_scale.errors import InputError
 from tte_scale.outputs import MARKER
 
 TASKS = load_task_set("configs/tasks/inspect.yaml")
-COLUMN_OF = {
-    "pe": "pe_positive_nlp",
-    "ph_12m": "12_month_PH",
-    "mortality_1m": "1_month_mortality",
-    "mortality_6m": "6_month_mortality",
-    "mortality_12m": "12_month_mortality",
-    "readmission_1m": "1_month_readmission",
-    "readmission_6m": "6_month_readmission",
-    "readmission_12m": "12_month_readmission",
-}
 
 
 def run(tmp_path, release=None, overrides=None, map_path=None, **kw):

@@ -6,20 +6,14 @@ import math
 
 import pytest
 import torch
+from support.tiny_model import TINY_VIT
 
 from tte_scale.config import load_config
 from tte_scale.train import PretrainConfig
 from tte_scale.train.evaluate import evaluate
 from tte_scale.train.parts import build_model
 
-SMALL = [
-    "model.img_size=[8,16,16]",
-    "model.patch_size=[4,8,8]",
-    "model.embed_dim=16",
-    "model.depth=1",
-    "model.num_heads=2",
-    "head.rank=4",
-]
+SMALL = TINY_VIT
 
 
 class _Engine:

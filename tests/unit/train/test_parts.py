@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from support.tiny_model import TINY_VIT
 
 from tte_scale.config import load_config
 from tte_scale.errors import InputError
@@ -53,14 +54,7 @@ def test_prefit_model_from_config(tmp_path):
     cfg = load_config(
         PretrainConfig,
         None,
-        [
-            "model.img_size=[8,16,16]",
-            "model.patch_size=[4,8,8]",
-            "model.embed_dim=16",
-            "model.depth=1",
-            "model.num_heads=2",
-            "head.rank=4",
-        ],
+        TINY_VIT,
     )
     time_NK, event_NK = train_label_sample(root, "train", 10)
     model = build_model(cfg, num_tasks=4, num_bins=3)

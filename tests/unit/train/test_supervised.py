@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from support.tiny_model import TINY_VIT
 
 from tte_scale.config import ConfigError, load_config
 from tte_scale.errors import InputError
@@ -17,14 +18,7 @@ from tte_scale.models import SupervisedHead, SupervisedModel, TTEModel
 from tte_scale.train import PretrainConfig
 from tte_scale.train.parts import build_model, model_inputs, train_bench_labels
 
-SMALL = [
-    "model.img_size=[8,16,16]",
-    "model.patch_size=[4,8,8]",
-    "model.embed_dim=16",
-    "model.depth=1",
-    "model.num_heads=2",
-    "head.rank=4",
-]
+SMALL = TINY_VIT
 
 
 def test_masked_bce_ignores_null_labels_in_value_and_gradient():
