@@ -11,11 +11,11 @@ from tte_scale.benchmarks import ORDER, STAGES
 from tte_scale.benchmarks.bench_rehearsal import TreeSampler, by_role, measure, to_markdown, train_sets, variants
 from tte_scale.benchmarks.summary import headlines
 
-# A parent that allocates ~60 MB and starts a child that allocates ~120 MB, both alive a while.
+# A parent that fills ~60 MB and starts a child that fills ~120 MB, both alive a while.
 TREE = """
 import subprocess, sys, time
-a = bytearray(60 * 2**20)
-child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(120 * 2**20); time.sleep(1.5)"])
+a = b"x" * (60 * 2**20)  # written, so resident (a zeroed bytearray may stay unmapped)
+child = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * (120 * 2**20); time.sleep(2.0)"])
 time.sleep(0.5)
 child.wait()
 """
