@@ -107,11 +107,18 @@ STAGES: dict[str, Stage] = {
             small={"cpu": ("--max-n", "100000", "--repeat", "1")},
             full={"cpu": ()},
         ),
+        Stage(
+            name="rehearsal",
+            module="tte_scale.benchmarks.bench_rehearsal",
+            what="full-size rehearsal: every stage at 160x224x224, ViT-B width, K=8,192 (time, CPU-s, RSS, bytes)",
+            small={"cpu": ("--quick",)},
+            full={"cpu": ()},
+        ),
     )
 }
 
 #: What ``all`` runs, in pipeline order.
-ORDER = ("synth", "labels", "shard", "loader", "loss", "model", "train", "eval")
+ORDER = ("synth", "labels", "shard", "loader", "loss", "model", "train", "eval", "rehearsal")
 
 
 def select(names: list[str]) -> list[Stage]:

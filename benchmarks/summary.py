@@ -188,6 +188,22 @@ def _eval(r: dict) -> list[Headline]:
     return out
 
 
+def _rehearsal(r: dict) -> list[Headline]:
+    out = [
+        _h("full-size rehearsal, all stages", f"{r['total_wall_s'] / 60:.1f} min", f"load {r['meta']['load_avg_1m']}")
+    ]
+    train = [s for s in r["stages"] if "train" in s and s["train"].get("model_state_gib_per_rank")]
+    for s in train[-1:]:
+        out.append(
+            _h(
+                f"model state per rank, {s['variant']['name']} ({s['estimate']['params'] / 1e6:.0f} M params)",
+                f"{s['train']['model_state_gib_per_rank']:.2f} GiB",
+                f"{s['train']['measured_over_estimate']:.2f}x DeepSpeed's estimate",
+            )
+        )
+    return out
+
+
 EXTRACT: dict[str, Callable[[dict], list[Headline]]] = {
     "synth": _synth,
     "labels": _labels,
@@ -197,6 +213,7 @@ EXTRACT: dict[str, Callable[[dict], list[Headline]]] = {
     "model": _model,
     "train": _train,
     "eval": _eval,
+    "rehearsal": _rehearsal,
 }
 
 

@@ -204,8 +204,10 @@ def test_launch_local_runs_embed_on_ranks(root, capsys):
     assert cmd[5:8] == ["-m", "tte_scale.cli", "embed"]
     assert main(["launch", "local", "--dry-run", "--", *embed_argv(root)]) == 2
     assert "give --nproc" in capsys.readouterr().err
-    assert main(["launch", "local", "--nproc", "2", "--dry-run", "--", "eval"]) == 2
-    assert "tte-scale launch: error: launch local -- eval: only embed run on ranks" in capsys.readouterr().err
+    assert main(["launch", "local", "--nproc", "2", "--dry-run", "--", "labels"]) == 2
+    assert "tte-scale launch: error: launch local -- labels: only embed, eval run on ranks" in capsys.readouterr().err
+    assert main(["launch", "local", "--nproc", "2", "--dry-run", "--", "eval", "--out", "x"]) == 0  # eval runs on ranks
+    assert capsys.readouterr().out.split()[5:8] == ["-m", "tte_scale.cli", "eval"]
 
 
 def test_splits_and_bfloat16_are_recorded_and_close_to_float32(root):

@@ -22,26 +22,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tte_scale.benchmarks.bench_rehearsal import Variant, cpu_train_sets
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
+# The CPU overrides of `tte-scale bench rehearsal` for one rank (ViT-B with 2 blocks, fp32, ZeRO-2,
+# 2 steps); with two subjects there is no tuning split, so training evaluates on held_out.
 TRAIN_SETS = [
-    "device=cpu",
-    "cluster.gpus_per_node=1",
-    "model.depth=2",
-    "optim.global_batch_size=1",
-    "optim.grad_accum_steps=1",
-    "optim.warmup_steps=1",
-    "data.num_workers=1",
-    "data.shuffle_window=2",
+    *cpu_train_sets(Variant(name="trimmed", precision="fp32", zero=2, checkpointing=False, depth=2, steps=2), ranks=1),
     "data.eval_split=held_out",
-    "zero.precision=fp32",
-    "max_steps=2",
-    "checkpoint.every_steps=2",
-    "eval.every_steps=0",
-    "eval.max_batches=1",
-    "telemetry.log_every=1",
 ]
 
 

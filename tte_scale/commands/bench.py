@@ -18,6 +18,8 @@ Run the benchmark of one or more stages, each beside its baseline in the same pr
   model   3D ViT training step: ours vs MONAI's ViT (samples/s, TFLOP/s, MFU)
   train   the real trainer on real shards: volumes/s, tokens/s, MFU, data wait per world size
   eval    C-index vs lifelines and scikit-survival; bootstrap; probe fits
+  rehearsal  every stage end to end at the full INSPECT geometry (160x224x224, ViT-B width, K=8,192):
+          wall, CPU-s, peak RSS per process, /dev/shm, bytes/volume, memory per rank vs estimate
   all     every stage above, in this order
   summary no run: rebuild summary.{json,md} and scaling.png from the results already in --out
 
@@ -32,7 +34,7 @@ laptop; --full uses the sizes of the committed results in benchmarks/results/.
   tte-scale bench loss --out runs/bench --script-args="--methods eager --batch 4 --tasks 256"
 """
 
-SUITE_STAGES = ("synth", "labels", "shard", "loader", "loss", "model", "train", "eval", "all", "summary")
+SUITE_STAGES = ("synth", "labels", "shard", "loader", "loss", "model", "train", "eval", "rehearsal", "all", "summary")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,11 @@ synthetic cohort, the oracle (`--truth`: true log-hazards used directly as risk 
 Volumes are normalized with the HU window stored in each export's config.json (the one its
 training used). Writes report.md, results.json and PNG figures.
 
+Ranks: `tte-scale launch local --nproc N -- eval ...` (or torchrun / SLURM tasks: RANK and
+WORLD_SIZE in the environment) splits the embedding of the scans over N ranks (blocks of
+--batch-size scans, rank r takes blocks r, r+N, ...); rank 0 gathers the vectors, fits the probes
+and writes the report. The results do not depend on the number of ranks.
+
 Fine-tuning protocol: fine-tune with `tte-scale train --set objective=supervised --set
 model.init_encoder=<pretrained export>` (the encoder starts from the export), then pass the
 result as `--baseline finetuned=<its encoder>`: it is probed like every other encoder (joint
@@ -194,5 +199,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         **({"tasks": args.tasks} if args.tasks else {}),
     )
-    print(run_eval(job).text)
+    outcome = run_eval(job)
+    if outcome is not None:  # rank 0 (the other ranks only embed)
+        print(outcome.text)
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tte_scale.commands import add_config_arguments, from_args
 
-RANKED_COMMANDS = ("embed",)
+RANKED_COMMANDS = ("embed", "eval")
 """Commands `launch local -- CMD ...` starts on every rank instead of `train`."""
 
 HELP = "Launch training or sharding on SLURM (submitit), locally, or Ray on SLURM"
@@ -132,9 +132,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "local",
-        help="train (or embed) on this machine (torchrun) or on a hostfile's machines (deepspeed)",
+        help="train (or embed, eval) on this machine (torchrun) or on a hostfile's machines (deepspeed)",
         description="Start `tte-scale train --config ...` once per device, or, after `--`, another command "
-        "that runs on ranks: `tte-scale launch local --nproc 4 -- embed --encoder E --shards S --out O`.",
+        "that runs on ranks: `tte-scale launch local --nproc 4 -- embed --encoder E --shards S --out O` "
+        "(or `-- eval ...`: the embedding is split over the ranks, rank 0 fits the probes).",
     )
     add_config_arguments(p, required=False)
     p.add_argument(
@@ -150,8 +151,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "ranked_command",  # not `command`: the top-level parser's dest for the subcommand name
         nargs=argparse.REMAINDER,
-        metavar="-- embed ...",
-        help="-- then `embed` and its arguments, to run that on the ranks instead of training",
+        metavar="-- embed|eval ...",
+        help="-- then `embed` or `eval` and its arguments, to run that on the ranks instead of training",
     )
 
     p = sub.add_parser(

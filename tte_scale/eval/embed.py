@@ -107,6 +107,41 @@ def _write_cache(path: Path, key: dict, emb: Embeddings) -> None:
     path.with_suffix(".json").write_text(json.dumps({"key": key, "excluded": emb.excluded}, indent=1))
 
 
+def _blocks(n: int, batch_size: int, rank: int, world: int) -> list[range]:
+    """Rank ``rank``'s blocks of ``batch_size`` consecutive manifest positions (block b goes to
+    rank b % world). A batch is one block less its unreadable scans, whatever the world size, so
+    1 and N ranks embed the same batches and give bit-identical vectors."""
+    return [range(b, min(b + batch_size, n)) for b in range(rank * batch_size, n, world * batch_size)]
+
+
+def _embed_split(encoder, scans, batch_size, hu_window, device, rank, world, progress) -> dict:
+    """This rank's blocks of one split: {"positions": [...], "features": [n, E], "bad": [...]}."""
+    from tqdm import tqdm
+
+    from tte_scale.embed.scans import embed_scans, open_reader
+
+    blocks = _blocks(len(scans), batch_size, rank, world)
+    bad: list[dict] = []
+    got, out = [], []
+    bar = tqdm(
+        total=sum(len(b) for b in blocks), desc=f"embed {scans.split}", disable=not progress or rank != 0, unit="scan"
+    )
+    reader = open_reader(scans)
+    try:
+        for block in blocks:
+            for pos, f in embed_scans(
+                encoder, scans, block, batch_size=batch_size, hu_window=hu_window, device=device, bad=bad, reader=reader
+            ):
+                out.append(f)
+                got += pos
+            bar.update(len(block))
+    finally:
+        reader.close()
+        bar.close()
+    feats = np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+    return {"positions": got, "features": feats, "bad": bad}
+
+
 @torch.no_grad()
 def embed_shards(
     encoder: torch.nn.Module,
@@ -120,45 +155,65 @@ def embed_shards(
     name: str = "model",
     max_bad_fraction: float | None = None,
     progress: bool = True,
-) -> Embeddings:
-    """Embed every readable `ok` scan of ``splits``; reuse ``cache_dir`` when its key matches."""
-    from tqdm import tqdm
+    comm=None,
+) -> Embeddings | None:
+    """Embed every readable `ok` scan of ``splits``; reuse ``cache_dir`` when its key matches.
 
+    On several ranks (``comm``: a ``tte_scale.embed.run._Comm``: rank, world, broadcast, gather; every rank calls this with the same arguments) each rank embeds its
+    blocks of ``batch_size`` scans (:func:`_blocks`), rank 0 gathers them in manifest order,
+    checks and caches; rank 0 returns the Embeddings, the other ranks None. A failure on any
+    rank is raised on every rank."""
     from tte_scale.data import DataIntegrityError, LoaderConfig
-    from tte_scale.embed.scans import embed_scans, resolve_format, split_scans
+    from tte_scale.embed.run import _agreed, _all_ok
+    from tte_scale.embed.scans import resolve_format, split_scans
 
+    rank, world = (comm.rank, comm.world) if comm is not None else (0, 1)
     shards = str(shards_dir)  # a local folder or an fsspec URL
     limit = LoaderConfig().max_bad_fraction if max_bad_fraction is None else max_bad_fraction
     key = embedding_key(encoder, shards, splits, hu_window, device)
     cache = Path(cache_dir) / f"{name}-{_key_digest(key)}.npz" if cache_dir is not None else None
-    if cache is not None and (hit := _read_cache(cache, key, splits)) is not None:
-        return hit
-    fmt = resolve_format(shards, "auto")  # the Zarr copy when there is one, else WebDataset
+
+    found: list = [None]
+
+    def cached() -> bool:  # rank 0 reads the cache; the others learn only whether it hit
+        found[0] = _read_cache(cache, key, splits) if cache is not None else None
+        return found[0] is not None
+
+    if _agreed(comm, cached) if comm is not None else cached():
+        return found[0] if rank == 0 else None
     encoder = encoder.to(device).eval()
+
+    def mine():
+        fmt = resolve_format(shards, "auto")  # the Zarr copy when there is one, else WebDataset
+        return {
+            split: _embed_split(
+                encoder, split_scans(shards, split, fmt), batch_size, hu_window, device, rank, world, progress
+            )  # fmt: skip
+            for split in splits
+        }
+
+    parts = _all_ok(comm, mine) if comm is not None else [mine()]
+    if rank != 0:
+        return None
     ids, feats, excluded = {}, {}, []
+    fmt = resolve_format(shards, "auto")
     for split in splits:
-        scans = split_scans(shards, split, fmt)
-        scan_ids = scans.scan_ids
-        bad: list[dict] = []
-        good, out = [], []
-        bar = tqdm(total=len(scans), desc=f"embed {split}", disable=not progress, unit="scan")
-        for got, f in embed_scans(
-            encoder, scans, range(len(scans)), batch_size=batch_size, hu_window=hu_window, device=device, bad=bad
-        ):
-            out.append(f)
-            good += [scan_ids[i] for i in got]
-            bar.update(len(got))
-        bar.close()
-        if len(bad) > limit * len(scans):
+        scan_ids = split_scans(shards, split, fmt).scan_ids
+        bad = [b for p in parts for b in p[split]["bad"]]
+        bad.sort(key=lambda b: b["row"])
+        pos = [i for p in parts for i in p[split]["positions"]]
+        good = [p[split]["features"] for p in parts if len(p[split]["positions"])]
+        order = np.argsort(np.asarray(pos, np.int64), kind="stable")
+        if len(bad) > limit * len(scan_ids):
             first = "; ".join(f"{b['scan_id']} (row {b['row']}, {b['where']}: {b['reason']})" for b in bad[:10])
             raise DataIntegrityError(
                 f"{len(bad)} corrupt or missing samples of split {split!r} under {shards}, more than "
-                f"max_bad_fraction={limit} of {len(scans)}; first ones: {first}"
+                f"max_bad_fraction={limit} of {len(scan_ids)}; first ones: {first}"
             )
-        if not good:
+        if not pos:
             raise InputError(f"{shards}: no readable scans in split {split!r}")
-        ids[split] = np.asarray(good)
-        feats[split] = np.concatenate(out).astype(np.float32)
+        ids[split] = np.asarray([scan_ids[pos[k]] for k in order])
+        feats[split] = np.concatenate(good)[order].astype(np.float32)
         excluded += bad
     emb = Embeddings(ids, feats, excluded)
     if cache is not None:

@@ -223,12 +223,27 @@ class EvalOutcome:
     text: str
 
 
-def run_eval(run: EvalRun) -> EvalOutcome:
-    """Evaluate every encoder of ``run`` and write the report folder."""
+def run_eval(run: EvalRun) -> EvalOutcome | None:
+    """Evaluate every encoder of ``run`` and write the report folder; rank 0 returns the outcome,
+    the other ranks (which only embed) None."""
+    from tte_scale.embed.run import _Comm
+
+    # Ranks (`tte-scale launch local --nproc N -- eval ...`, torchrun, SLURM): every rank embeds
+    # its share of the scans (tte_scale/eval/embed.py); rank 0 alone checks and writes the report
+    # folder and fits the probes. One process without RANK/WORLD_SIZE is world 1.
+    comm = _Comm()
+    try:
+        return _run_eval(run, comm)
+    finally:
+        comm.close()
+
+
+def _run_eval(run: EvalRun, comm) -> EvalOutcome | None:
     import pyarrow.parquet as pq
     import torch
 
     from tte_scale.ehr.config import load_task_set
+    from tte_scale.embed.run import _agreed, _all_ok
     from tte_scale.eval.compare import METRICS, compare_models, format_differences, format_table, paired_differences
     from tte_scale.eval.config import EvalConfig
     from tte_scale.eval.efficiency import efficiency_means, label_efficiency
@@ -239,15 +254,20 @@ def run_eval(run: EvalRun) -> EvalOutcome:
 
     out, labels, shards = Path(run.out), Path(run.labels), str(run.shards)  # shards: a folder or a URL
     no_truth: list[str] = []
-    # Re-using --out replaces the report of an earlier eval, so only an eval folder (its marker)
-    # that holds no input may be used; checked before any work.
-    check_replaceable(out, COMMAND, [*run.inputs(), resolve_config_path(run.tasks)])
-    task_set = load_task_set(run.tasks)
+
+    def prepare():
+        # Re-using --out replaces the report of an earlier eval, so only an eval folder (its marker)
+        # that holds no input may be used; checked before any work.
+        check_replaceable(out, COMMAND, [*run.inputs(), resolve_config_path(run.tasks)])
+        task_set = load_task_set(run.tasks)
+        bench = labels / "bench.parquet"
+        if not bench.is_file():
+            raise InputError(f"{bench}: not found; is {labels} a folder written by `tte-scale labels`?")
+        return task_set
+
+    # Rank 0 checks the report folder and the labels; a refusal stops every rank with its line.
+    task_set = _agreed(comm, prepare)
     tasks = task_set.names
-    bench = labels / "bench.parquet"
-    if not bench.is_file():
-        raise InputError(f"{bench}: not found; is {labels} a folder written by `tte-scale labels`?")
-    tables = bench_tables_from_long(pq.read_table(bench), tasks, source=str(bench))
     horizons = {t.name: float(t.horizon_days) for t in task_set.tasks}
     cfg = EvalConfig(
         bootstrap=run.bootstrap,
@@ -259,19 +279,31 @@ def run_eval(run: EvalRun) -> EvalOutcome:
     )
     splits = tuple(cfg.splits)
 
-    encoders = {"tte": _exported(run.checkpoint, run.hu_window)}
-    for name, path in run.baselines:
-        if path is None:  # same architecture and normalization as the checkpoint, random weights
-            torch.manual_seed(run.seed)
-            tte_model, window = encoders["tte"]
-            encoders[name] = (type(tte_model)(tte_model.cfg), window)
-        else:
-            encoders[name] = _exported(path, run.hu_window)
-    for name, folder in run.per_task:  # keyed NAME@task until the per-task results are merged
-        for t in tasks:
-            encoders[f"{name}@{t}"] = _exported(str(per_task_export(folder, t)), run.hu_window)
-    out.mkdir(parents=True, exist_ok=True)
-    mark(out, COMMAND)
+    encoders: dict = {}
+
+    def load_encoders() -> None:  # every rank loads them; a bad export is refused on every rank
+        encoders["tte"] = _exported(run.checkpoint, run.hu_window)
+        for name, path in run.baselines:
+            if path is None:  # same architecture and normalization as the checkpoint, random weights
+                torch.manual_seed(run.seed)  # the same weights on every rank
+                tte_model, window = encoders["tte"]
+                encoders[name] = (type(tte_model)(tte_model.cfg), window)
+            else:
+                encoders[name] = _exported(path, run.hu_window)
+        for name, folder in run.per_task:  # keyed NAME@task until the per-task results are merged
+            for t in tasks:
+                encoders[f"{name}@{t}"] = _exported(str(per_task_export(folder, t)), run.hu_window)
+
+    _all_ok(comm, load_encoders)
+
+    def mark_out():
+        out.mkdir(parents=True, exist_ok=True)
+        mark(out, COMMAND)
+
+    _agreed(comm, mark_out)
+    device = run.device
+    if comm.world > 1 and torch.device(device).type == "cuda" and torch.device(device).index is None:
+        device = f"cuda:{comm.local_rank}"
 
     embedded = {
         name: embed_shards(
@@ -280,14 +312,20 @@ def run_eval(run: EvalRun) -> EvalOutcome:
             splits,
             batch_size=run.batch_size,
             hu_window=window,
-            device=run.device,
+            device=device,
             cache_dir=out / "embeddings",
             name=name,
             max_bad_fraction=run.max_bad_fraction,
             progress=run.progress,
+            comm=comm if comm.world > 1 else None,
         )
         for name, (model, window) in encoders.items()
     }
+    if comm.rank != 0:  # the probes and the report are rank 0's
+        return None
+    tables = bench_tables_from_long(
+        pq.read_table(labels / "bench.parquet"), tasks, source=str(labels / "bench.parquet")
+    )
     embedded, excluded = _same_scans(embedded, splits)
     results, efficiency = {}, []
     for name, emb in embedded.items():

@@ -101,6 +101,12 @@ class SynthConfig:
     """Mean of the exponential loss-to-follow-up time after the first scan (years)."""
     generic_codes: int = 1200
     """Number of generic ICD10CM/LOINC/RxNorm codes (besides the named clinical codes)."""
+    generic_zipf_exponent: float = 0.9
+    """Zipf exponent s of the generic codes: the code of frequency rank r is recorded at a visit
+    with probability 0.25 * r**-s. Smaller s = a fatter tail, i.e. more distinct codes per
+    subject (and more events): `--set generic_codes=20000 --set generic_zipf_exponent=0.5` gives
+    a few dozen subjects more than 8,192 distinct codes, so `labels --tasks 8192` keeps K = 8,192
+    real tasks (benchmarks/bench_rehearsal.py) instead of needing thousands of subjects."""
     noise_code_frac: float = 0.3
     """Fraction of generic codes that depend on nothing (pure noise)."""
     shuffle_rows: bool = True
@@ -135,6 +141,11 @@ class SynthConfig:
         check(0 < h0 <= h1 <= 50, "history_years", f"needs 0 < low <= high <= 50, got {(h0, h1)}")
         check(self.followup_mean_years > 0, "followup_mean_years", "must be > 0")
         check(50 <= self.generic_codes <= 20_000, "generic_codes", f"in [50, 20000], got {self.generic_codes}")
+        check(
+            0.0 <= self.generic_zipf_exponent <= 3.0,
+            "generic_zipf_exponent",
+            f"in [0, 3], got {self.generic_zipf_exponent}",
+        )
         check(0.0 <= self.noise_code_frac <= 1.0, "noise_code_frac", "must be in [0, 1]")
 
 

@@ -235,7 +235,7 @@ def generate(
     t0 = time.perf_counter()
     out = Path(out).resolve()
     _prepare_out(out, cfg, overwrite, resume)
-    vocab = build_vocab(cfg.seed, cfg.generic_codes, cfg.noise_code_frac)
+    vocab = build_vocab(cfg.seed, cfg.generic_codes, cfg.noise_code_frac, cfg.generic_zipf_exponent)
     _metadata(out, cfg, vocab)
     bounds = chunk_bounds(cfg.subjects, cfg.chunk_subjects)
     stats: dict[int, dict] = {}

@@ -206,8 +206,9 @@ def _generic_code(rng: np.random.Generator, kind: str) -> str:
     return f"RxNorm/{rng.integers(1000, 2_000_000)}"
 
 
-def build_vocab(seed: int, n_generic: int, noise_frac: float) -> Vocab:
-    """The visit-level vocabulary: the named codes first, then ``n_generic`` generic ones."""
+def build_vocab(seed: int, n_generic: int, noise_frac: float, zipf_exponent: float = 0.9) -> Vocab:
+    """The visit-level vocabulary: the named codes first, then ``n_generic`` generic ones, the
+    generic code of rank r recorded at a visit with probability 0.25 * r**-zipf_exponent."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2**32 - 1,)))
     reserved = set(STATIC_CODES) | set(FINDING_CODES) | set(PE_CODES) | set(PH_CODES)
     codes, is_lab, alpha, beta, mu, sd, gamma = [], [], [], [], [], [], []
@@ -229,8 +230,9 @@ def build_vocab(seed: int, n_generic: int, noise_frac: float) -> Vocab:
         seen.add(code)
         codes.append(code)
         is_lab.append(kind == "lab")
-        # Zipf over ranks: P(recorded at a visit) ~ 0.25 * rank^-0.9, a few common codes, long tail.
-        p = 0.25 * rank**-0.9
+        # Zipf over ranks: P(recorded at a visit) ~ 0.25 * rank^-s (s = 0.9 by default), a few
+        # common codes, long tail; a smaller s fattens the tail (more distinct codes per subject).
+        p = 0.25 * rank**-zipf_exponent
         alpha.append(float(np.log(p / (1 - p))))
         b = np.zeros(k)
         if rng.random() >= noise_frac:

@@ -122,3 +122,24 @@ def test_paper_tte_findings_recur_after_the_scan_with_their_factor(vocab):
     later, factor = np.array(later), np.array(factor)
     assert 0.05 < later.mean() < 0.6  # an outcome, neither rare nor certain
     assert later[factor > 0.3].mean() > 2 * later[factor == 0].mean()
+
+
+def test_generic_zipf_exponent_fattens_the_code_tail():
+    """`generic_zipf_exponent` (issue 17): a smaller exponent gives a subject more distinct codes
+    (what lets a few dozen subjects hold K = 8,192 tasks); the default keeps the old vocabulary."""
+    from dataclasses import replace
+
+    cfg = SynthConfig(subjects=4, seed=1, generic_codes=5000)
+    assert cfg.generic_zipf_exponent == 0.9
+    assert np.array_equal(build_vocab(1, 5000, 0.3).alpha, build_vocab(1, 5000, 0.3, 0.9).alpha)
+    fat = replace(cfg, generic_zipf_exponent=0.5)
+    distinct = []
+    for c in (cfg, fat):
+        v = build_vocab(c.seed, c.generic_codes, c.noise_code_frac, c.generic_zipf_exponent)
+        codes = set()
+        for i in range(4):
+            codes |= set(simulate_subject(i, c, v).code_E.tolist())
+        distinct.append(len(codes))
+    assert distinct[1] > 3 * distinct[0], distinct
+    with pytest.raises(Exception, match="generic_zipf_exponent"):
+        SynthConfig(generic_zipf_exponent=-1.0)
