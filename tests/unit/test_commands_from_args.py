@@ -22,7 +22,8 @@ def test_fields_come_from_same_named_options_and_given_values_win():
     assert job == Job(out="o", batch_size=3, splits=("a", "b"), env={"K": "V"})
 
 
-def test_missing_option_keeps_the_default_and_a_misspelt_field_is_refused():
+def test_missing_or_none_option_keeps_the_default_and_a_misspelt_field_is_refused():
     assert from_args(Job, argparse.Namespace(out="o")) == Job(out="o")
+    assert from_args(Job, argparse.Namespace(out="o", batch_size=None)) == Job(out="o")
     with pytest.raises(TypeError, match=r"has no field\(s\) \['batchsize'\]"):
         from_args(Job, argparse.Namespace(out="o"), batchsize=2)

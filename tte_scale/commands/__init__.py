@@ -48,12 +48,14 @@ def add_frozen_encoder_arguments(parser: argparse.ArgumentParser, *, excluded_wh
 
 
 def from_args(cls, args: argparse.Namespace, **given):
-    """``cls(...)`` (a dataclass) from the parsed options that share a field's name, plus ``given``
+    """``cls(...)`` (a dataclass) from the parsed options that share a field's name (those not left
+    at None), plus ``given``
     for the fields whose option is named or shaped otherwise: one place that maps a command's
     options to its library call, instead of a ``field=args.field`` line per option."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = set(given) - names
     if unknown:  # a typo here would silently fall back to a default
         raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-    taken = {n: getattr(args, n) for n in names - set(given) if hasattr(args, n)}
+    # an option left at argparse's None was not given: the field keeps its own default
+    taken = {n: v for n in names - set(given) if (v := getattr(args, n, None)) is not None}
     return cls(**taken, **given)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tte_scale.commands import add_frozen_encoder_arguments
+from tte_scale.commands import add_frozen_encoder_arguments, from_args
 from tte_scale.errors import InputError
 
 HELP = "Evaluate a pretrained encoder: linear probes, AUROC, C-index, report"
@@ -178,26 +178,13 @@ def run(args: argparse.Namespace) -> int:
         if not path:
             raise InputError(f"--loss-curve {item!r}: expected NAME=PATH")
         curves.append((name, path))
-    job = EvalRun(
-        checkpoint=args.checkpoint,
-        shards=args.shards,
-        labels=args.labels,
-        out=args.out,
+    job = from_args(
+        EvalRun,
+        args,
         baselines=args.baseline,
-        per_task=args.per_task,
-        truth=args.truth,
         loss_curves=curves,
-        bootstrap=args.bootstrap,
-        batch_size=args.batch_size,
         hu_window=tuple(args.hu_window) if args.hu_window else None,
-        device=args.device,
-        seed=args.seed,
-        max_bad_fraction=args.max_bad_fraction,
-        probes=args.probes,
-        train_subsets=args.train_subsets,
-        train_subset_resamples=args.train_subset_resamples,
         progress=not args.no_progress,
-        **({"tasks": args.tasks} if args.tasks else {}),
     )
     outcome = run_eval(job)
     if outcome is not None:  # rank 0 (the other ranks only embed)
