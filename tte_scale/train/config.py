@@ -104,6 +104,15 @@ class HeadSection:
     """Tasks K; only used by --estimate-memory when no labels folder is given (training reads K from the labels)."""
     bias_prefit_max_rows: int = 20000
     """Use at most this many train rows for the prefit (bounds memory for N x K labels)."""
+    task_weights: Literal["uniform", "inverse_baseline", "learnability"] = "uniform"
+    """Per-task weights of the TTE loss (tte_scale/train/task_weights.py): ``uniform`` (every
+    task 1, the plain MOTOR loss); ``inverse_baseline`` (1 / each task's loss under the prefit
+    bias alone on the train labels, fixed: relative improvement per task); ``learnability``
+    (adaptive: at every periodic evaluation, each task's relative tuning-loss improvement over
+    the prefit bias alone; uniform until the first one; needs eval.every_steps > 0). Weights
+    have mean 1, clipped to ``task_weights_range``; no gradient flows into them."""
+    task_weights_range: tuple[float, float] = (0.1, 10.0)
+    """[lo, hi] clip of the task weights (after dividing by their mean); lo may be 0."""
 
     def __post_init__(self) -> None:
         check(self.rank > 0, "head.rank", "must be positive")
@@ -115,6 +124,17 @@ class HeadSection:
         )
         check(self.task_init_std is None or self.task_init_std >= 0, "head.task_init_std", "must be >= 0 or null")
         check(self.bias_prefit_max_rows > 0, "head.bias_prefit_max_rows", "must be positive")
+        check(
+            self.task_weights in ("uniform", "inverse_baseline", "learnability"),
+            "head.task_weights",
+            f"one of uniform, inverse_baseline, learnability; got {self.task_weights!r}",
+        )
+        lo_hi = tuple(self.task_weights_range)
+        check(
+            len(lo_hi) == 2 and 0 <= lo_hi[0] <= 1 <= lo_hi[1],
+            "head.task_weights_range",
+            f"expected [lo, hi] with 0 <= lo <= 1 <= hi, got {list(lo_hi)}",
+        )
 
 
 @dataclass(kw_only=True, slots=True)
@@ -379,6 +399,16 @@ class PretrainConfig:
             len(set(self.supervised_tasks)) == len(self.supervised_tasks) and all(self.supervised_tasks),
             "supervised_tasks",
             f"names must be non-empty and unique, got {self.supervised_tasks}",
+        )
+        check(
+            self.head.task_weights != "learnability" or self.eval.every_steps > 0,
+            "head.task_weights",
+            "learnability is updated at the periodic evaluations: set eval.every_steps > 0",
+        )
+        check(
+            self.head.task_weights == "uniform" or self.objective == "tte",
+            "head.task_weights",
+            f"weights the TTE loss; objective is {self.objective!r}",
         )
 
 

@@ -26,7 +26,9 @@ import torch
 
 from tte_scale.config import ConfigError
 from tte_scale.errors import InputError
+from tte_scale.loss import empirical_log_hazard
 from tte_scale.train.config import PretrainConfig
+from tte_scale.train.task_weights import inverse_baseline_weights, task_weight_summary
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +235,7 @@ def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.
         rank=cfg.head.rank,
         task_init_std=cfg.head.task_init_std,
         feature_norm=cfg.head.feature_norm,
+        task_weights=cfg.head.task_weights != "uniform",
     )
     return TTEModel(encoder, head)
 
@@ -298,6 +301,22 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
                 torch.from_numpy(bin_starts),
                 floor=cfg.head.bias_floor,
             )
+        if cfg.head.task_weights == "inverse_baseline":
+            model.head.set_task_weights(
+                inverse_baseline_weights(
+                    torch.from_numpy(time_NK),
+                    torch.from_numpy(event_NK),
+                    torch.from_numpy(bin_starts),
+                    empirical_log_hazard(
+                        torch.from_numpy(time_NK),
+                        torch.from_numpy(event_NK),
+                        torch.from_numpy(bin_starts),
+                        floor=cfg.head.bias_floor,
+                    ),
+                    *cfg.head.task_weights_range,
+                )
+            )
+            log.info("task weights (inverse_baseline): %s", task_weight_summary(model.head.task_loss_weight))
     if cfg.model.init_encoder:
         init_encoder_from(model.encoder, cfg.model.init_encoder, tuple(d.hu_window))
     if cfg.model.init_weights:
