@@ -11,6 +11,8 @@ knowledge of which codes are image-dependent:
   bias alone (the no-image model) on the train labels: each task contributes its *relative*
   improvement over the baseline, so rare codes (small L0) are not drowned by frequent ones.
   Fixed before training, from label statistics only.
+* ``codes``: every task 1 except named codes (a user who knows which codes the image drives;
+  also the oracle the data-driven schemes are measured against).
 * ``learnability``: adaptive. At every periodic evaluation, each task's loss on the tuning split
   is compared with the same loss under the prefit bias alone; ``w_k ∝ max(0, (L0_k - L_k) /
   L0_k)``: tasks whose held-out loss the image features improve are up-weighted, tasks the
@@ -35,9 +37,10 @@ __all__ = [
     "inverse_baseline_weights",
     "learnability_weights",
     "task_weight_summary",
+    "code_weights",
 ]
 
-SCHEMES = ("uniform", "inverse_baseline", "learnability")
+SCHEMES = ("uniform", "inverse_baseline", "learnability", "codes")
 
 
 def normalize(score_K: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -107,3 +110,18 @@ def task_weight_summary(weights_K: torch.Tensor) -> dict[str, float]:
         "task_weights/frac_below_half": float((w <= 0.5).double().mean()),
         "task_weights/effective_tasks": float(w.sum() ** 2 / (w * w).sum().clamp_min(1e-300)),
     }
+
+
+def code_weights(vocab_codes: list[str], weights: dict[str, float], lo: float, hi: float, source: str) -> torch.Tensor:
+    """``codes`` scheme: 1 for every task, ``weights[code]`` for the named codes, normalized.
+    InputError naming ``source`` (the vocab file) for a code that is not a task."""
+    from tte_scale.errors import InputError
+
+    index = {c: k for k, c in enumerate(vocab_codes)}
+    unknown = sorted(c for c in weights if c not in index)
+    if unknown:
+        raise InputError(f"{source}: head.task_weights_codes {unknown[:5]} are not pretraining tasks")
+    score = torch.ones(len(vocab_codes), dtype=torch.float64)
+    for c, w in weights.items():
+        score[index[c]] = float(w)
+    return normalize(score, lo, hi)

@@ -171,3 +171,18 @@ def test_evaluate_reports_per_task_losses_of_model_and_prefit():
     assert "val_loss_unweighted" not in evaluate(
         _Engine(model), iter(batches), lambda b: b, STARTS, max_batches=5, zero_stage=0
     )
+
+
+def test_code_weights_name_codes_and_refuse_unknown_ones():
+    from tte_scale.errors import InputError
+    from tte_scale.train.task_weights import code_weights
+
+    w = code_weights(["A", "B", "C", "D"], {"B": 7.0, "D": 0.0}, 0.0, 100.0, "vocab.parquet")
+    assert w.mean().item() == pytest.approx(1.0, rel=1e-6)
+    assert w[1] / w[0] == pytest.approx(7.0, rel=1e-6) and w[3] == 0.0 and w[0] == w[2]
+    with pytest.raises(InputError, match=r"vocab.parquet: .*\['Z'\]"):
+        code_weights(["A", "B"], {"Z": 2.0}, 0.1, 10.0, "vocab.parquet")
+    with pytest.raises(ConfigError, match="head.task_weights_codes"):
+        load_config(PretrainConfig, None, ["head.task_weights=codes"])  # no codes named
+    with pytest.raises(ConfigError, match="head.task_weights_codes"):
+        load_config(PretrainConfig, None, ["head.task_weights_codes={A: 2.0}"])  # scheme is uniform
