@@ -186,3 +186,14 @@ def test_code_weights_name_codes_and_refuse_unknown_ones():
         load_config(PretrainConfig, None, ["head.task_weights=codes"])  # no codes named
     with pytest.raises(ConfigError, match="head.task_weights_codes"):
         load_config(PretrainConfig, None, ["head.task_weights_codes={A: 2.0}"])  # scheme is uniform
+
+
+def test_val_loss_selection_uses_the_unweighted_loss_when_weights_adapt():
+    from tte_scale.train.best import BestTracker
+
+    best = BestTracker(metric="val_loss")
+    assert best.update(100, {"val_loss": 2.0, "val_loss_unweighted": 2.0}).improved
+    # the weighted loss fell only because the weights moved; the unweighted one rose: no improvement
+    assert not best.update(200, {"val_loss": 1.5, "val_loss_unweighted": 2.1}).improved
+    assert best.best_step == 100
+    assert best.update(300, {"val_loss": 1.9}).improved and best.best_step == 300  # without it: val_loss
