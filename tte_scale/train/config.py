@@ -290,7 +290,8 @@ class EvalSection:
     select: Literal["last", "val_loss", "cindex_mean"] = "last"
     """Which checkpoint becomes <out_dir>/encoder/: the last step, or the evaluated step with the
     lowest validation loss / highest mean tuning C-index (tte_scale/train/best.py). That step's
-    checkpoint is kept besides checkpoint.keep_last; the choice is recorded in config.json."""
+    checkpoint is kept besides checkpoint.keep_last; the choice is recorded in config.json.
+    With head.task_weights=learnability, val_loss selection reads the unweighted tuning loss."""
     patience: int = 0
     """Stop early after this many evaluations in a row without improving `select` by more than
     `min_delta`; 0 never stops early."""
