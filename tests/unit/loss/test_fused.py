@@ -342,3 +342,12 @@ def test_head_loss_reference_passes_weights():
         head_loss_reference(z, w, b, time, event, starts, weights),
         survival_nll_reference(logh, time, event, starts, weights),
     )
+
+
+@pytest.mark.gpu
+def test_triton_on_gpu_weighted_matches_reference_fp32():
+    case = [t.cuda() for t in make_case(32, 8, 8192, 512, torch.float32, seed=9)]
+    weights = weights_for(8192, torch.float32, seed=9).cuda()
+    assert_matches(run_w("triton", case, weights), run_w("reference", case, weights), rtol=1e-3)
+    a, b = run_w("triton", case, None), run_w("triton", case, torch.ones(8192, device="cuda"))
+    assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
