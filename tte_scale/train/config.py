@@ -143,6 +143,11 @@ class HeadSection:
             "head.task_weights_codes",
             f"weights must be numbers >= 0, got {self.task_weights_codes}",
         )
+        check(
+            self.task_weights != "learnability" or self.bias_prefit,
+            "head.task_weights",
+            "learnability measures each task's gain over the prefit bias: needs head.bias_prefit true",
+        )
         lo_hi = tuple(self.task_weights_range)
         check(
             len(lo_hi) == 2 and 0 <= lo_hi[0] <= 1 <= lo_hi[1],
