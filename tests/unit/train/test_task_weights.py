@@ -98,7 +98,7 @@ def test_config_names_the_key():
         load_config(PretrainConfig, None, ["head.task_weights=entropy"])
     with pytest.raises(ConfigError, match="head.task_weights"):
         load_config(PretrainConfig, None, ["head.task_weights=learnability"])  # eval.every_steps 0
-    with pytest.raises(ConfigError, match="head.task_weights: learnability .* bias_prefit"):
+    with pytest.raises(ConfigError, match=r"head.task_weights: learnability .*head.bias_prefit"):
         load_config(
             PretrainConfig, None, ["head.task_weights=learnability", "eval.every_steps=10", "head.bias_prefit=false"]
         )
