@@ -10,8 +10,9 @@ shards, the labels folder and the cohort's truth/. For each step:
   Spearman rho on held-out scans, and the held-out AUROC of lesion presence from a logistic probe;
 * does the head predict the lesion outcomes: Harrell's C of the head's own log-hazard for the
   lesion codes (mean over bins) against the held-out benchmark (time, event) of each lesion task;
-* where the gradient comes from: the share of |dL/dlogh| (closed form, (exp(logh) r - d)/(B K))
-  that falls on the lesion-driven tasks, on train scans.
+* where the gradient comes from: the share of |dL/dlogh| (closed form, w_k (exp(logh) r - d)/(B K),
+  with the head's per-task loss weights w_k when head.task_weights is set) that falls on the
+  lesion-driven tasks, on train scans.
 
 Plus the ceiling: Harrell's C of the true lesion size (a head that knows it exactly).
 
@@ -120,6 +121,11 @@ def diagnose_step(model, cfg, args, K, J, bench, size, present, lesion_tasks, ro
     r = time_at_risk(time_NK, starts)
     d = event_in_bin(time_NK, event_NK, starts).float()
     grad = (torch.exp(logh) * r - d).abs().sum(dim=(0, 1))  # [K]
+    if model.head.task_loss_weight is not None:  # head.task_weights: the gradient the loss really gives
+        w = model.head.task_loss_weight.double()
+        grad = grad * w
+        out["task_weight_lesion_tasks"] = {c: float(w[k]) for c, k in lesion_tasks.items()}
+        out["task_weights_effective_tasks"] = float(w.sum() ** 2 / (w * w).sum())
     out["grad_share_lesion_tasks"] = float(grad[list(lesion_tasks.values())].sum() / grad.sum())
     out["grad_share_uniform"] = len(lesion_tasks) / K
     return out

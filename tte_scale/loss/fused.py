@@ -2,8 +2,8 @@
 
 Legend: B samples, J time bins, K tasks, R head rank, M = B*J rows, Kc tasks per chunk.
 
-``fused_survival_loss(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J)`` equals
-``head_loss_reference`` (``logh = z @ W^T + bias`` then the piecewise-exponential NLL, see
+``fused_survival_loss(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, task_weights_K=...)``
+equals ``head_loss_reference`` (optional per-task loss weights included) (``logh = z @ W^T + bias`` then the piecewise-exponential NLL, see
 ``reference.py`` for the math and the ``1/(B*K)`` normalization) but never holds the
 ``[B, J, K]`` log-hazards or their gradient in full. As in Liger-Kernel's fused linear
 cross-entropy, for each chunk of Kc tasks it
@@ -58,6 +58,7 @@ def pe_nll_chunk_torch(
     bin_starts_J: torch.Tensor,
     inv_norm: float,
     dbias_JK: torch.Tensor,
+    weights_K: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """PyTorch twin of ``pe_nll_chunk_triton`` (same contract): for CPU and as a fallback."""
     acc = dbias_JK.dtype
@@ -71,8 +72,12 @@ def pe_nll_chunk_torch(
     r = torch.minimum((t - starts[:, None]).clamp_min(0), (ends - starts)[:, None])
     d = (event_BK.bool()[:, None, :] & (t >= starts[:, None]) & (t < ends[:, None])).to(acc)
     er = torch.exp(logh) * r
-    loss = (er - d * logh).sum()
+    nll = er - d * logh
     g = (er - d) * inv_norm
+    if weights_K is not None:  # x * 1.0 is exact: all-ones weights give the unweighted loss bitwise
+        w = weights_K.to(acc)
+        nll, g = nll * w, g * w
+    loss = nll.sum()
     dbias_JK.copy_(g.sum(0))
     logits_MK.copy_(g.view(M, Kc))
     return loss
@@ -98,7 +103,7 @@ def _matmul_dtype(z: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 class _FusedSurvivalLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, backend, chunk, need_grad):
+    def forward(ctx, z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, weights_K, backend, chunk, need_grad):
         # Autocast contract: the matmuls run in the autocast dtype (bf16/fp16) when autocast is on
         # and the inputs are float32; the pointwise pass, the loss and dz / dbias accumulate in
         # float32, and every gradient comes back in its input's dtype. Autocast itself is off in
@@ -106,7 +111,7 @@ class _FusedSurvivalLoss(torch.autograd.Function):
         dtype = _matmul_dtype(z_BJR, weight_KR)
         with torch.autocast(z_BJR.device.type, enabled=False):
             loss, grads = _fused_forward(
-                z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, backend, chunk, need_grad, dtype
+                z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, weights_K, backend, chunk, need_grad, dtype
             )
         # Held on ctx rather than save_for_backward: they are neither inputs nor outputs, and
         # backward scales them in place and hands them over when the graph is freed after it.
@@ -116,11 +121,11 @@ class _FusedSurvivalLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         if _keeps_graph():  # retain_graph=True: another backward will need them unscaled
-            return (*(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads), *[None] * 6)
+            return (*(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads), *[None] * 7)
         grads, ctx.grads = ctx.grads, None
         # In place: the stored gradients are used nowhere else, and returning them lets
         # AccumulateGrad take them as .grad: no second [K, R] / [B, J, R] copy at the backward.
-        return (*(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads), *[None] * 6)
+        return (*(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads), *[None] * 7)
 
 
 def _keeps_graph() -> bool:
@@ -129,7 +134,9 @@ def _keeps_graph() -> bool:
     return True if probe is None else bool(probe())
 
 
-def _fused_forward(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, backend, chunk, need_grad, dtype):
+def _fused_forward(
+    z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, weights_K, backend, chunk, need_grad, dtype
+):
     """Loss and (dz, dW, dbias) for a unit incoming gradient, each in its input's dtype."""
     B, J, R = z_BJR.shape
     K = weight_KR.shape[0]
@@ -142,6 +149,8 @@ def _fused_forward(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, b
     time_BK = time_BK.contiguous()
     event_BK = event_BK.contiguous()
     bias_JK = bias_JK.contiguous()
+    if weights_K is not None:  # constants of the loss (no gradient), in the accumulation dtype
+        weights_K = weights_K.detach().to(device=device, dtype=acc).contiguous()
     inv_norm = 1.0 / (B * K)
     kc = chunk or default_chunk(M, K)
     pointwise = pe_nll_chunk_triton if backend == "triton" else pe_nll_chunk_torch
@@ -162,7 +171,14 @@ def _fused_forward(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, b
         else:  # last, narrower chunk: a fresh contiguous tensor
             logits = z_MR @ w_c.t()
         loss += pointwise(
-            logits, bias_JK[:, k0:k1], time_BK[:, k0:k1], event_BK[:, k0:k1], starts, inv_norm, dbias_JK[:, k0:k1]
+            logits,
+            bias_JK[:, k0:k1],
+            time_BK[:, k0:k1],
+            event_BK[:, k0:k1],
+            starts,
+            inv_norm,
+            dbias_JK[:, k0:k1],
+            None if weights_K is None else weights_K[k0:k1],
         )
         g = logits  # now holds dL/dlogh for the chunk
         if dz_MR is not None:
@@ -191,6 +207,7 @@ def fused_survival_loss(
     *,
     backend: Backend = "auto",
     chunk: int | None = None,
+    task_weights_K: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Loss of ``logh = z @ W^T + bias`` against compact labels, without materializing logh.
 
@@ -203,6 +220,9 @@ def fused_survival_loss(
         backend: ``auto`` (Triton on CUDA, chunked PyTorch elsewhere), ``triton`` (also runs
             on CPU under ``TRITON_INTERPRET=1``), ``torch``, or ``reference`` (eager, full).
         chunk: tasks per chunk (default: about 1 M logits per chunk).
+        task_weights_K: optional per-task loss weights ``[K]`` (constants: no gradient flows to
+            them); task k's terms are multiplied by ``w_k``, the sum still divided by ``B*K``.
+            ``None`` = unweighted; all-ones weights give the unweighted loss and gradients bitwise.
 
     Returns a 0-d float32 tensor (float64 for float64 inputs), normalized by ``B*K``.
 
@@ -222,9 +242,13 @@ def fused_survival_loss(
             f"shape mismatch: z {tuple(z_BJR.shape)}, weight {tuple(weight_KR.shape)}, bias {tuple(bias_JK.shape)}, "
             f"time {tuple(time_BK.shape)}, event {tuple(event_BK.shape)}, bin_starts {tuple(bin_starts_J.shape)}"
         )
+    if task_weights_K is not None and task_weights_K.shape != (K,):
+        raise ValueError(f"task_weights_K: expected shape ({K},), got {tuple(task_weights_K.shape)}")
     which = _pick_backend(backend, z_BJR.device)
     if which == "reference":
-        return head_loss_reference(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J)
+        return head_loss_reference(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, task_weights_K)
     grad_on = torch.is_grad_enabled()
     need = tuple(bool(grad_on and t.requires_grad) for t in (z_BJR, weight_KR, bias_JK))
-    return _FusedSurvivalLoss.apply(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, which, chunk, need)
+    return _FusedSurvivalLoss.apply(
+        z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, task_weights_K, which, chunk, need
+    )

@@ -18,7 +18,12 @@ The negative log-likelihood of the piecewise-exponential model (MOTOR / pycox PC
     L = 1/(B*K) * sum_{b,j,k} [ exp(logh_bjk) * r_bjk - d_bjk * logh_bjk ]
 
 **Normalization**: summed over bins and tasks, then divided by ``B*K`` (mean over samples *and*
-tasks), so the loss scale and the learning rate do not depend on the task count. ``exp`` and
+tasks), so the loss scale and the learning rate do not depend on the task count.
+
+**Task weights** (optional ``task_weights_K``, constants, no gradient): task k's terms are
+multiplied by ``w_k`` before the sum, ``L = 1/(B*K) * sum w_k [...]``, still divided by ``B*K``
+(weights of mean 1 keep the loss scale; see tte_scale/train/task_weights.py). ``None`` is the
+unweighted loss; all-ones weights give it bitwise. ``exp`` and
 all sums run in float32 (float64 for float64 inputs) whatever the input dtype.
 """
 
@@ -70,7 +75,11 @@ def event_in_bin(time_BK: torch.Tensor, event_BK: torch.Tensor, bin_starts_J: to
 
 
 def survival_nll_reference(
-    logh_BJK: torch.Tensor, time_BK: torch.Tensor, event_BK: torch.Tensor, bin_starts_J: torch.Tensor
+    logh_BJK: torch.Tensor,
+    time_BK: torch.Tensor,
+    event_BK: torch.Tensor,
+    bin_starts_J: torch.Tensor,
+    task_weights_K: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The loss above from full log-hazards ``logh_BJK``; returns a 0-d tensor (fp32/fp64)."""
     acc = _acc_dtype(logh_BJK.dtype)
@@ -78,7 +87,10 @@ def survival_nll_reference(
     logh = logh_BJK.to(acc)
     r = time_at_risk(time_BK.to(acc), bin_starts_J.to(acc))
     d = event_in_bin(time_BK.to(acc), event_BK, bin_starts_J.to(acc)).to(acc)
-    return (torch.exp(logh) * r - d * logh).sum() / (B * K)
+    nll = torch.exp(logh) * r - d * logh
+    if task_weights_K is not None:
+        nll = nll * task_weights_K.detach().to(device=nll.device, dtype=acc)
+    return nll.sum() / (B * K)
 
 
 def head_loss_reference(
@@ -88,6 +100,7 @@ def head_loss_reference(
     time_BK: torch.Tensor,
     event_BK: torch.Tensor,
     bin_starts_J: torch.Tensor,
+    task_weights_K: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eager head tail + loss: ``logh = z @ W^T + bias`` materialized in full, then the NLL.
 
@@ -96,7 +109,7 @@ def head_loss_reference(
     """
     logits_BJK = z_BJR @ weight_KR.t()
     logh_BJK = logits_BJK.to(_acc_dtype(logits_BJK.dtype)) + bias_JK.to(_acc_dtype(logits_BJK.dtype))
-    return survival_nll_reference(logh_BJK, time_BK, event_BK, bin_starts_J)
+    return survival_nll_reference(logh_BJK, time_BK, event_BK, bin_starts_J, task_weights_K)
 
 
 @torch.no_grad()

@@ -7,7 +7,8 @@ matmul, then calls this kernel, which in one pass over the chunk
 
 * adds the (bin, task) bias, derives time at risk and the event bin from the compact labels,
 * accumulates the loss (float32, or float64 for float64 inputs),
-* overwrites the logits *in place* with ``dL/dlogh = (exp(logh) * r - d) / (B*K)``,
+* overwrites the logits *in place* with ``dL/dlogh = (exp(logh) * r - d) / (B*K)`` (times the
+  task's weight ``w_k`` when per-task weights are given: loss and gradient terms are both scaled),
 * writes ``dL/dbias`` for the chunk.
 
 Grid: ``(J, cdiv(Kc, BLOCK_K), cdiv(B, BLOCK_B))``; each program owns one bin, ``BLOCK_K``
@@ -57,6 +58,7 @@ if HAVE_TRITON:
         time_ptr,  # [B, Kc] float days (column slice)
         event_ptr,  # [B, Kc] uint8 / float (column slice)
         starts_ptr,  # [J] float days
+        w_ptr,  # [Kc] per-task weights in the accumulation dtype (read only when HAS_W)
         dbias_ptr,  # [G, J, Kc] out (partial sums per sample block), accumulation dtype
         loss_ptr,  # [G, J, n_kblocks] out, accumulation dtype
         B,
@@ -73,6 +75,7 @@ if HAVE_TRITON:
         BLOCK_B: tl.constexpr,
         BLOCK_K: tl.constexpr,
         ACC_FP64: tl.constexpr,
+        HAS_W: tl.constexpr,
     ):
         j = tl.program_id(0)
         kb = tl.program_id(1)
@@ -100,8 +103,14 @@ if HAVE_TRITON:
         hit = (ev != 0) & (t >= start) & (t < end)
         d = tl.where(hit, 1.0, 0.0).to(acc_t)
         er = tl.exp(logh) * r
-        nll = tl.where(mask, er - d * logh, 0.0)
-        g = tl.where(mask, (er - d) * inv_norm, 0.0)
+        nll = er - d * logh
+        g = (er - d) * inv_norm
+        if HAS_W:  # x * 1.0 is exact: all-ones weights give the unweighted values bitwise
+            w = tl.load(w_ptr + offs_k, mask=mask_k, other=0.0).to(acc_t)
+            nll = nll * w[None, :]
+            g = g * w[None, :]
+        nll = tl.where(mask, nll, 0.0)
+        g = tl.where(mask, g, 0.0)
         tl.store(x_ptrs, g.to(logits_ptr.dtype.element_ty), mask=mask)
         tl.store(dbias_ptr + gb * stride_dbg + j * stride_dbj + offs_k, tl.sum(g, axis=0), mask=mask_k)
         tl.store(loss_ptr + (gb * J + j) * n_kblocks + kb, tl.sum(tl.sum(nll, axis=1), axis=0))
@@ -115,11 +124,13 @@ def pe_nll_chunk_triton(
     bin_starts_J: torch.Tensor,
     inv_norm: float,
     dbias_JK: torch.Tensor,
+    weights_K: torch.Tensor | None = None,
     block_k: int = BLOCK_K,
     block_b: int = BLOCK_B,
 ) -> torch.Tensor:
     """Run the kernel on one chunk; ``logits_MK`` is overwritten with the gradient.
 
+    ``weights_K`` (optional, ``[Kc]``, unit stride): per-task loss weights of the chunk.
     ``dbias_JK`` (accumulation dtype, unit stride along tasks) receives the bias gradient; returns
     the un-normalized loss sum of the chunk as a 0-d tensor in the accumulation dtype.
     """
@@ -134,6 +145,7 @@ def pe_nll_chunk_triton(
         or event_BK.stride(1) != 1
         or bias_JK.stride(1) != 1
         or dbias_JK.stride(1) != 1
+        or (weights_K is not None and weights_K.stride(0) != 1)
     ):
         raise ValueError("pe_nll_chunk_triton needs unit stride along the task axis")
     acc_fp64 = logits_MK.dtype == torch.float64
@@ -146,12 +158,15 @@ def pe_nll_chunk_triton(
     # One sample block: the kernel's partial is the whole sum, written straight into dbias_JK.
     parts = dbias_JK if n_bblocks == 1 else torch.empty(n_bblocks, J, Kc, dtype=acc, device=logits_MK.device)
     loss_parts = torch.empty(n_bblocks, J, n_kblocks, dtype=acc, device=logits_MK.device)
+    has_w = weights_K is not None
+    w_arg = weights_K.to(acc) if has_w else bin_starts_J  # any pointer: never read when HAS_W is False
     _pe_nll_chunk_kernel[grid](
         logits_MK,
         bias_JK,
         time_BK,
         event_BK,
         bin_starts_J,
+        w_arg,
         parts,
         loss_parts,
         B,
@@ -168,6 +183,7 @@ def pe_nll_chunk_triton(
         BLOCK_B=bb,
         BLOCK_K=block_k,
         ACC_FP64=acc_fp64,
+        HAS_W=has_w,
     )
     if n_bblocks > 1:
         dbias_JK.copy_(parts.sum(dim=0))  # second pass: the bias gradient over the sample blocks

@@ -42,7 +42,7 @@ __all__ = ["TTEHead", "TTEModel"]
 class TTEHead(KeepsFP32Buffers):
     """Piecewise-exponential multi-task head (MOTOR). Defaults: K=8192 tasks, 8 bins, rank 512."""
 
-    _fp32_buffers = ("log_hazard0",)
+    _fp32_buffers = ("log_hazard0", "task_loss_weight")
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class TTEHead(KeepsFP32Buffers):
         loss_chunk: int | None = None,
         task_init_std: float | None = None,
         feature_norm: str = "batch",
+        task_weights: bool = False,
     ):
         super().__init__()
         for name, v in (("in_features", in_features), ("num_bins", num_bins), ("num_tasks", num_tasks), ("rank", rank)):
@@ -72,6 +73,14 @@ class TTEHead(KeepsFP32Buffers):
         # bias_JK = log_hazard0 (prefit, float32 buffer) + bias (trainable offset); see the module doc.
         self.bias = nn.Parameter(torch.empty(num_bins, num_tasks))
         self.register_buffer("log_hazard0", torch.empty(num_bins, num_tasks, dtype=torch.float32))
+        # Per-task loss weights (tte_scale/train/task_weights.py), only when a scheme other than
+        # uniform is configured: a uniform head has no such buffer (its loss, checkpoints and
+        # state dict are those of a head without weights).
+        self.task_loss_weight: torch.Tensor | None
+        if task_weights:
+            self.register_buffer("task_loss_weight", torch.ones(num_tasks, dtype=torch.float32))
+        else:
+            self.task_loss_weight = None
         self.reset_parameters()
 
     @torch.no_grad()
@@ -86,6 +95,15 @@ class TTEHead(KeepsFP32Buffers):
             nn.init.zeros_(self.task_weight)
         self.log_hazard0.fill_(math.log(DEFAULT_HAZARD_FLOOR))
         self.bias.zero_()
+
+    @torch.no_grad()
+    def set_task_weights(self, weights_K: torch.Tensor) -> None:
+        """Replace the per-task loss weights (a head built with ``task_weights=True``)."""
+        if self.task_loss_weight is None:
+            raise RuntimeError("TTEHead: built without task weights (task_weights=False)")
+        if weights_K.shape != (self.num_tasks,) or not torch.isfinite(weights_K).all() or (weights_K < 0).any():
+            raise ValueError(f"TTEHead: task weights must be {self.num_tasks} finite values >= 0")
+        self.task_loss_weight.copy_(weights_K.to(self.task_loss_weight.device, torch.float32))
 
     @torch.no_grad()
     def init_bias_from_labels(
@@ -145,6 +163,7 @@ class TTEHead(KeepsFP32Buffers):
             bin_starts_J,
             backend=self.loss_backend,
             chunk=self.loss_chunk,
+            task_weights_K=self.task_loss_weight,
         )
 
     def loss(self, h_BE, time_BK, event_BK, bin_starts_J) -> torch.Tensor:

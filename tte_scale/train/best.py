@@ -53,7 +53,10 @@ class BestTracker:
         """Offer one evaluation's metrics (the dict ``evaluate`` returns) at ``step``."""
         if not self.active:
             return Decision(improved=False, stop=False)
-        value = metrics.get(self.metric, math.nan)
+        # With adaptive task weights (head.task_weights: learnability) the weighted val_loss moves
+        # with the weights themselves; the unweighted loss, reported beside it, is comparable.
+        key = "val_loss_unweighted" if self.metric == "val_loss" and "val_loss_unweighted" in metrics else self.metric
+        value = metrics.get(key, math.nan)
         value = math.nan if value is None else float(value)
         if math.isfinite(value) and (self.best_value is None or self._better(value, self.best_value)):
             self.best_step, self.best_value, self.bad_evals = step, value, 0

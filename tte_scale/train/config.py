@@ -104,6 +104,19 @@ class HeadSection:
     """Tasks K; only used by --estimate-memory when no labels folder is given (training reads K from the labels)."""
     bias_prefit_max_rows: int = 20000
     """Use at most this many train rows for the prefit (bounds memory for N x K labels)."""
+    task_weights: Literal["uniform", "inverse_baseline", "learnability", "codes"] = "uniform"
+    """Per-task weights of the TTE loss (tte_scale/train/task_weights.py): ``uniform`` (every
+    task 1, the plain MOTOR loss); ``inverse_baseline`` (1 / each task's loss under the prefit
+    bias alone on the train labels, fixed: relative improvement per task); ``learnability``
+    (adaptive: at every periodic evaluation, each task's relative tuning-loss improvement over
+    the prefit bias alone; uniform until the first one; needs eval.every_steps > 0); ``codes``
+    (every task 1 except the codes named in ``task_weights_codes``: for codes known to depend on
+    the image, and as the oracle of the data-driven schemes). Weights have mean 1, clipped to
+    ``task_weights_range``; no gradient flows into them."""
+    task_weights_codes: dict[str, float] = field(default_factory=dict)
+    """``codes`` scheme: {code (as in the labels' vocab.parquet): weight before normalization}."""
+    task_weights_range: tuple[float, float] = (0.1, 10.0)
+    """[lo, hi] clip of the task weights (after dividing by their mean); lo may be 0."""
 
     def __post_init__(self) -> None:
         check(self.rank > 0, "head.rank", "must be positive")
@@ -115,6 +128,32 @@ class HeadSection:
         )
         check(self.task_init_std is None or self.task_init_std >= 0, "head.task_init_std", "must be >= 0 or null")
         check(self.bias_prefit_max_rows > 0, "head.bias_prefit_max_rows", "must be positive")
+        check(
+            self.task_weights in ("uniform", "inverse_baseline", "learnability", "codes"),
+            "head.task_weights",
+            f"one of uniform, inverse_baseline, learnability, codes; got {self.task_weights!r}",
+        )
+        check(
+            (self.task_weights == "codes") == bool(self.task_weights_codes),
+            "head.task_weights_codes",
+            "name the codes (with weights >= 0) exactly when head.task_weights is codes",
+        )
+        check(
+            all(isinstance(v, (int, float)) and v >= 0 for v in self.task_weights_codes.values()),
+            "head.task_weights_codes",
+            f"weights must be numbers >= 0, got {self.task_weights_codes}",
+        )
+        check(
+            self.task_weights != "learnability" or self.bias_prefit,
+            "head.task_weights",
+            "learnability measures each task's gain over the prefit bias: needs head.bias_prefit true",
+        )
+        lo_hi = tuple(self.task_weights_range)
+        check(
+            len(lo_hi) == 2 and 0 <= lo_hi[0] <= 1 <= lo_hi[1],
+            "head.task_weights_range",
+            f"expected [lo, hi] with 0 <= lo <= 1 <= hi, got {list(lo_hi)}",
+        )
 
 
 @dataclass(kw_only=True, slots=True)
@@ -256,7 +295,8 @@ class EvalSection:
     select: Literal["last", "val_loss", "cindex_mean"] = "last"
     """Which checkpoint becomes <out_dir>/encoder/: the last step, or the evaluated step with the
     lowest validation loss / highest mean tuning C-index (tte_scale/train/best.py). That step's
-    checkpoint is kept besides checkpoint.keep_last; the choice is recorded in config.json."""
+    checkpoint is kept besides checkpoint.keep_last; the choice is recorded in config.json.
+    With head.task_weights=learnability, val_loss selection reads the unweighted tuning loss."""
     patience: int = 0
     """Stop early after this many evaluations in a row without improving `select` by more than
     `min_delta`; 0 never stops early."""
@@ -379,6 +419,16 @@ class PretrainConfig:
             len(set(self.supervised_tasks)) == len(self.supervised_tasks) and all(self.supervised_tasks),
             "supervised_tasks",
             f"names must be non-empty and unique, got {self.supervised_tasks}",
+        )
+        check(
+            self.head.task_weights != "learnability" or self.eval.every_steps > 0,
+            "head.task_weights",
+            "learnability is updated at the periodic evaluations: set eval.every_steps > 0",
+        )
+        check(
+            self.head.task_weights == "uniform" or self.objective == "tte",
+            "head.task_weights",
+            f"weights the TTE loss; objective is {self.objective!r}",
         )
 
 

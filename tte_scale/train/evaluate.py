@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from tte_scale.eval.concordance import harrell_cindex
 from tte_scale.train.parts import model_inputs
+from tte_scale.train.task_weights import per_task_nll
 
 
 def _head_params(module: torch.nn.Module, zero_stage: int):
@@ -44,8 +45,14 @@ def evaluate(
     zero_stage: int,
     bench_tasks: list[str] | None = None,
     objective: str = "tte",
+    task_losses: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Mean validation loss over ranks and per-task C-index (all ranks call; rank 0 reports)."""
+    """Mean validation loss over ranks and per-task C-index (all ranks call; rank 0 reports).
+
+    ``task_losses`` (TTE only): a dict that receives ``model`` and ``baseline``, the ``[K]``
+    per-task NLL sums over the evaluated samples (all ranks) of the model and of the prefit bias
+    alone (for ``head.task_weights: learnability``), and the metrics get ``val_loss_unweighted``.
+    """
     model = engine.module
     was_training = model.training
     model.eval()
@@ -53,6 +60,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     risks, times, events = [], [], []
+    per_task = None
     try:
         for i, raw in enumerate(batches):
             if i >= max_batches:
@@ -69,7 +77,12 @@ def evaluate(
                 if objective == "supervised":
                     risk_BT = model.head.logits(h_BE)
                 else:
-                    risk_BT = model.head.log_hazard(h_BE).mean(dim=(1, 2))[:, None]
+                    logh_BJK = model.head.log_hazard(h_BE)
+                    risk_BT = logh_BJK.mean(dim=(1, 2))[:, None]
+                    if task_losses is not None:
+                        base_BJK = model.head.log_hazard0.float()[None].expand_as(logh_BJK)
+                        both = torch.stack([per_task_nll(x, *targets) for x in (logh_BJK, base_BJK)])
+                        per_task = both if per_task is None else per_task + both
             # kept on the device: one read back after the loop, not one per batch
             risks.append(risk_BT.detach().float())
             times.append(batch["bench_time"].float())
@@ -83,6 +96,12 @@ def evaluate(
         torch.cat(times).cpu().numpy() if times else np.zeros((0, 0)),
         torch.cat(events).cpu().numpy() if events else np.zeros((0, 0), bool),
     )
+    if task_losses is not None:
+        if per_task is None:  # this rank saw no batch: zeros of the right shape for the all-reduce
+            per_task = torch.zeros(2, model.head.num_tasks, dtype=torch.float64, device=device)
+        if dist.is_initialized():
+            dist.all_reduce(per_task)
+        task_losses["model"], task_losses["baseline"] = per_task[0].cpu(), per_task[1].cpu()
     if dist.is_initialized():
         dist.all_reduce(totals)
         dist.all_gather_object(gathered, local)
@@ -90,6 +109,9 @@ def evaluate(
         gathered = [local]
     totals = totals.cpu()
     out = {"val_loss": float(totals[0] / totals[1]) if totals[1] else math.nan, "val_samples": int(totals[1])}
+    if task_losses is not None and totals[1]:
+        K = task_losses["model"].numel()
+        out["val_loss_unweighted"] = float(task_losses["model"].sum() / (float(totals[1]) * K))
     parts = [g for g in gathered if g[0].size]
     if parts:
         risk_NT = np.concatenate([g[0] for g in parts])

@@ -53,6 +53,7 @@ from tte_scale.train.metrics_log import MetricsWriter
 from tte_scale.train.parts import RunParts, build_parts, check_model_config, model_inputs, with_volume_shape
 from tte_scale.train.rng import capture_rng, restore_rng, seed_everything
 from tte_scale.train.signals import EXIT_REQUEUE, StopFlag, signals_blocked
+from tte_scale.train.task_weights import learnability_weights, task_weight_summary
 
 log = logging.getLogger(__name__)
 
@@ -700,6 +701,8 @@ def _eval(run: Run) -> bool:
         return False
     loader.load_state_dict(run.eval_start)  # every evaluation sees the same first batches
     batches = _stream(loader, limit=run.cfg.eval.max_batches)
+    learn = run.cfg.objective == "tte" and run.cfg.head.task_weights == "learnability"
+    task_losses: dict | None = {} if learn else None
     try:
         metrics = evaluate(
             run.engine,
@@ -710,10 +713,15 @@ def _eval(run: Run) -> bool:
             zero_stage=run.cfg.zero.stage,
             bench_tasks=run.parts.bench_tasks,
             objective=run.cfg.objective,
+            task_losses=task_losses,
         )
     finally:
         batches.close()
         loader.close()  # the next evaluation restarts at eval_start anyway: no idle workers until then
+    if task_losses:  # same all-reduced sums on every rank: same weights everywhere
+        weights = learnability_weights(task_losses["model"], task_losses["baseline"], *run.cfg.head.task_weights_range)
+        run.engine.module.head.set_task_weights(weights)
+        metrics.update(task_weight_summary(weights))
     if run.env.is_main:
         run.writer.write({"kind": "eval", "step": run.step, **metrics})
     best = run.extra["best"]

@@ -26,7 +26,9 @@ import torch
 
 from tte_scale.config import ConfigError
 from tte_scale.errors import InputError
+from tte_scale.loss import empirical_log_hazard
 from tte_scale.train.config import PretrainConfig
+from tte_scale.train.task_weights import code_weights, inverse_baseline_weights, task_weight_summary
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +218,17 @@ def train_bench_labels(labels_dir: Path, split: str, tasks: list[str]) -> np.nda
     return out
 
 
+def _vocab_codes(path: Path, K: int) -> list[str]:
+    """Task codes in task order from the labels' vocab.parquet (task_index, code)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["task_index", "code"]).to_pydict()
+    codes = [c for _, c in sorted(zip(t["task_index"], t["code"]))]
+    if len(codes) != K:
+        raise InputError(f"{path}: {len(codes)} codes, the labels have {K} tasks")
+    return codes
+
+
 def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.Module:
     """Encoder + the objective's head (on CPU; DeepSpeed moves it). ``num_tasks`` is K for
     ``tte`` and the number of benchmark tasks T for ``supervised`` (``num_bins`` unused)."""
@@ -233,6 +246,7 @@ def build_model(cfg: PretrainConfig, num_tasks: int, num_bins: int) -> torch.nn.
         rank=cfg.head.rank,
         task_init_std=cfg.head.task_init_std,
         feature_norm=cfg.head.feature_norm,
+        task_weights=cfg.head.task_weights != "uniform",
     )
     return TTEModel(encoder, head)
 
@@ -298,6 +312,33 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
                 torch.from_numpy(bin_starts),
                 floor=cfg.head.bias_floor,
             )
+        if cfg.head.task_weights == "inverse_baseline":
+            model.head.set_task_weights(
+                inverse_baseline_weights(
+                    torch.from_numpy(time_NK),
+                    torch.from_numpy(event_NK),
+                    torch.from_numpy(bin_starts),
+                    empirical_log_hazard(
+                        torch.from_numpy(time_NK),
+                        torch.from_numpy(event_NK),
+                        torch.from_numpy(bin_starts),
+                        floor=cfg.head.bias_floor,
+                    ),
+                    *cfg.head.task_weights_range,
+                )
+            )
+        elif cfg.head.task_weights == "codes":
+            vocab_path = Path(d.labels_dir) / "vocab.parquet"
+            model.head.set_task_weights(
+                code_weights(
+                    _vocab_codes(vocab_path, time_NK.shape[1]),
+                    cfg.head.task_weights_codes,
+                    *cfg.head.task_weights_range,
+                    str(vocab_path),
+                )
+            )
+        if model.head.task_loss_weight is not None:
+            log.info("task weights (%s): %s", cfg.head.task_weights, task_weight_summary(model.head.task_loss_weight))
     if cfg.model.init_encoder:
         init_encoder_from(model.encoder, cfg.model.init_encoder, tuple(d.hu_window))
     if cfg.model.init_weights:

@@ -1,11 +1,12 @@
-"""Fused chunked loss (Triton under TRITON_INTERPRET=1, and the PyTorch chunk path) vs reference."""
+"""Fused chunked loss (Triton under TRITON_INTERPRET=1, and the PyTorch chunk path) vs reference,
+with and without per-task loss weights."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tte_scale.loss import default_chunk, fused_survival_loss, head_loss_reference
+from tte_scale.loss import default_chunk, fused_survival_loss, head_loss_reference, survival_nll_reference
 
 RTOL = 5e-4
 
@@ -246,3 +247,107 @@ def test_grid_does_not_shrink_as_the_batch_grows():
         programs[B] = g[0] * g[1] * g[2]
     assert all(n >= 3 * 132 for n in programs.values()), programs
     assert programs[128] >= programs[8], programs
+
+
+# ---- per-task loss weights ----
+def weights_for(K, dtype, seed=0):
+    g = torch.Generator().manual_seed(100 + seed)
+    w = torch.rand(K, generator=g, dtype=torch.float64) * 3
+    w[0] = 0.0  # a task switched off entirely
+    return (w / w.mean()).to(dtype)
+
+
+def run_w(backend, case, weights, chunk=None):
+    z, w, b, time, event, starts = (t.clone() for t in case)
+    z.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+    loss = fused_survival_loss(z, w, b, time, event, starts, backend=backend, chunk=chunk, task_weights_K=weights)
+    return loss.detach(), torch.autograd.grad(loss, (z, w, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reference_weighted_is_the_weighted_mean_of_per_task_losses(dtype):
+    # Independent of the weighted code path: each task's loss alone, then (1/K) sum_k w_k L_k.
+    z, w, b, time, event, starts = make_case(4, 3, 9, 5, dtype, seed=1)
+    logh = (z @ w.t()).to(torch.float64 if dtype == torch.float64 else torch.float32) + b
+    weights = weights_for(9, dtype)
+    per_task = torch.stack(
+        [
+            survival_nll_reference(logh[:, :, k : k + 1], time[:, k : k + 1], event[:, k : k + 1], starts)
+            for k in range(9)
+        ]
+    )
+    want = (weights.to(per_task.dtype) * per_task).sum() / 9
+    got = survival_nll_reference(logh, time, event, starts, weights)
+    torch.testing.assert_close(got, want, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-9)
+    assert not torch.allclose(got, survival_nll_reference(logh, time, event, starts))  # the weights matter
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("K,chunk", [(37, 16), (48, 16), (300, 256), (512, 256)])  # K not / multiple of chunk
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_weighted_matches_reference(backend, K, chunk, dtype):
+    case = make_case(3, 4, K, 6, dtype, seed=K)
+    weights = weights_for(K, dtype, seed=K)
+    want = run_w("reference", case, weights)
+    got = run_w(backend, case, weights, chunk)
+    assert got[0].dtype == want[0].dtype
+    assert_matches(got, want)
+    unweighted = run_w("reference", case, None)
+    assert not torch.allclose(got[0], unweighted[0])
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_ones_weights_equal_unweighted_bitwise(backend, dtype):
+    case = make_case(5, 3, 300, 8, dtype, seed=3)
+    a = run_w(backend, case, None, chunk=None if backend == "reference" else 128)
+    b = run_w(backend, case, torch.ones(300, dtype=dtype), chunk=None if backend == "reference" else 128)
+    assert torch.equal(a[0], b[0])
+    for ga, gb in zip(a[1], b[1]):
+        assert torch.equal(ga, gb)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_weighted_gradcheck_fp64(backend):
+    g = torch.Generator().manual_seed(0)
+    B, J, K, R = 3, 3, 5, 4
+    z = torch.randn(B, J, R, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(K, R, dtype=torch.float64, generator=g, requires_grad=True)
+    b = (torch.randn(J, K, dtype=torch.float64, generator=g) - 3).requires_grad_()
+    time = torch.rand(B, K, generator=g, dtype=torch.float64) * 50
+    event = torch.rand(B, K, generator=g) < 0.5
+    starts = torch.tensor([0.0, 10.0, 30.0], dtype=torch.float64)
+    weights = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    fn = lambda z, w, b: fused_survival_loss(  # noqa: E731
+        z, w, b, time, event, starts, backend=backend, chunk=2, task_weights_K=weights
+    )
+    assert torch.autograd.gradcheck(fn, (z, w, b), fast_mode=backend == "triton")
+
+
+def test_weights_get_no_gradient_and_bad_shape_is_refused():
+    z, w, b, time, event, starts = make_case(2, 3, 11, 4, torch.float32, seed=2)
+    weights = torch.ones(11, requires_grad=True)
+    z.requires_grad_()
+    fused_survival_loss(z, w, b, time, event, starts, backend="torch", task_weights_K=weights).backward()
+    assert weights.grad is None and z.grad is not None
+    with pytest.raises(ValueError, match="task_weights_K"):
+        fused_survival_loss(z, w, b, time, event, starts, task_weights_K=torch.ones(10))
+
+
+def test_head_loss_reference_passes_weights():
+    z, w, b, time, event, starts = make_case(2, 3, 7, 4, torch.float64, seed=8)
+    weights = weights_for(7, torch.float64)
+    logh = z @ w.t() + b
+    torch.testing.assert_close(
+        head_loss_reference(z, w, b, time, event, starts, weights),
+        survival_nll_reference(logh, time, event, starts, weights),
+    )
+
+
+@pytest.mark.gpu
+def test_triton_on_gpu_weighted_matches_reference_fp32():
+    case = [t.cuda() for t in make_case(32, 8, 8192, 512, torch.float32, seed=9)]
+    weights = weights_for(8192, torch.float32, seed=9).cuda()
+    assert_matches(run_w("triton", case, weights), run_w("reference", case, weights), rtol=1e-3)
+    a, b = run_w("triton", case, None), run_w("triton", case, torch.ones(8192, device="cuda"))
+    assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
