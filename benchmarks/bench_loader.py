@@ -273,20 +273,25 @@ def run_scanner512(args) -> int:
     repeat = max(args.repeat, -(-24 * args.batch // len(vols)))
     n_samples = len(vols) * repeat
     tmp = Path(tempfile.mkdtemp(prefix="bench_loader512_"))
-    try:
+
+    def write(root: Path, codec_conf: dict) -> None:
+        """The volumes as the job would shard them with ``codec_conf`` (both formats, 16 per shard)."""
         write_shards(
-            tmp / "shards",
+            root,
             n=n_samples,
             shape=shape,
             volumes=vols * repeat,
             samples_per_shard=16,
-            codec=codec,
+            codec=get_codec(codec_conf),
             zarr_shard_rows=16,
             label_chunk_rows=LABEL_CHUNK_ROWS,
-            zarr_compressors=[zarr_compressor(DEFAULT_CODEC), Crc32cCodec()],
+            zarr_compressors=[zarr_compressor(codec_conf), Crc32cCodec()],
             K=64,
             T=8,
         )
+
+    try:
+        write(tmp / "shards", DEFAULT_CODEC)
         print(f"shards written ({time.process_time() - t0:.0f} CPU-s so far)", flush=True)
         blobs = [b for *_, b in _blobs(tmp / "shards", len(vols))]
         raw = int(np.prod(shape)) * 2
@@ -309,19 +314,7 @@ def run_scanner512(args) -> int:
         # waits for this measurement): the decode limit bounds every loader, so it bounds the ratio too.
         alt_conf = {**DEFAULT_CODEC, "shuffle": 2}
         alt = get_codec(alt_conf)
-        write_shards(
-            tmp / "alt",
-            n=n_samples,
-            shape=shape,
-            volumes=vols * repeat,
-            samples_per_shard=16,
-            codec=alt,
-            zarr_shard_rows=16,
-            label_chunk_rows=LABEL_CHUNK_ROWS,
-            zarr_compressors=[zarr_compressor(alt_conf), Crc32cCodec()],
-            K=64,
-            T=8,
-        )
+        write(tmp / "alt", alt_conf)
         alt_blobs = [b for *_, b in _blobs(tmp / "alt", len(vols))]
         alt_ratio = raw * len(alt_blobs) / sum(len(b) for b in alt_blobs)
         rows[ALT + DECODE_ROW] = bench_decode(alt_blobs, alt, shape)

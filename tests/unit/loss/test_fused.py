@@ -307,23 +307,6 @@ def test_all_ones_weights_equal_unweighted_bitwise(backend, dtype):
         assert torch.equal(ga, gb)
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
-def test_weighted_gradcheck_fp64(backend):
-    g = torch.Generator().manual_seed(0)
-    B, J, K, R = 3, 3, 5, 4
-    z = torch.randn(B, J, R, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(K, R, dtype=torch.float64, generator=g, requires_grad=True)
-    b = (torch.randn(J, K, dtype=torch.float64, generator=g) - 3).requires_grad_()
-    time = torch.rand(B, K, generator=g, dtype=torch.float64) * 50
-    event = torch.rand(B, K, generator=g) < 0.5
-    starts = torch.tensor([0.0, 10.0, 30.0], dtype=torch.float64)
-    weights = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
-    fn = lambda z, w, b: fused_survival_loss(  # noqa: E731
-        z, w, b, time, event, starts, backend=backend, chunk=2, task_weights_K=weights
-    )
-    assert torch.autograd.gradcheck(fn, (z, w, b), fast_mode=backend == "triton")
-
-
 def test_weights_get_no_gradient_and_bad_shape_is_refused():
     z, w, b, time, event, starts = make_case(2, 3, 11, 4, torch.float32, seed=2)
     weights = torch.ones(11, requires_grad=True)

@@ -66,8 +66,9 @@ def test_dtype_is_fp32_for_half_inputs():
     assert out.dtype == torch.float32
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "task_weights"])
 @pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
-def test_gradcheck_fp64(backend):
+def test_gradcheck_fp64(backend, weighted):
     g = torch.Generator().manual_seed(0)
     B, J, K, R = 3, 3, 5, 4
     z = torch.randn(B, J, R, dtype=torch.float64, generator=g, requires_grad=True)
@@ -76,7 +77,10 @@ def test_gradcheck_fp64(backend):
     time = torch.rand(B, K, generator=g, dtype=torch.float64) * 50
     event = torch.rand(B, K, generator=g) < 0.5
     starts = STARTS.double()
-    fn = lambda z, w, b: fused_survival_loss(z, w, b, time, event, starts, backend=backend, chunk=2)  # noqa: E731
+    weights = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64) if weighted else None
+    fn = lambda z, w, b: fused_survival_loss(  # noqa: E731
+        z, w, b, time, event, starts, backend=backend, chunk=2, task_weights_K=weights
+    )
     # fast_mode (random projections) keeps the interpreted Triton kernel to a few calls.
     assert torch.autograd.gradcheck(fn, (z, w, b), fast_mode=backend == "triton")
 

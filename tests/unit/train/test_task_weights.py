@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny_model import TINY_VIT
 
 from tte_scale.config import ConfigError, load_config
 from tte_scale.loss import empirical_log_hazard, survival_nll_reference
@@ -18,14 +19,7 @@ from tte_scale.train.task_weights import (
     task_weight_summary,
 )
 
-SMALL = [
-    "model.img_size=[8,16,16]",
-    "model.patch_size=[4,8,8]",
-    "model.embed_dim=16",
-    "model.depth=1",
-    "model.num_heads=2",
-    "head.rank=4",
-]
+SMALL = TINY_VIT
 STARTS = torch.tensor([0.0, 30.0, 365.0])
 
 
