@@ -24,7 +24,14 @@ import time
 from pathlib import Path
 
 from tte_scale.benchmarks.bench_demo import HEADLINE, summary_figures
-from tte_scale.benchmarks.common import add_output_args, machine_info, machine_name, md_table, write_results
+from tte_scale.benchmarks.common import (
+    add_output_args,
+    machine_info,
+    machine_name,
+    md_table,
+    script_exit,
+    write_results,
+)
 from tte_scale.errors import InputError
 from tte_scale.models import read_export_config
 from tte_scale.models.accounting import model_info
@@ -193,4 +200,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_exit(main, "bench_backbones")

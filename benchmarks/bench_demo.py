@@ -24,7 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-from tte_scale.benchmarks.common import add_output_args, machine_info, machine_name, md_table, write_results
+from tte_scale.benchmarks.common import (
+    add_output_args,
+    machine_info,
+    machine_name,
+    md_table,
+    script_exit,
+    write_results,
+)
 from tte_scale.errors import InputError
 
 NAME = "demo_seeds"
@@ -191,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_exit(main, "bench_demo")

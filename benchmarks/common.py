@@ -19,10 +19,11 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # The checkout this package was installed from (editable install), or None for a wheel install.
 _ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +214,18 @@ def write_results(out_dir: Path, name: str, result: dict[str, Any], md: str) -> 
 def fmt_spread(s: dict[str, float], scale: float = 1e3) -> str:
     """'12.3 (±4%)': median in ms by default, with the interquartile range relative to it."""
     return f"{s['median_s'] * scale:.2f} (±{50 * s['iqr_rel']:.0f}%)"
+
+
+def script_exit(main: Callable[[], int], prog: str) -> NoReturn:
+    """``raise SystemExit(main())`` for a script run on its own, with the CLI's rule for bad input:
+    one line naming what is wrong and exit status 2, not a traceback."""
+    from tte_scale.cli import EXIT_USER_ERROR
+    from tte_scale.config import ConfigError
+    from tte_scale.errors import TteScaleError
+
+    try:
+        code = main()
+    except (ConfigError, TteScaleError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    raise SystemExit(code)

@@ -38,3 +38,19 @@ def test_md_table_and_write_results(tmp_path):
 def test_machine_info_names_cpu_and_software():
     info = machine_info("cpu")
     assert info["cpu_count"] >= 1 and info["software"]["torch"] and info["device"] == "cpu"
+
+
+def test_script_exit_turns_bad_input_into_one_line_and_status_2(capsys):
+    from tte_scale.benchmarks.common import script_exit
+    from tte_scale.errors import InputError
+
+    def bad() -> int:
+        raise InputError("runs/demo/pretrain/encoder: missing")
+
+    with pytest.raises(SystemExit) as exc:
+        script_exit(bad, "bench_x")
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "bench_x: error: runs/demo/pretrain/encoder: missing\n"
+    with pytest.raises(SystemExit) as exc:
+        script_exit(lambda: 0, "bench_x")
+    assert exc.value.code == 0
