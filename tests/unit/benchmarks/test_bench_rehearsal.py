@@ -3,6 +3,7 @@ the per-role summary, the training design, the report from a result, and its reg
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,10 @@ child.wait()
 
 
 def test_sampler_sees_the_peak_rss_of_each_process_of_the_tree(tmp_path):
-    rec = measure("tree", [sys.executable, "-c", TREE], log_dir=tmp_path, env=None, interval=0.05, timeout=60)
+    # Roles come from each process's environment: without the launcher variables an in-process
+    # DeepSpeed start of an earlier test may have left in this one, the child is a plain worker.
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    rec = measure("tree", [sys.executable, "-c", TREE], log_dir=tmp_path, env=env, interval=0.05, timeout=60)
     assert rec["rc"] == 0 and rec["wall_s"] >= 1.5
     procs = {p["role"]: p for p in rec["processes"]}
     assert set(procs) == {"driver", "worker"}, rec["processes"]
