@@ -16,7 +16,6 @@ at ~0.1-0.3 s), so 900 steps take 25-55 minutes; on a GPU add ``--set device=cud
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from tte_scale.benchmarks.common import (
     machine_name,
     md_table,
     script_exit,
+    script_parser,
     write_results,
 )
 from tte_scale.errors import InputError
@@ -141,11 +141,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m tte_scale.benchmarks.bench_backbones",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = script_parser("tte_scale.benchmarks.bench_backbones", __doc__)
     ap.add_argument("--demo-run", type=Path, required=True, help="a finished `tte-scale demo` output folder")
     ap.add_argument(
         "--models", default="densenet121_3d", help="comma-separated registry names (default densenet121_3d)"

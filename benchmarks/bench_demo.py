@@ -16,7 +16,6 @@ quotes the spread over seeds rather than one run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from tte_scale.benchmarks.common import (
     machine_name,
     md_table,
     script_exit,
+    script_parser,
     write_results,
 )
 from tte_scale.errors import InputError
@@ -158,11 +158,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m tte_scale.benchmarks.bench_demo",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = script_parser("tte_scale.benchmarks.bench_demo", __doc__)
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ap.add_argument(
         "--runs-dir", type=Path, default=Path("runs/demo_seeds"), help="one demo folder per seed: DIR/seed_S"

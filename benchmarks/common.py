@@ -229,3 +229,13 @@ def script_exit(main: Callable[[], int], prog: str) -> NoReturn:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         code = EXIT_USER_ERROR
     raise SystemExit(code)
+
+
+def script_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a run-alone script: ``python -m`` + its module as prog, the first paragraph of
+    its docstring as description, the docstring's layout kept."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
