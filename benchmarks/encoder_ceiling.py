@@ -4,8 +4,8 @@ Before asking why TTE pretraining does not learn a small lesion (issue #18), ask
 encoder, at this geometry and training budget, learns it from the cleanest target there is: the
 synthetic cohort's own truth (``truth/scans.parquet``, e.g. ``lesion_size``), a dense, noise-free
 value for every train scan. The encoder, batch size, optimizer, learning-rate schedule, HU window
-and seed are the pretraining config's (``--config``, ``--set``); a LayerNorm + linear head on the
-pooled features is trained with the mean squared error on the standardized target. Every
+and seed are the pretraining config's (``--config``, ``--set``; its augmentation too when
+``data.augmentation`` is on); a LayerNorm + linear head on the pooled features is trained with the mean squared error on the standardized target. Every
 ``--eval-every`` steps it reports the train MSE of the steps since the last report relative to
 the target's variance (1.0 = no better than predicting the mean) and the Spearman correlation
 of prediction and truth on the held-out scans. A target the images show globally
@@ -108,7 +108,7 @@ def run(args) -> dict:
     import torch
 
     from tte_scale.config import load_config
-    from tte_scale.data import hu_to_float
+    from tte_scale.data import AugmentConfig, augment_batch, hu_to_float
     from tte_scale.embed.scans import resolve_format, split_scans
     from tte_scale.models import create_model
     from tte_scale.train import PretrainConfig
@@ -140,6 +140,9 @@ def run(args) -> dict:
     z_tr = torch.from_numpy((y_tr - mu) / sd).float()
     lo, hi = cfg.data.hu_window
     batch = o.global_batch_size
+    # The trainer's augmentation, from the same settings (data.augmentation, data.flip_axes).
+    augment = AugmentConfig(enabled=cfg.data.augmentation, hu_min=lo, hu_max=hi, flip_axes=tuple(cfg.data.flip_axes))
+    gen = torch.Generator().manual_seed(cfg.seed)
 
     def inputs(vol: np.ndarray) -> torch.Tensor:
         return hu_to_float(torch.from_numpy(vol), lo, hi)[:, None].to(device)
@@ -165,7 +168,8 @@ def run(args) -> dict:
         idx = np.sort([order.pop() for _ in range(batch)])
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        pred = head(encoder(inputs(vol_tr[idx])))[:, 0]
+        x = augment_batch({"volume": torch.from_numpy(vol_tr[idx])[:, None]}, augment, gen)["volume"]
+        pred = head(encoder(x.to(device)))[:, 0]
         loss = torch.nn.functional.mse_loss(pred.float(), z_tr[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,6 +201,7 @@ def run(args) -> dict:
         "model": {"name": cfg.model.name, **{k: v for k, v in encoder_overrides(cfg).items()}},
         "steps": args.steps,
         "batch_size": batch,
+        "augmentation": {"enabled": augment.enabled, "flip_axes": list(augment.flip_axes)},
         "device": device.type,
         "scans": {s: len(data[s][1]) for s in SPLITS},
         "scans_left_out": {s: len(data[s][2]) for s in SPLITS},

@@ -74,3 +74,11 @@ def test_a_scan_without_truth_is_named(cohort):
 def test_too_little_memory_is_refused_before_reading(cohort):
     with pytest.raises(InputError, match="over --max-gib"):
         encoder_ceiling.main(_args(cohort, "--target", "glow", "--steps", "1", "--max-gib", "0.00001"))
+
+
+def test_augmentation_follows_the_pretraining_settings(cohort):
+    sets = ["--set", "data.augmentation=true", "--set", "data.flip_axes=[0,2]"]
+    assert encoder_ceiling.main(_args(cohort, "--target", "glow", "--steps", "4", "--tag", "aug", *sets)) == 0
+    r = json.loads((cohort / "out" / "encoder_ceiling_glow_aug.json").read_text())
+    assert r["augmentation"] == {"enabled": True, "flip_axes": [0, 2]}
+    assert all(np.isfinite(c["held_out_spearman"]) for c in r["curve"])
