@@ -78,6 +78,7 @@ def diagnose_step(model, cfg, args, K, J, bench, size, present, lesion_tasks, ro
 
     from tte_scale.eval.embed import embed_shards
     from tte_scale.loss.reference import event_in_bin, time_at_risk
+    from tte_scale.train.task_weights import task_weight_summary
 
     emb = embed_shards(
         model.encoder, args.shards, ("train", "held_out"), hu_window=tuple(cfg.data.hu_window), progress=False
@@ -125,7 +126,7 @@ def diagnose_step(model, cfg, args, K, J, bench, size, present, lesion_tasks, ro
         w = model.head.task_loss_weight.double()
         grad = grad * w
         out["task_weight_lesion_tasks"] = {c: float(w[k]) for c, k in lesion_tasks.items()}
-        out["task_weights_effective_tasks"] = float(w.sum() ** 2 / (w * w).sum())
+        out["task_weights_effective_tasks"] = task_weight_summary(w)["task_weights/effective_tasks"]
     out["grad_share_lesion_tasks"] = float(grad[list(lesion_tasks.values())].sum() / grad.sum())
     out["grad_share_uniform"] = len(lesion_tasks) / K
     return out

@@ -68,11 +68,12 @@ def read_truth(truth: Path, target: str) -> dict[str, float]:
     return out
 
 
-def load_split(shards: str, split: str, truth: dict[str, float], truth_path: Path, max_bytes: int):
-    """(int16 volumes [N, D, H, W], target [N], scans left out by the reader's checks)."""
-    from tte_scale.embed.scans import resolve_format, split_scans, verified_batches
+def load_split(scans, shards: str, truth: dict[str, float], truth_path: Path, max_bytes: int):
+    """(int16 volumes [N, D, H, W], target [N], scans left out by the reader's checks) of one
+    split's ``SplitScans`` (tte_scale.embed.scans)."""
+    from tte_scale.embed.scans import verified_batches
 
-    scans = split_scans(shards, split, resolve_format(shards, "auto"))
+    split = scans.split
     n, shape = len(scans), tuple(scans.index.shape)
     if n == 0:
         raise InputError(f"{shards}: the {split} split holds no ok scans")
@@ -117,11 +118,12 @@ def run(args) -> dict:
     from tte_scale.train.rng import seed_everything
 
     shards = str(args.shards)
-    shape = split_scans(shards, "train", resolve_format(shards, "auto")).index.shape
-    cfg = load_config(PretrainConfig, args.config, args.overrides)  # bad settings fail before any read
-    cfg = dataclasses.replace(with_volume_shape(cfg, shape, shards), max_steps=args.steps)
+    fmt = resolve_format(shards, "auto")
+    scans = {s: split_scans(shards, s, fmt) for s in SPLITS}
+    cfg = load_config(PretrainConfig, args.config, args.overrides)  # bad settings fail before any volume read
+    cfg = dataclasses.replace(with_volume_shape(cfg, scans["train"].index.shape, shards), max_steps=args.steps)
     truth = read_truth(args.truth, args.target)
-    data = {s: load_split(shards, s, truth, args.truth, int(args.max_gib * 2**30)) for s in SPLITS}
+    data = {s: load_split(scans[s], shards, truth, args.truth, int(args.max_gib * 2**30)) for s in SPLITS}
     vol_tr, y_tr, _ = data["train"]
     vol_ho, y_ho, _ = data["held_out"]
     if len(y_tr) < 2 or float(np.std(y_tr)) == 0.0:

@@ -3,7 +3,8 @@
 Legend: B samples, J time bins, K tasks, R head rank, M = B*J rows, Kc tasks per chunk.
 
 ``fused_survival_loss(z_BJR, weight_KR, bias_JK, time_BK, event_BK, bin_starts_J, task_weights_K=...)``
-equals ``head_loss_reference`` (optional per-task loss weights included) (``logh = z @ W^T + bias`` then the piecewise-exponential NLL, see
+equals ``head_loss_reference`` with the same optional per-task loss weights (``logh = z @ W^T +
+bias`` then the piecewise-exponential NLL, see
 ``reference.py`` for the math and the ``1/(B*K)`` normalization) but never holds the
 ``[B, J, K]`` log-hazards or their gradient in full. As in Liger-Kernel's fused linear
 cross-entropy, for each chunk of Kc tasks it

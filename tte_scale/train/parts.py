@@ -305,28 +305,12 @@ def build_parts(cfg: PretrainConfig, micro_batch: int, rank: int, world_size: in
         bench_columns = None
         time_NK, event_NK = train_label_sample(d.labels_dir, d.train_split, cfg.head.bias_prefit_max_rows)
         model = build_model(cfg, num_tasks=time_NK.shape[1], num_bins=bin_starts.size)
-        if cfg.head.bias_prefit:
-            model.head.init_bias_from_labels(
-                torch.from_numpy(time_NK),
-                torch.from_numpy(event_NK),
-                torch.from_numpy(bin_starts),
-                floor=cfg.head.bias_floor,
-            )
+        labels = (torch.from_numpy(time_NK), torch.from_numpy(event_NK), torch.from_numpy(bin_starts))
+        hazard0 = model.head.init_bias_from_labels(*labels, floor=cfg.head.bias_floor) if cfg.head.bias_prefit else None
         if cfg.head.task_weights == "inverse_baseline":
-            model.head.set_task_weights(
-                inverse_baseline_weights(
-                    torch.from_numpy(time_NK),
-                    torch.from_numpy(event_NK),
-                    torch.from_numpy(bin_starts),
-                    empirical_log_hazard(
-                        torch.from_numpy(time_NK),
-                        torch.from_numpy(event_NK),
-                        torch.from_numpy(bin_starts),
-                        floor=cfg.head.bias_floor,
-                    ),
-                    *cfg.head.task_weights_range,
-                )
-            )
+            if hazard0 is None:  # no prefit in the head: the same baseline, computed for the weights alone
+                hazard0 = empirical_log_hazard(*labels, floor=cfg.head.bias_floor)
+            model.head.set_task_weights(inverse_baseline_weights(*labels, hazard0, *cfg.head.task_weights_range))
         elif cfg.head.task_weights == "codes":
             vocab_path = Path(d.labels_dir) / "vocab.parquet"
             model.head.set_task_weights(
