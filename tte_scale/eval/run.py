@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,19 +179,6 @@ def _counts(excluded: list[dict]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _align(table, scan_ids):
-    """The rows of ``table`` in the order of ``scan_ids`` (embedded scans only)."""
-    pos = {s: i for i, s in enumerate(table.scan_id.tolist())}
-    missing = [s for s in scan_ids.tolist() if s not in pos]
-    if missing:
-        raise InputError(f"{table.source}: no benchmark labels for scans {missing[:5]} (labels and shards differ?)")
-    idx = np.asarray([pos[s] for s in scan_ids.tolist()], dtype=np.int64)
-    pick = {f: getattr(table, f)[idx] for f in ("subject_id", "label", "time", "event", "scan_id")}
-    if table.include is not None:
-        pick["include"] = table.include[idx]
-    return dataclasses.replace(table, **pick)
-
-
 def _oracle_risk(truth_dir: Path, tasks: list[str], scan_ids):
     """True log-hazards [N, T] of the held-out scans and the tasks the truth covers (a task set
     beyond the synthetic outcome model, e.g. configs/tasks/paper_tte.yaml, has none: its columns
@@ -250,7 +236,7 @@ def _run_eval(run: EvalRun, comm) -> EvalOutcome | None:
     from tte_scale.eval.embed import embed_shards
     from tte_scale.eval.protocol import evaluate_embeddings, evaluate_risk_scores
     from tte_scale.eval.report import HEADLINE, HEADLINE_TEXT, read_loss_curve, write_report
-    from tte_scale.eval.tables import bench_tables_from_long
+    from tte_scale.eval.tables import align_to_scans, bench_tables_from_long
 
     out, labels, shards = Path(run.out), Path(run.labels), str(run.shards)  # shards: a folder or a URL
     no_truth: list[str] = []
@@ -331,7 +317,7 @@ def _run_eval(run: EvalRun, comm) -> EvalOutcome | None:
     for name, emb in embedded.items():
         if "@" in name:
             continue
-        aligned = {s: _align(tables[s], emb.scan_id[s]) for s in splits}
+        aligned = {s: align_to_scans(tables[s], emb.scan_id[s]) for s in splits}
         results[name] = evaluate_embeddings(emb.features, aligned, tasks, cfg, name=name, progress=run.progress)
         if cfg.train_subsets:
             efficiency += label_efficiency(emb.features, aligned, tasks, cfg, name=name)
@@ -339,7 +325,7 @@ def _run_eval(run: EvalRun, comm) -> EvalOutcome | None:
         parts = []
         for t in tasks:
             emb = embedded[f"{name}@{t}"]
-            aligned = {s: _align(tables[s], emb.scan_id[s]) for s in splits}
+            aligned = {s: align_to_scans(tables[s], emb.scan_id[s]) for s in splits}
             parts.append(evaluate_embeddings(emb.features, aligned, [t], cfg, name=name, progress=run.progress))
             if cfg.train_subsets:
                 efficiency += label_efficiency(emb.features, aligned, [t], cfg, name=name)
@@ -347,8 +333,8 @@ def _run_eval(run: EvalRun, comm) -> EvalOutcome | None:
     ids = embedded["tte"].scan_id
     if run.truth:
         ho = splits[2]
-        table = _align(tables[ho], ids[ho])
-        train = _align(tables[splits[0]], ids[splits[0]])  # Uno's censoring distribution
+        table = align_to_scans(tables[ho], ids[ho])
+        train = align_to_scans(tables[splits[0]], ids[splits[0]])  # Uno's censoring distribution
         risk, covered = _oracle_risk(Path(run.truth), tasks, ids[ho])
         no_truth = [k for k in tasks if k not in covered]
         if covered:

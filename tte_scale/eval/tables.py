@@ -19,7 +19,7 @@ import numpy as np
 
 from tte_scale.errors import InputError
 
-__all__ = ["BenchTable", "bench_tables_from_long", "outcome_groups"]
+__all__ = ["BenchTable", "align_to_scans", "bench_tables_from_long", "outcome_groups"]
 
 
 def _rows(mask) -> str:
@@ -156,3 +156,16 @@ def bench_tables_from_long(
             subj, label, time, event, tuple(tasks), include, scans, source=f"{source} (split {split})"
         )
     return out
+
+
+def align_to_scans(table: BenchTable, scan_ids: np.ndarray) -> BenchTable:
+    """The rows of ``table`` in the order of ``scan_ids`` (embedded scans only)."""
+    pos = {s: i for i, s in enumerate(table.scan_id.tolist())}
+    missing = [s for s in scan_ids.tolist() if s not in pos]
+    if missing:
+        raise InputError(f"{table.source}: no benchmark labels for scans {missing[:5]} (labels and shards differ?)")
+    idx = np.asarray([pos[s] for s in scan_ids.tolist()], dtype=np.int64)
+    pick = {f: getattr(table, f)[idx] for f in ("subject_id", "label", "time", "event", "scan_id")}
+    if table.include is not None:
+        pick["include"] = table.include[idx]
+    return dataclasses.replace(table, **pick)
