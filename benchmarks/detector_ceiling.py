@@ -118,10 +118,12 @@ def run(args) -> dict:
     spacing = list(args.spacing_mm) if args.spacing_mm else shard_spacing(shards)
     truth = read_truth(args.truth, args.target)
     presence = read_truth(args.truth, args.presence) if args.presence else None
+    outcome_inputs = read_outcome_inputs(args.labels, args.tasks) if args.labels else None  # refused before any read
+    splits = ("train", "tuning", "held_out") if outcome_inputs else SPLITS
     rng = np.random.default_rng(args.seed)
-    feats, ys, ps, counts, left_out = {}, {}, {}, {}, {}
+    feats, ys, ps, counts, left_out, scan_ids = {}, {}, {}, {}, {}, {}
     t0 = time.perf_counter()
-    for split in SPLITS:
+    for split in splits:
         scans = split_scans(shards, split, fmt)
         if args.limit and len(scans) > args.limit:
             keep = np.sort(rng.choice(len(scans), args.limit, replace=False))
@@ -135,6 +137,7 @@ def run(args) -> dict:
             if (i + 1) % 50 == 0 or i + 1 == len(vol):
                 print(f"{split}: {i + 1}/{len(vol)} scans ({time.perf_counter() - t0:.0f} s)", flush=True)
         feats[split], ys[split], counts[split], left_out[split] = np.array(F), y, len(y), len(bad)
+        scan_ids[split] = np.array(ids)
         if presence is not None:
             ps[split] = np.array([presence[s] for s in ids]) > 0.5
     seconds = time.perf_counter() - t0
@@ -167,7 +170,44 @@ def run(args) -> dict:
         result["presence_auroc_held_out"] = float(
             roc_auc_score(ps["held_out"], logit.decision_function(sc.transform(ho)))
         )
+    if outcome_inputs:
+        result["outcomes"] = outcome_metrics(feats, scan_ids, *outcome_inputs, args.bootstrap, args.seed)
     return result
+
+
+def read_outcome_inputs(labels: Path, tasks_yaml: str):
+    """(bench tables per split, task names, horizons) of a labels folder and a task set."""
+    import pyarrow.parquet as pq
+
+    from tte_scale.ehr.config import load_task_set
+    from tte_scale.eval.tables import bench_tables_from_long
+
+    task_set = load_task_set(tasks_yaml)
+    bench = Path(labels) / "bench.parquet"
+    if not bench.is_file():
+        raise InputError(f"{bench}: not found; is {labels} a folder written by `tte-scale labels`?")
+    tables = bench_tables_from_long(pq.read_table(bench), task_set.names, source=str(bench))
+    return tables, task_set.names, {t.name: float(t.horizon_days) for t in task_set.tasks}
+
+
+def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int) -> dict:
+    """The detector's features through `tte-scale eval`'s own protocol (logistic and Cox probes, l2
+    on tuning, held-out metrics with subject-bootstrap CIs): per task and the headline means."""
+    from tte_scale.eval.compare import compare_models
+    from tte_scale.eval.config import EvalConfig
+    from tte_scale.eval.protocol import evaluate_embeddings
+    from tte_scale.eval.report import HEADLINE
+    from tte_scale.eval.tables import align_to_scans
+
+    cfg = EvalConfig(bootstrap=bootstrap, seed=seed, horizons_days=horizons, probes=["logistic", "cox"])
+    aligned = {s: align_to_scans(tables[s], scan_ids[s]) for s in cfg.splits}
+    res = evaluate_embeddings({s: feats[s] for s in cfg.splits}, aligned, tasks, cfg, name="detector", progress=False)
+    rows = [r for r in compare_models({"detector": res}) if (r["probe"], r["metric"]) in HEADLINE]
+    return {
+        f"{r['task']}/{r['probe']}/{r['metric']}": [r["value"], r["ci_low"], r["ci_high"]]
+        for r in rows
+        if r["task"] in (*tasks, "mean")
+    }
 
 
 def markdown(r: dict, machine: str) -> str:
@@ -185,6 +225,22 @@ def markdown(r: dict, machine: str) -> str:
             else ""
         ),
         "",
+        *(
+            [
+                "Outcome tasks through `tte-scale eval`'s protocol (held out, 95% subject-bootstrap CI):",
+                "",
+                *md_table(
+                    ["task / probe / metric", "value [CI]"],
+                    [
+                        [k, f"{v[0]:.3f}" + ("" if v[1] is None else f" [{v[1]:.3f}, {v[2]:.3f}]")]
+                        for k, v in r["outcomes"].items()
+                    ],
+                ),
+                "",
+            ]
+            if "outcomes" in r
+            else []
+        ),
         *md_table(["feature", "train Spearman"], [[n, f"{v:+.3f}"] for n, v in r["feature_train_spearman"].items()]),
     ]
     return "\n".join(lines) + "\n"
@@ -213,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         default=40.0,
         help="side of the air-fraction box; larger than the largest finding (default 40)",
     )
+    ap.add_argument("--labels", type=Path, help="labels folder (bench.parquet): also probe the outcome tasks")
+    ap.add_argument("--tasks", default="configs/tasks/sparse.yaml", help="task set of --labels (default sparse.yaml)")
+    ap.add_argument("--bootstrap", type=int, default=300, help="bootstrap replicates of the outcome CIs (default 300)")
     ap.add_argument("--limit", type=int, default=0, help="random subset of at most N scans per split (0: all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --limit's subset (default 0)")
     ap.add_argument("--max-gib", type=float, default=8.0, help="memory the volumes of one split may take (default 8)")

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.shards import write_shards
 from tte_scale.benchmarks import detector_ceiling
+from tte_scale.ehr.store import BENCH_SCHEMA
 from tte_scale.errors import InputError
 
 SPACING = (4.0, 3.0, 3.0)
@@ -50,11 +51,20 @@ def test_a_ball_answers_and_a_tube_of_the_same_width_does_not():
     np.testing.assert_allclose(detector_ceiling.dot_response(ball, SPACING, 5.0, region), r_ball[region], rtol=1e-5)
 
 
+TASK_YAML = """\
+tasks:
+  - name: ball
+    codes: [X/1]
+    horizon_days: 30
+"""
+
+
 @pytest.fixture
 def cohort(tmp_path):
-    """60 air-filled volumes with 2 soft-tissue tubes each; half also hold a ball of radius `radius`."""
+    """72 air-filled volumes with 2 soft-tissue tubes each; half also hold a ball of radius `radius`,
+    and the outcome `ball` (an event within 30 days) follows the ball, 10% of labels flipped."""
     rng = np.random.default_rng(0)
-    n = 60
+    n = 72
     present = np.arange(n) % 2 == 0
     radius = np.where(present, rng.uniform(4.0, 10.0, n), 0.0)
     vols = []
@@ -66,11 +76,19 @@ def cohort(tmp_path):
             _ball(v, rng.uniform(-8, 8, 3), radius[i])
         vols.append(np.round(v).astype(np.int16))
     ids = [f"s{i:03d}" for i in range(n)]
-    write_shards(tmp_path / "shards", n=n, shape=SHAPE, splits=["train"] * 36 + ["held_out"] * 24,
-                 volumes=vols, scan_ids=ids, samples_per_shard=10)  # fmt: skip
+    splits = ["train"] * 36 + ["held_out"] * 24 + ["tuning"] * 12
+    write_shards(tmp_path / "shards", n=n, shape=SHAPE, splits=splits, volumes=vols, scan_ids=ids,
+                 samples_per_shard=12)  # fmt: skip
     (tmp_path / "truth").mkdir()
     table = {"scan_id": ids, "radius": radius, "present": present, "text": ["a"] * n}
     pq.write_table(pa.table(table), tmp_path / "truth" / "scans.parquet")
+    event = present != (rng.random(n) < 0.1)
+    time = np.where(event, rng.uniform(5, 25, n), rng.uniform(60, 120, n))
+    bench = {"scan_id": ids, "subject_id": list(range(n)), "split": splits, "task": ["ball"] * n,
+             "label": event.tolist(), "time": time.tolist(), "event": event.tolist(), "excluded": [None] * n}  # fmt: skip
+    (tmp_path / "labels").mkdir()
+    pq.write_table(pa.table(bench, schema=BENCH_SCHEMA), tmp_path / "labels" / "bench.parquet")
+    (tmp_path / "tasks.yaml").write_text(TASK_YAML)
     return tmp_path
 
 
@@ -89,6 +107,22 @@ def test_finds_balls_among_tubes(cohort):
     assert r["presence_auroc_held_out"] > 0.8, r
     assert set(r["feature_train_spearman"]) == {f"{s}mm_{k}" for s in (3, 5) for k in ("max", "top3", "top10")}
     assert "held-out Spearman" in (cohort / "out" / "detector_ceiling_radius.md").read_text()
+
+
+def test_outcome_tasks_through_the_eval_protocol(cohort):
+    extra = ["--target", "radius", "--labels", str(cohort / "labels"), "--tasks", str(cohort / "tasks.yaml")]
+    assert detector_ceiling.main(_args(cohort, *extra, "--bootstrap", "50")) == 0
+    r = json.loads((cohort / "out" / "detector_ceiling_radius.json").read_text())
+    assert r["scans"] == {"train": 36, "tuning": 12, "held_out": 24}
+    assert set(r["outcomes"]) == {f"{t}/{p}" for t in ("ball", "mean") for p in ("logistic/auroc", "cox/c_index")}
+    value, lo, hi = r["outcomes"]["mean/logistic/auroc"]
+    assert value > 0.65 and lo < value < hi, r["outcomes"]  # measured 0.74: the balls, through the detector
+    assert "ball/logistic/auroc" in (cohort / "out" / "detector_ceiling_radius.md").read_text()
+
+
+def test_labels_without_bench_are_refused_before_reading(cohort):
+    with pytest.raises(InputError, match=r"bench.parquet: not found"):
+        detector_ceiling.main(_args(cohort, "--target", "radius", "--labels", str(cohort / "shards")))
 
 
 def test_limit_takes_a_subset_of_each_split(cohort):
