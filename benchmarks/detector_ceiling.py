@@ -120,6 +120,10 @@ def run(args) -> dict:
     presence = read_truth(args.truth, args.presence) if args.presence else None
     outcome_inputs = read_outcome_inputs(args.labels, args.tasks) if args.labels else None  # refused before any read
     splits = ("train", "tuning", "held_out") if outcome_inputs else SPLITS
+    if args.compare and not outcome_inputs:
+        raise InputError("--compare needs --labels (it compares on the outcome tasks)")
+    for c in args.compare:  # a bad file is refused before the long part
+        read_embeddings(c, splits)
     rng = np.random.default_rng(args.seed)
     feats, ys, ps, counts, left_out, scan_ids = {}, {}, {}, {}, {}, {}
     t0 = time.perf_counter()
@@ -171,7 +175,8 @@ def run(args) -> dict:
             roc_auc_score(ps["held_out"], logit.decision_function(sc.transform(ho)))
         )
     if outcome_inputs:
-        result["outcomes"] = outcome_metrics(feats, scan_ids, *outcome_inputs, args.bootstrap, args.seed)
+        compare = [read_embeddings(c, splits) for c in args.compare]
+        result["outcomes"] = outcome_metrics(feats, scan_ids, *outcome_inputs, args.bootstrap, args.seed, compare)
     return result
 
 
@@ -190,24 +195,90 @@ def read_outcome_inputs(labels: Path, tasks_yaml: str):
     return tables, task_set.names, {t.name: float(t.horizon_days) for t in task_set.tasks}
 
 
-def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int) -> dict:
+def read_embeddings(spec: str, splits) -> tuple[str, dict, dict]:
+    """``NAME=PATH``: (NAME, scan ids and features per split) of an embeddings file `tte-scale eval`
+    cached (``<eval out>/embeddings/<model>-<digest>.npz``)."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise InputError(f"--compare {spec}: expected NAME=PATH of a `tte-scale eval` embeddings .npz")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids = {s: z[f"{s}/scan_id"] for s in splits}
+            feats = {s: z[f"{s}/features"].astype(np.float64) for s in splits}
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: not a `tte-scale eval` embeddings file with splits {list(splits)} ({exc})") from None
+    return name, ids, feats
+
+
+def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int, compare=()) -> dict:
     """The detector's features through `tte-scale eval`'s own protocol (logistic and Cox probes, l2
-    on tuning, held-out metrics with subject-bootstrap CIs): per task and the headline means."""
-    from tte_scale.eval.compare import compare_models
+    on tuning, held-out metrics with subject-bootstrap CIs): per task and the headline means; with
+    ``compare`` (read_embeddings results) also each other encoder's, and the detector minus it with a
+    paired CI, all on the scans every feature set has (the same bootstrap resamples)."""
+    from tte_scale.eval.compare import compare_models, paired_differences
     from tte_scale.eval.config import EvalConfig
     from tte_scale.eval.protocol import evaluate_embeddings
     from tte_scale.eval.report import HEADLINE
     from tte_scale.eval.tables import align_to_scans
 
     cfg = EvalConfig(bootstrap=bootstrap, seed=seed, horizons_days=horizons, probes=["logistic", "cox"])
-    aligned = {s: align_to_scans(tables[s], scan_ids[s]) for s in cfg.splits}
-    res = evaluate_embeddings({s: feats[s] for s in cfg.splits}, aligned, tasks, cfg, name="detector", progress=False)
-    rows = [r for r in compare_models({"detector": res}) if (r["probe"], r["metric"]) in HEADLINE]
-    return {
-        f"{r['task']}/{r['probe']}/{r['metric']}": [r["value"], r["ci_low"], r["ci_high"]]
-        for r in rows
-        if r["task"] in (*tasks, "mean")
+    sets = {"detector": (scan_ids, feats), **{name: (ids, f) for name, ids, f in compare}}
+    results = {}
+    for s in cfg.splits:  # the scans every feature set has, in the detector's order
+        common = set.intersection(*(set(ids[s].tolist()) for ids, _ in sets.values()))
+        keep_ids = np.array([x for x in scan_ids[s].tolist() if x in common])
+        for name, (ids, f) in list(sets.items()):
+            pos = {x: i for i, x in enumerate(ids[s].tolist())}
+            ids2 = dict(ids)
+            ids2[s] = keep_ids
+            f2 = dict(f)
+            f2[s] = f[s][[pos[x] for x in keep_ids.tolist()]]
+            sets[name] = (ids2, f2)
+    ids = sets["detector"][0]
+    aligned = {s: align_to_scans(tables[s], ids[s]) for s in cfg.splits}
+    for name, (_, f) in sets.items():
+        results[name] = evaluate_embeddings(
+            {s: f[s] for s in cfg.splits}, aligned, tasks, cfg, name=name, progress=False
+        )
+    rows = [
+        r for r in compare_models(results) if (r["probe"], r["metric"]) in HEADLINE and r["task"] in (*tasks, "mean")
+    ]
+    out = {
+        "scans": {s: len(ids[s]) for s in cfg.splits},
+        "metrics": {
+            f"{r['model']}/{r['task']}/{r['probe']}/{r['metric']}": [r["value"], r["ci_low"], r["ci_high"]]
+            for r in rows
+        },
     }
+    if compare:
+        out["detector_minus"] = {
+            f"{d['model']}/{d['probe']}/{d['metric']}": [d["diff"], d["ci_low"], d["ci_high"]]
+            for d in paired_differences(results, "detector", HEADLINE)
+        }
+    return out
+
+
+def _ci(v) -> str:
+    return f"{v[0]:.3f}" + ("" if v[1] is None else f" [{v[1]:.3f}, {v[2]:.3f}]")
+
+
+def _outcome_lines(o: dict) -> list[str]:
+    lines = [
+        f"Outcome tasks through `tte-scale eval`'s protocol (held out, 95% subject-bootstrap CI; scans {o['scans']}):",
+        "",
+        *md_table(["model / task / probe / metric", "value [CI]"], [[k, _ci(v)] for k, v in o["metrics"].items()]),
+        "",
+    ]
+    if "detector_minus" in o:
+        lines += [
+            "Detector minus each other encoder (mean over tasks, paired 95% CI):",
+            "",
+            *md_table(
+                ["versus / probe / metric", "difference [CI]"], [[k, _ci(v)] for k, v in o["detector_minus"].items()]
+            ),
+            "",
+        ]
+    return lines
 
 
 def markdown(r: dict, machine: str) -> str:
@@ -225,22 +296,7 @@ def markdown(r: dict, machine: str) -> str:
             else ""
         ),
         "",
-        *(
-            [
-                "Outcome tasks through `tte-scale eval`'s protocol (held out, 95% subject-bootstrap CI):",
-                "",
-                *md_table(
-                    ["task / probe / metric", "value [CI]"],
-                    [
-                        [k, f"{v[0]:.3f}" + ("" if v[1] is None else f" [{v[1]:.3f}, {v[2]:.3f}]")]
-                        for k, v in r["outcomes"].items()
-                    ],
-                ),
-                "",
-            ]
-            if "outcomes" in r
-            else []
-        ),
+        *(_outcome_lines(r["outcomes"]) if "outcomes" in r else []),
         *md_table(["feature", "train Spearman"], [[n, f"{v:+.3f}"] for n, v in r["feature_train_spearman"].items()]),
     ]
     return "\n".join(lines) + "\n"
@@ -271,6 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--labels", type=Path, help="labels folder (bench.parquet): also probe the outcome tasks")
     ap.add_argument("--tasks", default="configs/tasks/sparse.yaml", help="task set of --labels (default sparse.yaml)")
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=NPZ",
+        help="another encoder's embeddings cached by `tte-scale eval` (<out>/embeddings/*.npz): also probed, "
+        "and the detector minus it with a paired CI (repeatable)",
+    )
     ap.add_argument("--bootstrap", type=int, default=300, help="bootstrap replicates of the outcome CIs (default 300)")
     ap.add_argument("--limit", type=int, default=0, help="random subset of at most N scans per split (0: all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --limit's subset (default 0)")

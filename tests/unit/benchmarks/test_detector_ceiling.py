@@ -114,10 +114,44 @@ def test_outcome_tasks_through_the_eval_protocol(cohort):
     assert detector_ceiling.main(_args(cohort, *extra, "--bootstrap", "50")) == 0
     r = json.loads((cohort / "out" / "detector_ceiling_radius.json").read_text())
     assert r["scans"] == {"train": 36, "tuning": 12, "held_out": 24}
-    assert set(r["outcomes"]) == {f"{t}/{p}" for t in ("ball", "mean") for p in ("logistic/auroc", "cox/c_index")}
-    value, lo, hi = r["outcomes"]["mean/logistic/auroc"]
-    assert value > 0.65 and lo < value < hi, r["outcomes"]  # measured 0.74: the balls, through the detector
-    assert "ball/logistic/auroc" in (cohort / "out" / "detector_ceiling_radius.md").read_text()
+    o = r["outcomes"]
+    assert o["scans"] == {"train": 36, "tuning": 12, "held_out": 24} and "detector_minus" not in o
+    keys = {f"detector/{t}/{p}" for t in ("ball", "mean") for p in ("logistic/auroc", "cox/c_index")}
+    assert set(o["metrics"]) == keys
+    value, lo, hi = o["metrics"]["detector/mean/logistic/auroc"]
+    assert value > 0.65 and lo < value < hi, o  # measured 0.74: the balls, through the detector
+    assert "detector/ball/logistic/auroc" in (cohort / "out" / "detector_ceiling_radius.md").read_text()
+
+
+def test_compared_with_another_encoders_embeddings_on_common_scans(cohort):
+    """An eval embeddings file of noise features, one held-out scan missing: both are probed on the
+    scans both have, and the detector's lead over noise comes with a paired CI."""
+    ids = pq.read_table(cohort / "truth" / "scans.parquet").column("scan_id").to_pylist()
+    split_of = ["train"] * 36 + ["held_out"] * 24 + ["tuning"] * 12
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for s in ("train", "tuning", "held_out"):
+        mine = [i for i, x in zip(ids, split_of) if x == s][: (23 if s == "held_out" else None)]
+        arrays[f"{s}/scan_id"] = np.array(mine)
+        arrays[f"{s}/features"] = rng.normal(size=(len(mine), 8)).astype(np.float32)
+    np.savez(cohort / "noise.npz", **arrays)
+    extra = ["--target", "radius", "--labels", str(cohort / "labels"), "--tasks", str(cohort / "tasks.yaml")]
+    extra += ["--compare", f"noise={cohort / 'noise.npz'}", "--bootstrap", "100"]
+    assert detector_ceiling.main(_args(cohort, *extra)) == 0
+    o = json.loads((cohort / "out" / "detector_ceiling_radius.json").read_text())["outcomes"]
+    assert o["scans"] == {"train": 36, "tuning": 12, "held_out": 23}
+    assert "noise/mean/logistic/auroc" in o["metrics"]
+    diff, lo, hi = o["detector_minus"]["noise/logistic/auroc"]
+    assert diff > 0.1 and lo < diff < hi, o["detector_minus"]
+    assert "Detector minus" in (cohort / "out" / "detector_ceiling_radius.md").read_text()
+
+
+def test_a_bad_embeddings_file_is_refused_before_reading(cohort):
+    extra = ["--target", "radius", "--labels", str(cohort / "labels"), "--tasks", str(cohort / "tasks.yaml")]
+    (cohort / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(InputError, match=r"bad.npz: not a `tte-scale eval` embeddings file"):
+        detector_ceiling.main(_args(cohort, *extra, "--compare", f"x={cohort / 'bad.npz'}"))
+    assert not (cohort / "out").exists()
 
 
 def test_labels_without_bench_are_refused_before_reading(cohort):
