@@ -12,11 +12,17 @@ including what sits inside it) and summarizes each scale by its largest, mean of
 of top-10 values. A ridge (standardized features, alpha 10, as `diagnose_sparse`) fitted on the
 train scans predicts the target on the held-out scans; the report gives the held-out Spearman,
 each feature's own train Spearman and, with ``--presence``, a logistic probe's held-out AUROC.
+With ``--labels`` (and ``--tasks``) the features also go through `tte-scale eval`'s own probes on
+the outcome tasks, and ``--compare NAME=NPZ`` adds another encoder's embeddings as `tte-scale eval`
+cached them, with the detector's paired difference to it: how far a finding that is visible in the
+images takes the outcome probes, next to what the encoder learned.
 
     python -m tte_scale.benchmarks.detector_ceiling --shards runs/sparse_hr/shards \\
-        --truth runs/sparse/cohort/truth --target lesion_size --presence lesion_present
+        --truth runs/sparse/cohort/truth --target lesion_size --presence lesion_present \\
+        --labels runs/sparse/labels --tasks configs/tasks/sparse.yaml \\
+        --compare random_init=runs/sparse/eval/embeddings/random_init-<digest>.npz
 
-Scale: about 0.6 s per scan and scale on one core at 48x112x112 (``--limit`` takes a random
+Cost: about 1.3 s per scan at three scales on one core at 48x112x112 (``--limit`` takes a random
 subset of each split). Writes ``detector_ceiling_<target>[_<tag>].json`` / ``.md`` under ``--out``.
 """
 
