@@ -37,16 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tte_scale.benchmarks.common import (
-    add_output_args,
-    machine_info,
-    machine_name,
-    md_table,
-    script_exit,
-    script_parser,
-    write_results,
+from tte_scale.benchmarks.common import md_table, script_exit, script_parser
+from tte_scale.benchmarks.encoder_ceiling import (
+    SPLITS,
+    add_tail_args,
+    add_truth_args,
+    load_split,
+    read_truth,
+    write_ceiling,
 )
-from tte_scale.benchmarks.encoder_ceiling import SPLITS, load_split, read_truth
 from tte_scale.errors import InputError
 
 STATS = ("max", "top3", "top10")
@@ -310,9 +309,7 @@ def markdown(r: dict, machine: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = script_parser("tte_scale.benchmarks.detector_ceiling", __doc__)
-    ap.add_argument("--shards", type=Path, required=True, help="a `tte-scale shard` output folder")
-    ap.add_argument("--truth", type=Path, required=True, help="the synthetic cohort's truth/ folder")
-    ap.add_argument("--target", default="lesion_size", help="column of truth/scans.parquet (default lesion_size)")
+    add_truth_args(ap)
     ap.add_argument("--presence", default="", help="boolean column for a presence AUROC (e.g. lesion_present)")
     ap.add_argument(
         "--scales-mm", type=float, nargs="+", default=[3.0, 5.0, 7.0], help="Gaussian scales (default 3 5 7)"
@@ -343,10 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--bootstrap", type=int, default=300, help="bootstrap replicates of the outcome CIs (default 300)")
     ap.add_argument("--limit", type=int, default=0, help="random subset of at most N scans per split (0: all)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of --limit's subset (default 0)")
-    ap.add_argument("--max-gib", type=float, default=8.0, help="memory the volumes of one split may take (default 8)")
-    ap.add_argument("--tag", default="", help="suffix of the result files' name")
-    add_output_args(ap)
+    ap.add_argument("--seed", type=int, default=0, help="seed of --limit's subset and of the bootstrap (default 0)")
+    add_tail_args(ap)
     args = ap.parse_args(argv)
     for name, vals in (
         ("--scales-mm", args.scales_mm),
@@ -358,11 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit < 0:
         raise InputError(f"--limit {args.limit}: must be >= 0")
     result = run(args)
-    machine = args.machine or machine_name("cpu")
-    result["meta"] = {**machine_info("cpu"), "machine": machine}
-    name = f"detector_ceiling_{args.target}" + (f"_{args.tag}" if args.tag else "")
-    js, md = write_results(args.out, name, result, markdown(result, machine))
-    print(f"wrote {js} and {md}")
+    write_ceiling(args, "detector_ceiling", result, "cpu", markdown)
     return 0
 
 

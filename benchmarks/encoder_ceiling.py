@@ -99,6 +99,28 @@ def load_split(scans, shards: str, truth: dict[str, float], truth_path: Path, ma
     return vol[: len(keep)], y, bad
 
 
+def add_truth_args(ap) -> None:
+    """The shards, the truth and the target column: the inputs every ceiling tool shares."""
+    ap.add_argument("--shards", type=Path, required=True, help="a `tte-scale shard` output folder")
+    ap.add_argument("--truth", type=Path, required=True, help="the synthetic cohort's truth/ folder")
+    ap.add_argument("--target", default="lesion_size", help="column of truth/scans.parquet (default lesion_size)")
+
+
+def add_tail_args(ap) -> None:
+    ap.add_argument("--max-gib", type=float, default=8.0, help="memory the volumes of one split may take (default 8)")
+    ap.add_argument("--tag", default="", help="suffix of the result files' name")
+    add_output_args(ap)
+
+
+def write_ceiling(args, tool: str, result: dict, device: str, markdown) -> None:
+    """``<tool>_<target>[_<tag>].json`` / ``.md`` under ``--out``, with the machine recorded."""
+    machine = args.machine or machine_name(device)
+    result["meta"] = {**machine_info(device), "machine": machine}
+    name = f"{tool}_{args.target}" + (f"_{args.tag}" if args.tag else "")
+    js, md = write_results(args.out, name, result, markdown(result, machine))
+    print(f"wrote {js} and {md}")
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
@@ -241,27 +263,19 @@ def markdown(r: dict, machine: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = script_parser("tte_scale.benchmarks.encoder_ceiling", __doc__)
-    ap.add_argument("--shards", type=Path, required=True, help="a `tte-scale shard` output folder")
-    ap.add_argument("--truth", type=Path, required=True, help="the synthetic cohort's truth/ folder")
-    ap.add_argument("--target", default="lesion_size", help="column of truth/scans.parquet (default lesion_size)")
+    add_truth_args(ap)
     ap.add_argument(
         "--config", default=PRETRAIN, help=f"pretraining config: encoder, optimizer, seed (default {PRETRAIN})"
     )
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--steps", type=int, default=900, help="optimizer steps (default 900, the demo's)")
     ap.add_argument("--eval-every", type=int, default=100, help="steps between held-out reports (default 100)")
-    ap.add_argument("--max-gib", type=float, default=8.0, help="memory the volumes of one split may take (default 8)")
-    ap.add_argument("--tag", default="", help="suffix of the result files' name")
-    add_output_args(ap)
+    add_tail_args(ap)
     args = ap.parse_args(argv)
     if args.steps < 1 or args.eval_every < 1:
         raise InputError(f"--steps {args.steps} / --eval-every {args.eval_every}: must be >= 1")
     result = run(args)
-    machine = args.machine or machine_name(result["device"])
-    result["meta"] = {**machine_info(result["device"]), "machine": machine}
-    name = f"encoder_ceiling_{args.target}" + (f"_{args.tag}" if args.tag else "")
-    js, md = write_results(args.out, name, result, markdown(result, machine))
-    print(f"wrote {js} and {md}")
+    write_ceiling(args, "encoder_ceiling", result, result["device"], markdown)
     return 0
 
 
