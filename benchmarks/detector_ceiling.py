@@ -44,6 +44,7 @@ from tte_scale.benchmarks.encoder_ceiling import (
     add_truth_args,
     load_split,
     read_truth,
+    spearman,
     write_ceiling,
 )
 from tte_scale.errors import InputError
@@ -105,12 +106,6 @@ def shard_spacing(shards: str) -> list[float]:
     return [float(x) for x in sp]
 
 
-def _spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
 def run(args) -> dict:
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import roc_auc_score
@@ -122,13 +117,17 @@ def run(args) -> dict:
     fmt = resolve_format(shards, "auto")
     spacing = list(args.spacing_mm) if args.spacing_mm else shard_spacing(shards)
     truth = read_truth(args.truth, args.target)
-    presence = read_truth(args.truth, args.presence) if args.presence else None
+    presence = read_truth(args.truth, args.presence, "--presence") if args.presence else None
+    if presence is not None and not set(presence.values()) <= {0.0, 1.0}:
+        sid = next(k for k, v in presence.items() if v not in (0.0, 1.0))
+        raise InputError(
+            f"{args.truth / 'scans.parquet'}: scan_id {sid}, field {args.presence}: {presence[sid]!r} is not 0/1 (--presence)"
+        )
     outcome_inputs = read_outcome_inputs(args.labels, args.tasks) if args.labels else None  # refused before any read
     splits = ("train", "tuning", "held_out") if outcome_inputs else SPLITS
     if args.compare and not outcome_inputs:
         raise InputError("--compare needs --labels (it compares on the outcome tasks)")
-    for c in args.compare:  # a bad file is refused before the long part
-        read_embeddings(c, splits)
+    compare = [read_embeddings(c, splits) for c in args.compare]  # a bad file is refused before the long part
     rng = np.random.default_rng(args.seed)
     feats, ys, ps, counts, left_out, scan_ids = {}, {}, {}, {}, {}, {}
     t0 = time.perf_counter()
@@ -148,7 +147,7 @@ def run(args) -> dict:
         feats[split], ys[split], counts[split], left_out[split] = np.array(F), y, len(y), len(bad)
         scan_ids[split] = np.array(ids)
         if presence is not None:
-            ps[split] = np.array([presence[s] for s in ids]) > 0.5
+            ps[split] = np.array([presence[s] for s in ids]) == 1.0
     seconds = time.perf_counter() - t0
     tr, ho = feats["train"], feats["held_out"]
     if len(ys["train"]) < 2 or float(np.std(ys["train"])) == 0.0:
@@ -168,8 +167,8 @@ def run(args) -> dict:
         "scans": counts,
         "scans_left_out": left_out,
         "seconds_per_scan": seconds / max(sum(counts.values()), 1),
-        "held_out_spearman": _spearman(ridge.predict(sc.transform(ho)), ys["held_out"]),
-        "feature_train_spearman": {n: _spearman(tr[:, j], ys["train"]) for j, n in enumerate(names)},
+        "held_out_spearman": spearman(ridge.predict(sc.transform(ho)), ys["held_out"]),
+        "feature_train_spearman": {n: spearman(tr[:, j], ys["train"]) for j, n in enumerate(names)},
     }
     if presence is not None:
         if len(set(ps["train"].tolist())) < 2 or len(set(ps["held_out"].tolist())) < 2:
@@ -180,7 +179,6 @@ def run(args) -> dict:
             roc_auc_score(ps["held_out"], logit.decision_function(sc.transform(ho)))
         )
     if outcome_inputs:
-        compare = [read_embeddings(c, splits) for c in args.compare]
         result["outcomes"] = outcome_metrics(feats, scan_ids, *outcome_inputs, args.bootstrap, args.seed, compare)
     return result
 
@@ -203,16 +201,16 @@ def read_outcome_inputs(labels: Path, tasks_yaml: str):
 def read_embeddings(spec: str, splits) -> tuple[str, dict, dict]:
     """``NAME=PATH``: (NAME, scan ids and features per split) of an embeddings file `tte-scale eval`
     cached (``<eval out>/embeddings/<model>-<digest>.npz``)."""
+    from tte_scale.eval.embed import read_embeddings_file
+
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
         raise InputError(f"--compare {spec}: expected NAME=PATH of a `tte-scale eval` embeddings .npz")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            ids = {s: z[f"{s}/scan_id"] for s in splits}
-            feats = {s: z[f"{s}/features"].astype(np.float64) for s in splits}
+        _, emb = read_embeddings_file(path, splits)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: not a `tte-scale eval` embeddings file with splits {list(splits)} ({exc})") from None
-    return name, ids, feats
+    return name, emb.scan_id, {s: f.astype(np.float64) for s, f in emb.features.items()}
 
 
 def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int, compare=()) -> dict:
@@ -228,23 +226,16 @@ def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, se
 
     cfg = EvalConfig(bootstrap=bootstrap, seed=seed, horizons_days=horizons, probes=["logistic", "cox"])
     sets = {"detector": (scan_ids, feats), **{name: (ids, f) for name, ids, f in compare}}
-    results = {}
-    for s in cfg.splits:  # the scans every feature set has, in the detector's order
+    keep = {}  # per split, the scans every feature set has, in the detector's order
+    for s in cfg.splits:
         common = set.intersection(*(set(ids[s].tolist()) for ids, _ in sets.values()))
-        keep_ids = np.array([x for x in scan_ids[s].tolist() if x in common])
-        for name, (ids, f) in list(sets.items()):
-            pos = {x: i for i, x in enumerate(ids[s].tolist())}
-            ids2 = dict(ids)
-            ids2[s] = keep_ids
-            f2 = dict(f)
-            f2[s] = f[s][[pos[x] for x in keep_ids.tolist()]]
-            sets[name] = (ids2, f2)
-    ids = sets["detector"][0]
-    aligned = {s: align_to_scans(tables[s], ids[s]) for s in cfg.splits}
-    for name, (_, f) in sets.items():
-        results[name] = evaluate_embeddings(
-            {s: f[s] for s in cfg.splits}, aligned, tasks, cfg, name=name, progress=False
-        )
+        keep[s] = np.array([x for x in scan_ids[s].tolist() if x in common])
+    aligned = {s: align_to_scans(tables[s], keep[s]) for s in cfg.splits}
+    results = {}
+    for name, (ids, f) in sets.items():
+        pos = {s: {x: i for i, x in enumerate(ids[s].tolist())} for s in cfg.splits}
+        x = {s: f[s][[pos[s][k] for k in keep[s].tolist()]] for s in cfg.splits}
+        results[name] = evaluate_embeddings(x, aligned, tasks, cfg, name=name, progress=False)
     rows = [
         r for r in compare_models(results) if (r["probe"], r["metric"]) in HEADLINE and r["task"] in (*tasks, "mean")
     ]

@@ -44,7 +44,7 @@ PRETRAIN = "configs/pretrain/demo.yaml"
 SPLITS = ("train", "held_out")
 
 
-def read_truth(truth: Path, target: str) -> dict[str, float]:
+def read_truth(truth: Path, target: str, option: str = "--target") -> dict[str, float]:
     """scan_id -> target value from ``truth/scans.parquet``; a missing column or a non-finite value
     is refused with the file, row and field named."""
     import pyarrow.parquet as pq
@@ -54,7 +54,7 @@ def read_truth(truth: Path, target: str) -> dict[str, float]:
         raise InputError(f"{path}: not found; --truth is the synthetic cohort's truth/ folder")
     names = pq.read_schema(path).names
     if target not in names:
-        raise InputError(f"{path}: no column {target!r} (--target); numeric columns are among: {', '.join(names)}")
+        raise InputError(f"{path}: no column {target!r} ({option}); numeric columns are among: {', '.join(names)}")
     t = pq.read_table(path, columns=["scan_id", target]).to_pydict()
     out: dict[str, float] = {}
     for row, (sid, v) in enumerate(zip(t["scan_id"], t[target])):
@@ -121,7 +121,7 @@ def write_ceiling(args, tool: str, result: dict, device: str, markdown) -> None:
     print(f"wrote {js} and {md}")
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
@@ -172,15 +172,15 @@ def run(args) -> dict:
         return hu_to_float(torch.from_numpy(vol), lo, hi)[:, None].to(device)
 
     @torch.no_grad()
-    def held_out_spearman() -> float:
+    def held_outspearman() -> float:
         encoder.eval(), head.eval()
         pred = [head(encoder(inputs(vol_ho[i : i + 16])))[:, 0].float().cpu().numpy() for i in range(0, len(y_ho), 16)]
         encoder.train(), head.train()
-        return _spearman(np.concatenate(pred), y_ho)
+        return spearman(np.concatenate(pred), y_ho)
 
     rng = np.random.default_rng(cfg.seed)
     order: list[int] = []
-    curve = [{"step": 0, "train_mse_rel": None, "held_out_spearman": held_out_spearman(), "seconds": 0.0}]
+    curve = [{"step": 0, "train_mse_rel": None, "held_out_spearman": held_outspearman(), "seconds": 0.0}]
     print(f"step 0: held-out Spearman {curve[0]['held_out_spearman']:+.3f}", flush=True)
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -205,7 +205,7 @@ def run(args) -> dict:
             row = {
                 "step": step + 1,
                 "train_mse_rel": float(np.mean(losses)),
-                "held_out_spearman": held_out_spearman(),
+                "held_out_spearman": held_outspearman(),
                 "seconds": time.perf_counter() - t0,
             }
             curve.append(row)

@@ -79,18 +79,27 @@ def _key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def read_embeddings_file(path: str | Path, splits) -> tuple[dict, Embeddings]:
+    """(key, embeddings of ``splits``) of a cache file this module wrote; no check of the key
+    (a benchmark reading another run's embeddings compares by scan id itself)."""
+    with np.load(path, allow_pickle=False) as z:
+        key = json.loads(str(z["key"]))
+        excluded = json.loads(str(z["excluded"]))
+        return key, Embeddings(
+            {s: z[f"{s}/scan_id"] for s in splits}, {s: z[f"{s}/features"] for s in splits}, excluded
+        )
+
+
 def _read_cache(path: Path, key: dict, splits) -> Embeddings | None:
     """The cached embeddings when ``path`` holds exactly ``key``'s, else None (reported)."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            stored = json.loads(str(z["key"]))
-            if stored != key:
-                log.warning("%s: embeddings of another encoder or input (key differs); computing them again", path)
-                return None
-            excluded = json.loads(str(z["excluded"]))
-            return Embeddings({s: z[f"{s}/scan_id"] for s in splits}, {s: z[f"{s}/features"] for s in splits}, excluded)
+        stored, emb = read_embeddings_file(path, splits)
+        if stored != key:
+            log.warning("%s: embeddings of another encoder or input (key differs); computing them again", path)
+            return None
+        return emb
     except Exception as exc:  # a damaged cache file is never trusted, only recomputed
         log.warning("%s: unreadable cached embeddings (%s: %s); computing them again", path, type(exc).__name__, exc)
         return None

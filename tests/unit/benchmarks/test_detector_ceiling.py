@@ -134,7 +134,8 @@ def test_compared_with_another_encoders_embeddings_on_common_scans(cohort):
         mine = [i for i, x in zip(ids, split_of) if x == s][: (23 if s == "held_out" else None)]
         arrays[f"{s}/scan_id"] = np.array(mine)
         arrays[f"{s}/features"] = rng.normal(size=(len(mine), 8)).astype(np.float32)
-    np.savez(cohort / "noise.npz", **arrays)
+    # the layout `tte-scale eval` caches (tte_scale/eval/embed.py): its key and excluded scans too
+    np.savez(cohort / "noise.npz", key=np.array("{}"), excluded=np.array("[]"), **arrays)
     extra = ["--target", "radius", "--labels", str(cohort / "labels"), "--tasks", str(cohort / "tasks.yaml")]
     extra += ["--compare", f"noise={cohort / 'noise.npz'}", "--bootstrap", "100"]
     assert detector_ceiling.main(_args(cohort, *extra)) == 0
@@ -177,6 +178,8 @@ def test_shards_without_a_spacing_need_one(cohort):
     [
         (["--target", "text"], r"row 0 \(scan_id s000\), field text: 'a' is not a number"),
         (["--target", "radius", "--scales-mm", "0"], r"--scales-mm \[0.0\]: must be positive"),
+        (["--target", "radius", "--presence", "nope"], r"no column 'nope' \(--presence\)"),
+        (["--target", "radius", "--presence", "radius"], r"scan_id s000, field radius: .* is not 0/1 \(--presence\)"),
     ],
 )
 def test_bad_settings_are_one_line(cohort, extra, message):
