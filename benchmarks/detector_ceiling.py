@@ -6,7 +6,8 @@ it), or they do and the encoder cannot find it in its budget. This tool separate
 training anything. It runs the textbook detector of small round findings in lung CT, the Hessian
 "dot" filter (Li, Sone & Doi 2003): at each scale s, the Hessian of the Gaussian-smoothed volume,
 scale-normalized by s^2; where all three eigenvalues are negative (a bright blob, not a bright
-tube or sheet) the response is l3^2 / |l1| (l1 <= l2 <= l3 < 0), else 0. It keeps the responses
+tube or sheet) the response is l3^2 / |l1| (l1 <= l2 <= l3 < 0), else 0. The filter is the one
+the encoder can take as input channels (``model.blob_sigmas_vox``, tte_scale/models/blob.py). It keeps the responses
 inside air-filled regions (a voxel whose surrounding box is mostly below ``--air-hu``: lung,
 including what sits inside it) and summarizes each scale by its largest, mean of top-3 and mean
 of top-10 values. A ridge (standardized features, alpha 10, as `diagnose_sparse`) fitted on the
@@ -54,25 +55,15 @@ STATS = ("max", "top3", "top10")
 
 def dot_response(v_DHW: np.ndarray, spacing_mm, scale_mm: float, region: np.ndarray | None = None) -> np.ndarray:
     """Scale-normalized Hessian dot-filter response (float32, >= 0) of one volume: [D, H, W], or
-    [n] at the n voxels of a boolean ``region`` (the eigenvalues, the costly part, only there)."""
-    from scipy import ndimage as ndi
+    [n] at the n voxels of a boolean ``region``. The filter is the encoder's blob channel's
+    (tte_scale.models.blob.dot_filter), at sigma = scale / spacing voxels per axis."""
+    import torch
 
-    sp = np.asarray(spacing_mm, np.float64)
-    sigma = scale_mm / sp
-    v = np.asarray(v_DHW, np.float32)
-    H = np.empty((*v.shape, 3, 3), np.float32)
-    for a in range(3):
-        for b in range(a, 3):
-            order = [0, 0, 0]
-            order[a] += 1
-            order[b] += 1
-            # d2/dx_a dx_b in mm^-2, times s^2: a blob's response does not shrink with its size
-            h = ndi.gaussian_filter(v, sigma, order=order) * (scale_mm**2 / (sp[a] * sp[b]))
-            H[..., a, b] = h
-            H[..., b, a] = h
-    ev = np.linalg.eigvalsh(H if region is None else H[region])  # ascending: l1 <= l2 <= l3
-    l1, l3 = ev[..., 0], ev[..., 2]
-    return np.where(l3 < 0, l3 * l3 / np.maximum(-l1, 1e-6), 0.0).astype(np.float32)
+    from tte_scale.models.blob import dot_filter
+
+    sigma = [scale_mm / float(s) for s in spacing_mm]
+    r = dot_filter(torch.from_numpy(np.asarray(v_DHW, np.float32))[None], sigma)[0].numpy()
+    return r if region is None else r[region]
 
 
 def air_region(v_DHW: np.ndarray, spacing_mm, air_hu: float, box_mm: float) -> np.ndarray:

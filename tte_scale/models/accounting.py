@@ -6,7 +6,8 @@ count theirs on the meta device (``tte_scale/models/monai3d.py``).
 
 FLOPs count matmuls only (2 per multiply-add): patch projection, QKV, attention scores and
 their weighting of V, output projection, MLP. Norms, softmax, GELU and the bias adds are left
-out (well under 1% at these widths), as in the usual 6*N*T-style MFU accounting. Training is
+out (well under 1% at these widths), as in the usual 6*N*T-style MFU accounting, and so is the
+fixed blob filter (``blob_sigmas_vox``: separable 1D passes and elementwise eigenvalues, no matmul). Training is
 3x the forward (backward = 2x forward); activation checkpointing's recomputation is *not*
 counted, so MFU stays comparable with and without it.
 """
@@ -35,6 +36,8 @@ def vit_params(cfg: ViTConfig) -> int:
         n += c_in * E + E  # 1x1x1 projection
     else:
         n = cfg.in_chans * math.prod(cfg.patch_size) * E + E  # patch projection
+    if cfg.blob_sigmas_vox:
+        n += len(cfg.blob_sigmas_vox) * E + E  # the blob channels' token map
     n += E if cfg.pool == "cls" else 0
     n += math.prod(cfg.grid) * E if cfg.pos_embed == "learned" else 0
     dh = E // cfg.num_heads
@@ -61,6 +64,8 @@ def vit_flops(cfg: ViTConfig, img_size: tuple[int, int, int] | None = None, trai
         f += 2.0 * n_patch * c_in * E
     else:
         f = 2.0 * n_patch * cfg.in_chans * math.prod(cfg.patch_size) * E
+    if cfg.blob_sigmas_vox:
+        f += 2.0 * n_patch * len(cfg.blob_sigmas_vox) * E
     per_block = 2.0 * N * E * 3 * E + 2.0 * N * N * E * 2 + 2.0 * N * E * E + 2.0 * N * E * hid * 2
     f += cfg.depth * per_block
     return 3.0 * f if training else f

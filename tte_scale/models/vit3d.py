@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tte_scale.config import check
 from tte_scale.models.accounting import vit_flops, vit_params
+from tte_scale.models.blob import dot_filter
 from tte_scale.models.registry import get_config, register_model
 
 __all__ = ["ViTConfig", "VisionTransformer3D", "create_model", "sincos_pos_embed_3d"]
@@ -88,11 +89,43 @@ class ViTConfig:
     stem_channels: tuple[int, ...] = ()
     """Widths of the conv stem's stages (one per stride-2 stage, log2 of the largest patch side);
     empty = halving from embed_dim backwards, e.g. (12, 24, 48, 96) for 16-voxel patches at E=96."""
+    blob_sigmas_vox: tuple[tuple[float, float, float], ...] = ()
+    """Fixed blob-enhancement channels: per entry, the Hessian dot filter at that Gaussian scale
+    (D, H, W) in voxels, i.e. the finding's scale in mm over the voxel spacing
+    (tte_scale/models/blob.py). Each token gets each channel's largest value inside its patch,
+    through a linear map added to its embedding: the peak of a finding a few voxels wide reaches
+    its token unmixed. Computed inside the model, so training, eval and embed see the same input,
+    and recorded in the export. Empty (default) = the volume alone. (As extra input channels of
+    the stem instead, and with the map starting at zero, the encoder learned nothing of a small
+    lesion in 600 steps; with this path it did in 100: benchmarks/results/sparse.md.)"""
+    blob_stride: tuple[int, int, int] = (1, 1, 1)
+    """Compute the blob channels every (D, H, W) voxels, then repeat them to the input grid: the
+    filter's cost falls by the stride's product (up to ~sigma, after its smoothing, little is lost)."""
+    blob_gain: float = 10.0
+    """Factor on the dot response: a soft-tissue nodule in lung at its own scale gives ~0.1 on the
+    [0, 1] input, so 10 brings it to order 1, the range of the token embedding."""
 
     def __post_init__(self):
         self.img_size = _triple(self.img_size)
         self.patch_size = _triple(self.patch_size)
         self.stem_channels = tuple(int(c) for c in self.stem_channels)
+        try:
+            self.blob_sigmas_vox = tuple(tuple(float(v) for v in s) for s in self.blob_sigmas_vox)
+        except (TypeError, ValueError):
+            check(False, "blob_sigmas_vox", f"must be a list of [D, H, W] scales, got {self.blob_sigmas_vox!r}")
+        self.blob_stride = _triple(self.blob_stride)
+        check(
+            all(len(s) == 3 and all(v > 0 for v in s) for s in self.blob_sigmas_vox),
+            "blob_sigmas_vox",
+            f"each entry must be 3 positive scales (D, H, W) in voxels, got {[list(s) for s in self.blob_sigmas_vox]}",
+        )
+        check(all(v >= 1 for v in self.blob_stride), "blob_stride", f"must be >= 1, got {self.blob_stride}")
+        check(self.blob_gain > 0, "blob_gain", f"must be > 0, got {self.blob_gain}")
+        check(
+            not self.blob_sigmas_vox or self.in_chans == 1,
+            "blob_sigmas_vox",
+            f"the blob filter reads a single-channel volume, got in_chans={self.in_chans}",
+        )
         check(all(p > 0 for p in self.patch_size), "patch_size", f"must be positive, got {self.patch_size}")
         check(
             all(i % p == 0 for i, p in zip(self.img_size, self.patch_size)),
@@ -177,9 +210,10 @@ class ViTConfig:
         return math.prod(i // p for i, p in zip(img, self.patch_size))
 
     def to_json(self) -> dict:
-        return {
-            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
-        }
+        def plain(v):
+            return [plain(x) for x in v] if isinstance(v, tuple) else v
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def sincos_pos_embed_3d(grid: tuple[int, int, int], dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -310,6 +344,12 @@ class VisionTransformer3D(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.reset_parameters()
+        # Built after the init (PyTorch's default, U(+-1/sqrt(scales))): with the same seed every
+        # other weight equals the encoder's without blob channels. Not zero: Adam moves a weight
+        # by ~lr per step, and from zero the map stayed too small to matter for 600 steps.
+        self.blob_embed = None
+        if cfg.blob_sigmas_vox:
+            self.blob_embed = nn.Conv3d(len(cfg.blob_sigmas_vox), cfg.embed_dim, kernel_size=1)
 
     # ----- init -------------------------------------------------------------------------
     @torch.no_grad()
@@ -331,6 +371,8 @@ class VisionTransformer3D(nn.Module):
             proj = self.patch_embed
         nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
         nn.init.zeros_(proj.bias)
+        if getattr(self, "blob_embed", None) is not None:
+            self.blob_embed.reset_parameters()
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         if self.pos_embed is not None:
@@ -369,6 +411,9 @@ class VisionTransformer3D(nn.Module):
         if bad:
             raise ValueError(f"input {tuple(x_BCDHW.shape[2:])} is not a multiple of patch_size {self.cfg.patch_size}")
         x = self.patch_embed(x_BCDHW)
+        if self.blob_embed is not None:  # each token: its patch's largest blob response per scale
+            p = self.cfg.patch_size
+            x = x + self.blob_embed(F.max_pool3d(self.blob_channels(x_BCDHW), kernel_size=p, stride=p))
         grid = tuple(x.shape[2:])
         x_BNE = x.flatten(2).transpose(1, 2)
         x_BNE = x_BNE + self._pos(grid, x_BNE)
@@ -380,6 +425,18 @@ class VisionTransformer3D(nn.Module):
             else:
                 x_BNE = blk(x_BNE)
         return self.norm(x_BNE)
+
+    def blob_channels(self, x_BCDHW: torch.Tensor) -> torch.Tensor:
+        """The fixed blob channels ``[B, len(cfg.blob_sigmas_vox), D, H, W]``, in the input's dtype."""
+        cfg = self.cfg
+        size = x_BCDHW.shape[2:]
+        chans = []
+        for sigma in cfg.blob_sigmas_vox:
+            r = dot_filter(x_BCDHW[:, 0], sigma, cfg.blob_stride)[:, None] * cfg.blob_gain
+            if r.shape[2:] != size:  # computed on a strided grid: repeat each value over its block
+                r = F.interpolate(r, scale_factor=cfg.blob_stride, mode="nearest")[..., : size[0], : size[1], : size[2]]
+            chans.append(r.to(x_BCDHW.dtype))
+        return torch.cat(chans, 1)
 
     def pool(self, tok_BNE: torch.Tensor) -> torch.Tensor:
         if self.cfg.pool == "cls":
