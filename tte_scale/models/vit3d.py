@@ -95,9 +95,10 @@ class ViTConfig:
     (tte_scale/models/blob.py). Each token gets each channel's largest value inside its patch,
     through a linear map added to its embedding: the peak of a finding a few voxels wide reaches
     its token unmixed. Computed inside the model, so training, eval and embed see the same input,
-    and recorded in the export. Empty (default) = the volume alone. (As extra input channels of
-    the stem instead, and with the map starting at zero, the encoder learned nothing of a small
-    lesion in 600 steps; with this path it did in 100: benchmarks/results/sparse.md.)"""
+    and recorded in the export. Empty (default) = the volume alone. Use it with ``pool="max"``:
+    trained on a small lesion's size, the encoder learned it in 100 steps that way, and in 600
+    steps not at all with mean pooling, with the channels as extra stem inputs, or with the map
+    starting at zero (benchmarks/results/sparse.md, "Blob tokens")."""
     blob_stride: tuple[int, int, int] = (1, 1, 1)
     """Compute the blob channels every (D, H, W) voxels, then repeat them to the input grid: the
     filter's cost falls by the stride's product (up to ~sigma, after its smoothing, little is lost)."""
