@@ -23,7 +23,7 @@ images takes the outcome probes, next to what the encoder learned.
         --labels runs/sparse/labels --tasks configs/tasks/sparse.yaml \\
         --compare random_init=runs/sparse/eval/embeddings/random_init-<digest>.npz
 
-Cost: about 1.3 s per scan at three scales on one core at 48x112x112 (``--limit`` takes a random
+Cost: about 0.5 s per scan at three scales on one core at 48x112x112 (``--limit`` takes a random
 subset of each split). Writes ``detector_ceiling_<target>[_<tag>].json`` / ``.md`` under ``--out``.
 """
 
