@@ -6,9 +6,9 @@ it), or they do and the encoder cannot find it in its budget. This tool separate
 training anything. It runs the textbook detector of small round findings in lung CT, the Hessian
 "dot" filter (Li, Sone & Doi 2003): at each scale s, the Hessian of the Gaussian-smoothed volume,
 scale-normalized by s^2; where all three eigenvalues are negative (a bright blob, not a bright
-tube or sheet) the response is l3^2 / |l1| (l1 <= l2 <= l3 < 0), else 0. The filter is the one
-the encoder can take as input channels (``model.blob_sigmas_vox``, tte_scale/models/blob.py). It keeps the responses
-inside air-filled regions (a voxel whose surrounding box is mostly below ``--air-hu``: lung,
+tube or sheet) the response is l3^2 / |l1| (l1 <= l2 <= l3 < 0), else 0 (tte_scale/models/blob.py,
+the filter behind the encoder's ``model.blob_sigmas_vox`` tokens). It keeps the responses inside
+air-filled regions (a voxel whose surrounding box is mostly below ``--air-hu``: lung,
 including what sits inside it) and summarizes each scale by its largest, mean of top-3 and mean
 of top-10 values. A ridge (standardized features, alpha 10, as `diagnose_sparse`) fitted on the
 train scans predicts the target on the held-out scans; the report gives the held-out Spearman,

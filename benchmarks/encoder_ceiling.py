@@ -172,7 +172,7 @@ def run(args) -> dict:
         return hu_to_float(torch.from_numpy(vol), lo, hi)[:, None].to(device)
 
     @torch.no_grad()
-    def held_outspearman() -> float:
+    def held_out_spearman() -> float:
         encoder.eval(), head.eval()
         pred = [head(encoder(inputs(vol_ho[i : i + 16])))[:, 0].float().cpu().numpy() for i in range(0, len(y_ho), 16)]
         encoder.train(), head.train()
@@ -180,7 +180,7 @@ def run(args) -> dict:
 
     rng = np.random.default_rng(cfg.seed)
     order: list[int] = []
-    curve = [{"step": 0, "train_mse_rel": None, "held_out_spearman": held_outspearman(), "seconds": 0.0}]
+    curve = [{"step": 0, "train_mse_rel": None, "held_out_spearman": held_out_spearman(), "seconds": 0.0}]
     print(f"step 0: held-out Spearman {curve[0]['held_out_spearman']:+.3f}", flush=True)
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -205,7 +205,7 @@ def run(args) -> dict:
             row = {
                 "step": step + 1,
                 "train_mse_rel": float(np.mean(losses)),
-                "held_out_spearman": held_outspearman(),
+                "held_out_spearman": held_out_spearman(),
                 "seconds": time.perf_counter() - t0,
             }
             curve.append(row)
