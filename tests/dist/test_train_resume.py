@@ -41,11 +41,20 @@ def setup(tmp_path_factory):
     return root, shards, labels, ref
 
 
-def _wait_for(path: Path, procs, timeout: float = 300) -> None:
+def _wait_for_published(ckpts: Path, step: int, procs, timeout: float = 300) -> None:
+    """Until ``latest`` names ``step`` or a later step. A save publishes its marker first and
+    ``latest`` after it: a kill between the two leaves a complete folder that a resume must never
+    take (it was not published), so waiting for the marker alone would race with that path."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while True:
+        try:
+            published = int((ckpts / "latest").read_text().strip().split("_")[1])
+        except (OSError, IndexError, ValueError):
+            published = -1
+        if published >= step:
+            return
         assert all(p.poll() is None for p in procs), "run ended before the checkpoint to kill at"
-        assert time.monotonic() < deadline, f"timed out waiting for {path}"
+        assert time.monotonic() < deadline, f"timed out waiting for {ckpts}/latest to reach step {step}"
         time.sleep(0.02)
 
 
@@ -54,18 +63,20 @@ def test_sigkill_then_resume_is_bitwise_identical(setup):
     out = root / "killed"
     overrides = config_overrides(shards, labels, out) + COMMON
     procs = start(2, overrides, root / "killed")
-    _wait_for(out / "checkpoints" / "step_00000004" / "COMPLETE.json", procs)
+    _wait_for_published(out / "checkpoints", 4, procs)
     for p in procs:
         p.send_signal(signal.SIGKILL)
     assert wait(procs) == [-9, -9]
     assert not (out / "checkpoints" / "step_00000008" / "COMPLETE.json").exists()
 
-    # Truncate one optimizer shard of the newest complete checkpoint: resume must fall back.
+    # Truncate one optimizer shard of the published checkpoint: resume must fall back.
     ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "COMPLETE.json").exists())
-    newest = ckpts[-1]
-    shard = sorted(newest.glob("*optim_states.pt"))[0]
+    published = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    # (A kill between a later save's marker and its `latest` leaves a complete folder after this
+    # one; the resume must pass over it unused.)
+    shard = sorted(published.glob("*optim_states.pt"))[0]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    fallback_step = int(ckpts[-2].name.split("_")[1])
+    fallback_step = int(ckpts[ckpts.index(published) - 1].name.split("_")[1])
 
     codes = run(2, overrides, root / "resumed", extra_args=("--resume",))
     assert codes == [0, 0], logs(root / "resumed", 2)
