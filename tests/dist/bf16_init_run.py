@@ -60,6 +60,7 @@ def main() -> None:
             }
         )
     )
+    torch.distributed.destroy_process_group()  # before exit: see tests/dist/test_loss_zero3.py
 
 
 if __name__ == "__main__":

@@ -89,6 +89,17 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | N
     the caller then uninstalls it. By default the loop installs its own.
     """
     setup = _set_up(cfg, check_data=parts is None)
+    code = _train(setup, parts, stop)
+    # Every rank gets here together. Leave the process group before the interpreter exits: a
+    # gloo group left to the interpreter's finalization can abort the process (SIGABRT,
+    # "terminate called without an active exception", pytorch/pytorch#190489) after a run that
+    # finished. On an exception the group is left alone: another rank may still be in a
+    # collective, and the process is ending anyway.
+    dist.destroy_process_group()
+    return code
+
+
+def _train(setup: SetUp, parts: RunParts | None, stop: StopFlag | None) -> int:
     cfg, env = setup.cfg, setup.env
     seed_everything(cfg.seed)  # identical initial weights on every rank
     parts = parts or build_parts(cfg, setup.micro, env.rank, env.world_size)
