@@ -77,7 +77,9 @@ def main() -> None:
     _wrap("_save", "after")
     _wrap("_eval", "after")
     code = loop.train(cfg)
-    out.write_text(json.dumps({"code": code, "events": events}))
+    # The run leaves its process group itself (an abandoned gloo group can abort the exit).
+    left = not torch.distributed.is_initialized()
+    out.write_text(json.dumps({"code": code, "events": events, "left_process_group": left}))
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def test_at_most_one_host_sync_per_log_interval(tmp_path, data, world, sets):
     assert codes == [0] * world, logs
     for rank in range(world):
         result = json.loads((tmp_path / f"syncs{rank}.json").read_text())
-        assert result["code"] == 0
+        assert result["code"] == 0 and result["left_process_group"]
         ours = [e for e in result["events"] if e["phase"] == "loop" and e["who"] == "tte_scale"]
         per_interval = Counter((e["step"] - 1) // LOG_EVERY for e in ours)
         where = Counter(e["where"] for e in ours)
