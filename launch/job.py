@@ -112,6 +112,8 @@ class TrainJob:
         """Every rank has saved. Rank 0 requeues (for the warning signal only), then all exit."""
         import torch.distributed as dist
 
+        from tte_scale.train.dist import leave_process_group
+
         wanted = getattr(signal, f"SIG{self.requeue_signal}")
         rank = int(os.environ["RANK"])
         if rank == 0:
@@ -134,6 +136,7 @@ class TrainJob:
             # Keep the other ranks alive until the requeue call has returned: srun must not
             # see the whole step end (and the batch script finish) before SLURM knows.
             dist.barrier()
+        leave_process_group()  # train() kept it for this barrier
         sys.exit(EXIT_REQUEUE)
 
 

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tte_scale.config import load_config
     from tte_scale.train import PretrainConfig, estimate_memory, train
+    from tte_scale.train.dist import leave_process_group
 
     overrides = list(args.overrides) + (["checkpoint.resume=true"] if args.resume else [])
     overrides += ["checkpoint.overwrite=true"] if args.overwrite else []
@@ -64,4 +65,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(est, indent=1))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return train(cfg)
+    code = train(cfg)
+    leave_process_group()  # train() keeps it after a preemption (EXIT_REQUEUE), for callers that wait on it
+    return code

@@ -103,6 +103,17 @@ def init_distributed(device_type: str, timeout_minutes: float = 30.0) -> None:
         )
 
 
+def leave_process_group() -> None:
+    """Destroy the process group (and every group made from it), if there is one. A process that
+    exits with its gloo group still alive can abort in the interpreter's finalization (SIGABRT,
+    "terminate called without an active exception", pytorch/pytorch#190489), turning a run that
+    finished into a failed exit; every rank calls this at the same point, with nothing in flight."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def wait_group(timeout_minutes: float):
     """A new gloo group over all ranks with its own timeout: for the object exchanges of the set-up
     and for waiting while rank 0 works alone (all ranks must call it, in the same order)."""

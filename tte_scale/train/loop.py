@@ -46,7 +46,14 @@ from tte_scale.train.checkpoint import (
     trainer_state_name,
 )
 from tte_scale.train.config import PretrainConfig, resolve_batch
-from tte_scale.train.dist import DistEnv, cuda_device_index, dist_env, init_distributed, wait_group
+from tte_scale.train.dist import (
+    DistEnv,
+    cuda_device_index,
+    dist_env,
+    init_distributed,
+    leave_process_group,
+    wait_group,
+)
 from tte_scale.train.evaluate import evaluate
 from tte_scale.train.guards import GuardedAdamW, NonFiniteGuard
 from tte_scale.train.metrics_log import MetricsWriter
@@ -82,7 +89,8 @@ class Run:
 
 
 def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | None = None) -> int:
-    """Train until ``cfg.max_steps``; returns 0, or :data:`EXIT_REQUEUE` after a preemption signal.
+    """Train until ``cfg.max_steps``; returns 0, or :data:`EXIT_REQUEUE` after a preemption signal
+    (the process group is then still up: the caller calls ``dist.leave_process_group`` when done).
 
     ``stop``: an already installed flag (a launcher installs it before the slow imports and
     setup, so a signal that arrives then is not lost, and reads ``stop.signum`` afterwards);
@@ -90,12 +98,12 @@ def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | N
     """
     setup = _set_up(cfg, check_data=parts is None)
     code = _train(setup, parts, stop)
-    # Every rank gets here together. Leave the process group before the interpreter exits: a
-    # gloo group left to the interpreter's finalization can abort the process (SIGABRT,
-    # "terminate called without an active exception", pytorch/pytorch#190489) after a run that
-    # finished. On an exception the group is left alone: another rank may still be in a
-    # collective, and the process is ending anyway.
-    dist.destroy_process_group()
+    # Every rank gets here together. A finished run leaves its process group (see
+    # leave_process_group); after a preemption the caller still needs it (launch/job.py waits on
+    # it for rank 0's requeue) and leaves it then. On an exception it is left alone: another rank
+    # may still be in a collective, and the process is ending anyway.
+    if code != EXIT_REQUEUE:
+        leave_process_group()
     return code
 
 
@@ -275,7 +283,7 @@ def _set_up(cfg: PretrainConfig, check_data: bool = True) -> SetUp:
         resume = _resume_point(cfg, env, ckpts) if plan == "resume" else None
         started = _start_run(cfg, env, plan, resume)
     except (TteScaleError, ConfigError):
-        dist.destroy_process_group()  # every rank refuses alike; leave the group before the process exits
+        leave_process_group()  # every rank refuses alike; leave the group before the process exits
         raise
     return SetUp(cfg=cfg, env=env, micro=micro, device=device, ckpts=ckpts, resume=resume, started=started)
 
