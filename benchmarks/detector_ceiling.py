@@ -204,11 +204,14 @@ def read_embeddings(spec: str, splits) -> tuple[str, dict, dict]:
     return name, emb.scan_id, {s: f.astype(np.float64) for s, f in emb.features.items()}
 
 
-def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int, compare=()) -> dict:
-    """The detector's features through `tte-scale eval`'s own protocol (logistic and Cox probes, l2
-    on tuning, held-out metrics with subject-bootstrap CIs): per task and the headline means; with
-    ``compare`` (read_embeddings results) also each other encoder's, and the detector minus it with a
-    paired CI, all on the scans every feature set has (the same bootstrap resamples)."""
+def outcome_metrics(
+    feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int, compare=(), name: str = "detector"
+) -> dict:
+    """The features ``name`` (the detector's by default) through `tte-scale eval`'s own protocol
+    (logistic and Cox probes, l2 on tuning, held-out metrics with subject-bootstrap CIs): per task
+    and the headline means; with ``compare`` (read_embeddings results) also each other encoder's,
+    and ``name`` minus it with a paired CI (``<name>_minus``), all on the scans every feature set
+    has (the same bootstrap resamples)."""
     from tte_scale.eval.compare import compare_models, paired_differences
     from tte_scale.eval.config import EvalConfig
     from tte_scale.eval.protocol import evaluate_embeddings
@@ -216,17 +219,17 @@ def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, se
     from tte_scale.eval.tables import align_to_scans
 
     cfg = EvalConfig(bootstrap=bootstrap, seed=seed, horizons_days=horizons, probes=["logistic", "cox"])
-    sets = {"detector": (scan_ids, feats), **{name: (ids, f) for name, ids, f in compare}}
+    sets = {name: (scan_ids, feats), **{other: (ids, f) for other, ids, f in compare}}
     keep = {}  # per split, the scans every feature set has, in the detector's order
     for s in cfg.splits:
         common = set.intersection(*(set(ids[s].tolist()) for ids, _ in sets.values()))
         keep[s] = np.array([x for x in scan_ids[s].tolist() if x in common])
     aligned = {s: align_to_scans(tables[s], keep[s]) for s in cfg.splits}
     results = {}
-    for name, (ids, f) in sets.items():
+    for model, (ids, f) in sets.items():
         pos = {s: {x: i for i, x in enumerate(ids[s].tolist())} for s in cfg.splits}
         x = {s: f[s][[pos[s][k] for k in keep[s].tolist()]] for s in cfg.splits}
-        results[name] = evaluate_embeddings(x, aligned, tasks, cfg, name=name, progress=False)
+        results[model] = evaluate_embeddings(x, aligned, tasks, cfg, name=model, progress=False)
     rows = [
         r for r in compare_models(results) if (r["probe"], r["metric"]) in HEADLINE and r["task"] in (*tasks, "mean")
     ]
@@ -238,9 +241,9 @@ def outcome_metrics(feats, scan_ids, tables, tasks, horizons, bootstrap: int, se
         },
     }
     if compare:
-        out["detector_minus"] = {
+        out[f"{name}_minus"] = {
             f"{d['model']}/{d['probe']}/{d['metric']}": [d["diff"], d["ci_low"], d["ci_high"]]
-            for d in paired_differences(results, "detector", HEADLINE)
+            for d in paired_differences(results, name, HEADLINE)
         }
     return out
 
