@@ -71,6 +71,18 @@ def write_eval_inputs(root: Path, *, seed: int = 0, shape=SHAPE) -> dict:
     return {"scan_ids": info["scan_ids"], "splits": SPLITS}
 
 
+def write_one_task_labels(root: Path, ids, splits, task: str, task_yaml: str, event, time) -> None:
+    """root/labels/bench.parquet with the benchmark task ``task`` (label = event, subject = row,
+    no scan excluded) and root/tasks.yaml, for tools that read a labels folder and a task set."""
+    n = len(ids)
+    bench = {"scan_id": list(ids), "subject_id": list(range(n)), "split": list(splits), "task": [task] * n,
+             "label": list(map(bool, event)), "time": list(map(float, time)), "event": list(map(bool, event)),
+             "excluded": [None] * n}  # fmt: skip
+    (root / "labels").mkdir(parents=True)
+    pq.write_table(pa.table(bench, schema=BENCH_SCHEMA), root / "labels" / "bench.parquet")
+    (root / "tasks.yaml").write_text(task_yaml)
+
+
 def write_encoder(path: Path, *, seed: int = 0, embed_dim: int = 16, hu_window=(-1000.0, 1000.0), shape=SHAPE) -> Path:
     import torch
 

@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.eval_inputs import write_one_task_labels
 
 from tests.support.shards import write_shards
 from tte_scale.benchmarks import detector_ceiling
-from tte_scale.ehr.store import BENCH_SCHEMA
 from tte_scale.errors import InputError
 
 SPACING = (4.0, 3.0, 3.0)
@@ -84,11 +84,7 @@ def cohort(tmp_path):
     pq.write_table(pa.table(table), tmp_path / "truth" / "scans.parquet")
     event = present != (rng.random(n) < 0.1)
     time = np.where(event, rng.uniform(5, 25, n), rng.uniform(60, 120, n))
-    bench = {"scan_id": ids, "subject_id": list(range(n)), "split": splits, "task": ["ball"] * n,
-             "label": event.tolist(), "time": time.tolist(), "event": event.tolist(), "excluded": [None] * n}  # fmt: skip
-    (tmp_path / "labels").mkdir()
-    pq.write_table(pa.table(bench, schema=BENCH_SCHEMA), tmp_path / "labels" / "bench.parquet")
-    (tmp_path / "tasks.yaml").write_text(TASK_YAML)
+    write_one_task_labels(tmp_path, ids, splits, "ball", TASK_YAML, event, time)
     return tmp_path
 
 

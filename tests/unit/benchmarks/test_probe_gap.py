@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.eval_inputs import write_one_task_labels
 
 from tte_scale.benchmarks import probe_gap
-from tte_scale.ehr.store import BENCH_SCHEMA
 from tte_scale.errors import InputError
 
 TASK_YAML = """\
@@ -36,11 +36,7 @@ def cohort(tmp_path):
     (tmp_path / "truth").mkdir()
     pq.write_table(pa.table({"scan_id": ids, "size": size, "text": ["a"] * n}), tmp_path / "truth" / "scans.parquet")
     time = np.where(event, rng.uniform(1, 29, n), rng.uniform(40, 90, n))
-    bench = {"scan_id": ids, "subject_id": list(range(n)), "split": splits, "task": ["grows"] * n,
-             "label": event.tolist(), "time": time.tolist(), "event": event.tolist(), "excluded": [None] * n}  # fmt: skip
-    (tmp_path / "labels").mkdir()
-    pq.write_table(pa.table(bench, schema=BENCH_SCHEMA), tmp_path / "labels" / "bench.parquet")
-    (tmp_path / "tasks.yaml").write_text(TASK_YAML)
+    write_one_task_labels(tmp_path, ids, splits, "grows", TASK_YAML, event, time)
     for name, signal in (("carries", 1.0), ("blind", 0.0)):
         arrays = {}
         for s in SPLIT_SIZES:
