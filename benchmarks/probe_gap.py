@@ -102,6 +102,12 @@ def noise_model(y: dict, ids: dict, rho: float, protocol, args, rng: np.random.G
     return {"spearman": rho, "sigma_over_std": sigma, "draws": len(draws), **means}
 
 
+def positives(table, tasks) -> dict[str, int]:
+    """Scans with the outcome before the horizon (label 1, kept by the task's exclusions), per task."""
+    keep = table.include if table.include is not None else np.ones(table.label.shape, dtype=bool)
+    return {t: int(((table.label[:, table.column(t)] == 1) & keep[:, table.column(t)]).sum()) for t in tasks}
+
+
 def one_column(values: dict) -> dict:
     return {s: np.asarray(values[s], dtype=np.float64)[:, None] for s in SPLITS}
 
@@ -112,6 +118,7 @@ def run(args) -> dict:
     protocol = (tables, tasks, horizons)
     rng = np.random.default_rng(args.seed)
     result: dict = {"target": args.target, "tasks": tasks, "bootstrap": args.bootstrap, "models": {}}
+    result["positives"] = {s: positives(tables[s], tasks) for s in SPLITS}  # what sets the CIs' width
     oracle_ids = None
     for spec in args.embeddings:
         name, ids, feats = read_embeddings(spec, SPLITS)
@@ -166,7 +173,9 @@ def markdown(r: dict, machine: str) -> str:
                 f"# Probe gap: `{r['target']}` in the features vs in the outcome probes",
                 "",
                 f"Machine: {machine}. Scans {r['scans']}; tasks {', '.join(r['tasks'])} (mean over them), "
-                f"held out, 95% subject-bootstrap CIs ({r['bootstrap']} resamples).",
+                f"held out, 95% subject-bootstrap CIs ({r['bootstrap']} resamples); held-out positives "
+                + ", ".join(f"{t} {n}" for t, n in r["positives"]["held_out"].items())
+                + ".",
                 f"Command: `{r['command']}`",
                 "",
                 *md_table(head, rows),

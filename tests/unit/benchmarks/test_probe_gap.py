@@ -61,6 +61,9 @@ def test_separates_features_that_carry_the_target_from_blind_ones(cohort):
     assert probe_gap.main(_args(cohort, "--rho-grid", "0.2", "0.9")) == 0
     r = json.loads((cohort / "out" / "probe_gap_size.json").read_text())
     assert r["scans"] == SPLIT_SIZES
+    labels = pq.read_table(cohort / "labels" / "bench.parquet").to_pydict()
+    held_out_events = sum(e for e, s in zip(labels["event"], labels["split"]) if s == "held_out")
+    assert r["positives"]["held_out"] == {"grows": held_out_events} and held_out_events > 10
     carries, blind = r["models"]["carries"], r["models"]["blind"]
     assert carries["held_out_spearman"] > 0.7 and abs(blind["held_out_spearman"]) < 0.3, r
     got = carries["outcomes"]["metrics"]
