@@ -14,6 +14,7 @@ import torch
 
 from tte_scale.config import load_config
 from tte_scale.train import PretrainConfig
+from tte_scale.train.dist import leave_process_group
 from tte_scale.train.ds_config import build_ds_config, param_groups
 from tte_scale.train.guards import GuardedAdamW
 from tte_scale.train.parts import build_model
@@ -60,7 +61,7 @@ def main() -> None:
             }
         )
     )
-    torch.distributed.destroy_process_group()  # before exit: see tests/dist/test_loss_zero3.py
+    leave_process_group()  # before exit, as `tte-scale train` does (tte_scale/train/dist.py)
 
 
 if __name__ == "__main__":

@@ -66,10 +66,11 @@ def _worker(rank, port, out_dir):
     with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
         state = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
     torch.save({"loss": loss.detach(), "state": state, "partitioned": partitioned}, f"{out_dir}/rank{rank}.pt")
-    # Leave the group before the process exits: a gloo group left to the interpreter's finalization
-    # can abort the process after the work is done (SIGABRT, "terminate called without an active
-    # exception"; seen here 2 times in 4 full suites, pytorch/pytorch#190489).
-    torch.distributed.destroy_process_group()
+    # A gloo group left to the interpreter's exit can abort the worker after its work is done
+    # (seen here in 2 of 4 full suites): leave it, as `tte-scale train` does.
+    from tte_scale.train.dist import leave_process_group
+
+    leave_process_group()
 
 
 def _free_port():

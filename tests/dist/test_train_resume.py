@@ -76,6 +76,7 @@ def test_sigkill_then_resume_is_bitwise_identical(setup):
     # one; the resume must pass over it unused.)
     shard = sorted(published.glob("*optim_states.pt"))[0]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    assert ckpts.index(published) > 0, f"no complete checkpoint before {published.name} to fall back to"
     fallback_step = int(ckpts[ckpts.index(published) - 1].name.split("_")[1])
 
     codes = run(2, overrides, root / "resumed", extra_args=("--resume",))

@@ -90,7 +90,8 @@ class Run:
 
 def train(cfg: PretrainConfig, parts: RunParts | None = None, stop: StopFlag | None = None) -> int:
     """Train until ``cfg.max_steps``; returns 0, or :data:`EXIT_REQUEUE` after a preemption signal
-    (the process group is then still up: the caller calls ``dist.leave_process_group`` when done).
+    (the process group is then still up: the caller calls
+    :func:`tte_scale.train.dist.leave_process_group` when done).
 
     ``stop``: an already installed flag (a launcher installs it before the slow imports and
     setup, so a signal that arrives then is not lost, and reads ``stop.signum`` afterwards);
