@@ -204,37 +204,47 @@ def read_embeddings(spec: str, splits) -> tuple[str, dict, dict]:
     return name, emb.scan_id, {s: f.astype(np.float64) for s, f in emb.features.items()}
 
 
-def outcome_metrics(
-    feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int, compare=(), name: str = "detector"
-) -> dict:
-    """The features ``name`` (the detector's by default) through `tte-scale eval`'s own protocol
-    (logistic and Cox probes, l2 on tuning, held-out metrics with subject-bootstrap CIs): per task
-    and the headline means; with ``compare`` (read_embeddings results) also each other encoder's,
-    and ``name`` minus it with a paired CI (``<name>_minus``), all on the scans every feature set
-    has (the same bootstrap resamples)."""
-    from tte_scale.eval.compare import compare_models, paired_differences
+def evaluate_sets(sets: dict, tables, tasks, horizons, bootstrap: int, seed: int) -> tuple[dict, dict]:
+    """({name: EvalResult}, {split: number of scans}) of each feature set ``name -> (scan ids, features)`` (per split) through
+    `tte-scale eval`'s own protocol (logistic and Cox probes, l2 on tuning, held-out metrics with
+    subject-bootstrap replicates), all on the scans every set has, in the first set's order: the
+    same bootstrap resamples, so replicate-by-replicate differences between sets are paired."""
     from tte_scale.eval.config import EvalConfig
     from tte_scale.eval.protocol import evaluate_embeddings
-    from tte_scale.eval.report import HEADLINE
     from tte_scale.eval.tables import align_to_scans
 
     cfg = EvalConfig(bootstrap=bootstrap, seed=seed, horizons_days=horizons, probes=["logistic", "cox"])
-    sets = {name: (scan_ids, feats), **{other: (ids, f) for other, ids, f in compare}}
-    keep = {}  # per split, the scans every feature set has, in the detector's order
+    first = next(iter(sets.values()))[0]
+    keep = {}
     for s in cfg.splits:
         common = set.intersection(*(set(ids[s].tolist()) for ids, _ in sets.values()))
-        keep[s] = np.array([x for x in scan_ids[s].tolist() if x in common])
+        keep[s] = np.array([x for x in first[s].tolist() if x in common])
     aligned = {s: align_to_scans(tables[s], keep[s]) for s in cfg.splits}
     results = {}
     for model, (ids, f) in sets.items():
         pos = {s: {x: i for i, x in enumerate(ids[s].tolist())} for s in cfg.splits}
         x = {s: f[s][[pos[s][k] for k in keep[s].tolist()]] for s in cfg.splits}
         results[model] = evaluate_embeddings(x, aligned, tasks, cfg, name=model, progress=False)
+    return results, {s: len(keep[s]) for s in cfg.splits}
+
+
+def outcome_metrics(
+    feats, scan_ids, tables, tasks, horizons, bootstrap: int, seed: int, compare=(), name: str = "detector"
+) -> dict:
+    """The features ``name`` (the detector's by default) through `tte-scale eval`'s own protocol
+    (``evaluate_sets``): per task and the headline means; with ``compare`` (read_embeddings
+    results) also each other encoder's, and ``name`` minus it with a paired CI
+    (``<name>_minus``), all on the scans every feature set has (the same bootstrap resamples)."""
+    from tte_scale.eval.compare import compare_models, paired_differences
+    from tte_scale.eval.report import HEADLINE
+
+    sets = {name: (scan_ids, feats), **{other: (ids, f) for other, ids, f in compare}}
+    results, scans = evaluate_sets(sets, tables, tasks, horizons, bootstrap, seed)
     rows = [
         r for r in compare_models(results) if (r["probe"], r["metric"]) in HEADLINE and r["task"] in (*tasks, "mean")
     ]
     out = {
-        "scans": {s: len(ids[s]) for s in cfg.splits},
+        "scans": scans,
         "metrics": {
             f"{r['model']}/{r['task']}/{r['probe']}/{r['metric']}": [r["value"], r["ci_low"], r["ci_high"]]
             for r in rows

@@ -15,6 +15,7 @@ __all__ = [
     "format_table",
     "format_differences",
     "paired_differences",
+    "mean_replicates",
     "HIGHER_IS_BETTER",
     "METRICS",
 ]
@@ -56,7 +57,7 @@ METRICS = {
 """What each metric name means: report legend, summary.json and docs/formats.md."""
 
 
-def _mean_replicates(res: EvalResult, probe: str, metric: str, tasks: list[str]) -> np.ndarray | None:
+def mean_replicates(res: EvalResult, probe: str, metric: str, tasks: list[str]) -> np.ndarray | None:
     """Per bootstrap replicate, the mean over ``tasks`` ([B]); None unless every task has replicates."""
     reps = [res.replicates.get((t, probe, metric)) for t in tasks]
     if not tasks or any(r is None for r in reps) or len({r.shape for r in reps}) != 1:
@@ -87,7 +88,7 @@ def compare_models(results: dict[str, EvalResult], ci_level: float = 0.95) -> li
         values = {(r["task"], r["probe"], r["metric"]): r["value"] for r in res.rows}
         for (probe, metric), tasks in _mean_groups(res).items():
             vals = [values[(t, probe, metric)] for t in tasks]
-            reps = _mean_replicates(res, probe, metric, tasks)
+            reps = mean_replicates(res, probe, metric, tasks)
             lo, hi, nb = bs.percentile_ci(reps, ci_level) if reps is not None else (None, None, 0)
             out.append(
                 {
@@ -133,8 +134,8 @@ def paired_differences(
             if not tasks:
                 continue
             diff = sum(a[t] - b[t] for t in tasks) / len(tasks)
-            ra = _mean_replicates(ref, probe, metric, tasks)
-            rb = _mean_replicates(res, other_probe, metric, tasks)
+            ra = mean_replicates(ref, probe, metric, tasks)
+            rb = mean_replicates(res, other_probe, metric, tasks)
             lo = hi = p = None
             nb = 0
             if ra is not None and rb is not None and ra.shape == rb.shape:
