@@ -104,7 +104,9 @@ class ViTConfig:
     filter's cost falls by the stride's product (up to ~sigma, after its smoothing, little is lost)."""
     blob_gain: float = 10.0
     """Factor on the dot response: a soft-tissue nodule in lung at its own scale gives ~0.1 on the
-    [0, 1] input, so 10 brings it to order 1, the range of the token embedding."""
+    [0, 1] input, so 10 brings it to order 1, the range of the token embedding. On the sparse
+    cohort 30 made TTE pretraining pick the lesion up on every seed (at 10, one seed in three
+    never did); configs/demo_sparse.yaml sets it (benchmarks/results/sparse.md)."""
 
     def __post_init__(self):
         self.img_size = _triple(self.img_size)
