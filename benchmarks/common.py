@@ -211,6 +211,15 @@ def write_results(out_dir: Path, name: str, result: dict[str, Any], md: str) -> 
     return js, mdp
 
 
+def write_stamped(args, name: str, result: dict[str, Any], device: str, markdown) -> None:
+    """``name``.json / .md under ``args.out`` with the machine recorded (``result["meta"]``;
+    ``args.machine`` names it, else the CPU model / GPU name); ``markdown(result, machine)``."""
+    machine = args.machine or machine_name(device)
+    result["meta"] = {**machine_info(device), "machine": machine}
+    js, md = write_results(args.out, name, result, markdown(result, machine))
+    print(f"wrote {js} and {md}")
+
+
 def fmt_spread(s: dict[str, float], scale: float = 1e3) -> str:
     """'12.3 (±4%)': median in ms by default, with the interquartile range relative to it."""
     return f"{s['median_s'] * scale:.2f} (±{50 * s['iqr_rel']:.0f}%)"

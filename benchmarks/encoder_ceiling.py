@@ -29,15 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tte_scale.benchmarks.common import (
-    add_output_args,
-    machine_info,
-    machine_name,
-    md_table,
-    script_exit,
-    script_parser,
-    write_results,
-)
+from tte_scale.benchmarks.common import add_output_args, md_table, script_exit, script_parser, write_stamped
 from tte_scale.errors import InputError
 
 PRETRAIN = "configs/pretrain/demo.yaml"
@@ -114,11 +106,7 @@ def add_tail_args(ap) -> None:
 
 def write_ceiling(args, tool: str, result: dict, device: str, markdown) -> None:
     """``<tool>_<target>[_<tag>].json`` / ``.md`` under ``--out``, with the machine recorded."""
-    machine = args.machine or machine_name(device)
-    result["meta"] = {**machine_info(device), "machine": machine}
-    name = f"{tool}_{args.target}" + (f"_{args.tag}" if args.tag else "")
-    js, md = write_results(args.out, name, result, markdown(result, machine))
-    print(f"wrote {js} and {md}")
+    write_stamped(args, f"{tool}_{args.target}" + (f"_{args.tag}" if args.tag else ""), result, device, markdown)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -23,15 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tte_scale.benchmarks.common import (
-    add_output_args,
-    machine_info,
-    machine_name,
-    md_table,
-    script_exit,
-    script_parser,
-    write_results,
-)
+from tte_scale.benchmarks.common import add_output_args, md_table, script_exit, script_parser, write_stamped
 from tte_scale.benchmarks.detector_ceiling import evaluate_sets, read_embeddings, read_outcome_inputs
 from tte_scale.errors import InputError
 
@@ -164,12 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--eval: give at least 2 evaluation folders (one per seed)")
     if args.bootstrap < 1:
         raise InputError(f"--bootstrap {args.bootstrap}: needs >= 1 resample for a CI")
-    result = run(args)
-    machine = args.machine or machine_name("cpu")
-    result["meta"] = {**machine_info("cpu"), "machine": machine}
     name = f"seed_pool_{args.reference}_minus_{args.versus}" + (f"_{args.tag}" if args.tag else "")
-    js, md = write_results(args.out, name, result, markdown(result, machine))
-    print(f"wrote {js} and {md}")
+    write_stamped(args, name, run(args), "cpu", markdown)
     return 0
 
 

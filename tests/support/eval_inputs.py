@@ -98,3 +98,32 @@ def eval_argv(root: Path, *extra, out: str = "eval") -> list[str]:
     argv = ["eval", "--checkpoint", root / "encoder", "--shards", root / "shards", "--labels", root / "labels"]
     argv += ["--out", root / out, "--tasks", root / "tasks.yaml", "--bootstrap", "20", "--no-progress", *extra]
     return [str(a) for a in argv]
+
+
+GROWS_TASK_YAML = """\
+tasks:
+  - name: grows
+    codes: [X/1]
+    horizon_days: 30
+"""
+
+
+def size_driven_outcome(root: Path, split_sizes: dict[str, int], rng: np.random.Generator):
+    """(scan ids, split per scan, size per scan) of a cohort where half the scans hold a finding of
+    size in (0, 1], the others 0, and the outcome (an event within 30 days, task `grows`) gets
+    likelier with the size; writes root/labels/bench.parquet and root/tasks.yaml."""
+    n = sum(split_sizes.values())
+    size = np.where(np.arange(n) % 2 == 0, rng.uniform(0.05, 1.0, n), 0.0)
+    event = rng.random(n) < 1 / (1 + np.exp(-(6 * size - 2.5)))
+    ids = [f"s{i:03d}" for i in range(n)]
+    splits = [s for s, k in split_sizes.items() for _ in range(k)]
+    time = np.where(event, rng.uniform(1, 29, n), rng.uniform(40, 90, n))
+    write_one_task_labels(root, ids, splits, "grows", GROWS_TASK_YAML, event, time)
+    return ids, splits, size
+
+
+def write_eval_embeddings(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """An embeddings file in the layout `tte-scale eval` caches (tte_scale/eval/embed.py):
+    ``<split>/scan_id`` and ``<split>/features`` arrays, plus its key and excluded scans."""
+    np.savez(path, key=np.array("{}"), excluded=np.array("[]"), **arrays)
+    return path

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.eval_inputs import write_one_task_labels
+from support.eval_inputs import write_eval_embeddings, write_one_task_labels
 
 from tests.support.shards import write_shards
 from tte_scale.benchmarks import detector_ceiling
@@ -130,8 +130,7 @@ def test_compared_with_another_encoders_embeddings_on_common_scans(cohort):
         mine = [i for i, x in zip(ids, split_of) if x == s][: (23 if s == "held_out" else None)]
         arrays[f"{s}/scan_id"] = np.array(mine)
         arrays[f"{s}/features"] = rng.normal(size=(len(mine), 8)).astype(np.float32)
-    # the layout `tte-scale eval` caches (tte_scale/eval/embed.py): its key and excluded scans too
-    np.savez(cohort / "noise.npz", key=np.array("{}"), excluded=np.array("[]"), **arrays)
+    write_eval_embeddings(cohort / "noise.npz", arrays)
     extra = ["--target", "radius", "--labels", str(cohort / "labels"), "--tasks", str(cohort / "tasks.yaml")]
     extra += ["--compare", f"noise={cohort / 'noise.npz'}", "--bootstrap", "100"]
     assert detector_ceiling.main(_args(cohort, *extra)) == 0

@@ -8,17 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.eval_inputs import write_one_task_labels
+from support.eval_inputs import size_driven_outcome, write_eval_embeddings
 
 from tte_scale.benchmarks import probe_gap
 from tte_scale.errors import InputError
 
-TASK_YAML = """\
-tasks:
-  - name: grows
-    codes: [X/1]
-    horizon_days: 30
-"""
 SPLIT_SIZES = {"train": 160, "tuning": 60, "held_out": 80}
 
 
@@ -28,15 +22,10 @@ def cohort(tmp_path):
     within 30 days) gets likelier with the size. Two eval-style embeddings files: `carries` holds
     the size plus a little noise in one of 8 columns, `blind` holds noise only."""
     rng = np.random.default_rng(0)
-    n = sum(SPLIT_SIZES.values())
-    size = np.where(np.arange(n) % 2 == 0, rng.uniform(0.05, 1.0, n), 0.0)
-    event = rng.random(n) < 1 / (1 + np.exp(-(6 * size - 2.5)))
-    ids = [f"s{i:03d}" for i in range(n)]
-    splits = [s for s, k in SPLIT_SIZES.items() for _ in range(k)]
+    ids, splits, size = size_driven_outcome(tmp_path, SPLIT_SIZES, rng)
     (tmp_path / "truth").mkdir()
-    pq.write_table(pa.table({"scan_id": ids, "size": size, "text": ["a"] * n}), tmp_path / "truth" / "scans.parquet")
-    time = np.where(event, rng.uniform(1, 29, n), rng.uniform(40, 90, n))
-    write_one_task_labels(tmp_path, ids, splits, "grows", TASK_YAML, event, time)
+    table = {"scan_id": ids, "size": size, "text": ["a"] * len(ids)}
+    pq.write_table(pa.table(table), tmp_path / "truth" / "scans.parquet")
     for name, signal in (("carries", 1.0), ("blind", 0.0)):
         arrays = {}
         for s in SPLIT_SIZES:
@@ -45,8 +34,7 @@ def cohort(tmp_path):
             f[:, 3] = signal * size[rows] * 4 + rng.normal(scale=0.5, size=len(rows))
             arrays[f"{s}/scan_id"] = np.array([ids[i] for i in rows])
             arrays[f"{s}/features"] = f.astype(np.float32)
-        # the layout `tte-scale eval` caches (tte_scale/eval/embed.py)
-        np.savez(tmp_path / f"{name}.npz", key=np.array("{}"), excluded=np.array("[]"), **arrays)
+        write_eval_embeddings(tmp_path / f"{name}.npz", arrays)
     return tmp_path
 
 

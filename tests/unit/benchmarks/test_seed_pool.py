@@ -6,17 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from support.eval_inputs import write_one_task_labels
+from support.eval_inputs import size_driven_outcome, write_eval_embeddings
 
 from tte_scale.benchmarks import seed_pool
 from tte_scale.errors import InputError
 
-TASK_YAML = """\
-tasks:
-  - name: grows
-    codes: [X/1]
-    horizon_days: 30
-"""
 SPLIT_SIZES = {"train": 160, "tuning": 60, "held_out": 120}
 
 
@@ -26,8 +20,7 @@ def _write(path, ids, splits, columns):
         rows = [i for i, x in enumerate(splits) if x == s]
         arrays[f"{s}/scan_id"] = np.array([ids[i] for i in rows])
         arrays[f"{s}/features"] = columns[rows].astype(np.float32)
-    # the layout `tte-scale eval` caches (tte_scale/eval/embed.py)
-    np.savez(path, key=np.array("{}"), excluded=np.array("[]"), **arrays)
+    write_eval_embeddings(path, arrays)
 
 
 @pytest.fixture
@@ -35,13 +28,8 @@ def runs(tmp_path):
     """An outcome driven by a hidden size; three eval folders ("seeds"), each with a `tte` that
     holds the size plus noise (more noise in the later seeds) and a `random_init` of noise only."""
     rng = np.random.default_rng(0)
-    n = sum(SPLIT_SIZES.values())
-    size = np.where(np.arange(n) % 2 == 0, rng.uniform(0.05, 1.0, n), 0.0)
-    event = rng.random(n) < 1 / (1 + np.exp(-(6 * size - 2.5)))
-    ids = [f"s{i:03d}" for i in range(n)]
-    splits = [s for s, k in SPLIT_SIZES.items() for _ in range(k)]
-    time = np.where(event, rng.uniform(1, 29, n), rng.uniform(40, 90, n))
-    write_one_task_labels(tmp_path, ids, splits, "grows", TASK_YAML, event, time)
+    ids, splits, size = size_driven_outcome(tmp_path, SPLIT_SIZES, rng)
+    n = len(ids)
     for seed, noise in enumerate((0.3, 0.6, 1.2)):
         emb = tmp_path / f"ev{seed}" / "embeddings"
         emb.mkdir(parents=True)
