@@ -77,16 +77,12 @@ def run(args) -> dict:
         diffs, points = [], []
         for i, d in enumerate(args.eval):
             ref, other = results[f"{i}/{args.reference}"], results[f"{i}/{args.versus}"]
-            row = next(
-                r
-                for r in paired_differences({"ref": ref, "other": other}, "ref", [(probe, metric)])
-                if r["model"] == "other"
-            )
+            rows = paired_differences({"ref": ref, "other": other}, "ref", [(probe, metric)])
             ra, rb = (mean_replicates(x, probe, metric, tasks) for x in (ref, other))
-            if ra is None or rb is None:
-                raise InputError(
-                    f"{d}: {probe} {metric} has no bootstrap replicates for every task; use --bootstrap > 0"
-                )
+            if not rows or rows[0]["tasks"] != len(tasks) or ra is None or rb is None:
+                # the mean over seeds needs every seed on the same tasks, with replicates for each
+                raise InputError(f"{d}: {probe} {metric} is undefined for some of the tasks {tasks}")
+            row = rows[0]
             diffs.append(ra - rb)
             points.append(row["diff"])
             per_run.append(
