@@ -205,10 +205,11 @@ def read_embeddings(spec: str, splits) -> tuple[str, dict, dict]:
 
 
 def evaluate_sets(sets: dict, tables, tasks, horizons, bootstrap: int, seed: int) -> tuple[dict, dict]:
-    """({name: EvalResult}, {split: number of scans}) of each feature set ``name -> (scan ids, features)`` (per split) through
-    `tte-scale eval`'s own protocol (logistic and Cox probes, l2 on tuning, held-out metrics with
-    subject-bootstrap replicates), all on the scans every set has, in the first set's order: the
-    same bootstrap resamples, so replicate-by-replicate differences between sets are paired."""
+    """({name: EvalResult}, {split: number of scans}) of each feature set ``name -> (scan ids,
+    features)`` (per split) through `tte-scale eval`'s own protocol (logistic and Cox probes, l2
+    on tuning, held-out metrics with subject-bootstrap replicates), all on the scans every set
+    has, in the first set's order: the same bootstrap resamples, so replicate-by-replicate
+    differences between sets are paired."""
     from tte_scale.eval.config import EvalConfig
     from tte_scale.eval.protocol import evaluate_embeddings
     from tte_scale.eval.tables import align_to_scans
