@@ -2,14 +2,24 @@
 
 Runs ``tte-scale demo --set seed=S`` for each seed (a seed draws another synthetic cohort and
 another initialization), then reads each run's ``eval/summary.json`` and stage timings and writes
-``demo_seeds.json`` / ``demo_seeds.md``: per seed the held-out task means with their bootstrap
-CIs and the paired differences, across seeds the mean and range. ``--collect`` only reads run
+``demo_seeds[_TAG].json`` / ``.md``: per seed the held-out task means with their bootstrap CIs
+and the paired differences, across seeds the mean and range. ``--collect`` only reads run
 folders made before (e.g. by hand, or by an interrupted run of this script).
 
-Not part of ``bench all``: one seed takes ~10 minutes on 2 idle cores (three trainings' worth of
-CPU). Figures are deterministic for a given machine and seed, not bitwise across CPUs (the
-float reductions of the CPU kernels differ with the instruction set), which is why the README
-quotes the spread over seeds rather than one run.
+``--same-cohort`` keeps the cohort and varies what pretraining draws (initialization, data
+order): the first seed's run makes the cohort, labels and shards, every other seed trains and
+evaluates on them (``--set train_seed=S --set cohort_from=DIR/seed_<first>``). Its runs share
+their held-out scans, so it also pools them (`seed_pool`): TTE minus random init per seed and
+their mean, every seed on the same subject resamples. This is the check of issue 18 on the
+sparse profile:
+
+    python -m tte_scale.benchmarks.bench_demo --config configs/demo_sparse.yaml --same-cohort \
+        --set subjects=10000 --set supervised=false --runs-dir runs/sparse_seeds --tag sparse
+
+Not part of ``bench all``: one seed of the default demo takes ~10 minutes on 2 idle cores (three
+trainings' worth of CPU). Figures are deterministic for a given machine and seed, not bitwise
+across CPUs (the float reductions of the CPU kernels differ with the instruction set), which is
+why the README quotes the spread over seeds rather than one run.
 
     python -m tte_scale.benchmarks.bench_demo --seeds 0,1,2 --runs-dir runs/demo_seeds
 """
@@ -23,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from tte_scale.benchmarks import seed_pool
 from tte_scale.benchmarks.common import (
     add_output_args,
     machine_info,
@@ -41,9 +52,14 @@ STAGES = ("synth", "labels", "shard", "train", "supervised", "eval")
 HEADLINE = ("logistic/auroc", "cox/c_index")
 
 
-def run_seed(run_dir: Path, seed: int) -> float:
-    """Run the demo for one seed into ``run_dir``; returns its wall time (resumes a finished run)."""
-    cmd = [sys.executable, "-m", "tte_scale.cli", "demo", "--out", str(run_dir), "--set", f"seed={seed}"]
+def run_seed(run_dir: Path, seed: int, demo_args: list[str], cohort_from: Path | None = None) -> float:
+    """Run the demo for one seed into ``run_dir``; returns its wall time (resumes a finished run).
+    With ``cohort_from`` (``--same-cohort``) ``seed`` is the training seed on that folder's cohort;
+    ``cohort_from == run_dir`` makes the cohort there."""
+    seeds = ["--set", f"seed={seed}"] if cohort_from is None else ["--set", f"train_seed={seed}"]
+    if cohort_from is not None and cohort_from != run_dir:
+        seeds += ["--set", f"cohort_from={cohort_from}"]
+    cmd = [sys.executable, "-m", "tte_scale.cli", "demo", "--out", str(run_dir), *demo_args, *seeds]
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -63,30 +79,54 @@ def summary_figures(summary: dict) -> tuple[dict, dict]:
     return means, diffs
 
 
-def read_run(run_dir: Path, seed: int) -> dict:
-    """One finished demo run: its task means, paired differences and stage times."""
+def _option(argv: list[str], flag: str) -> str | None:
+    """The value after ``flag`` in a recorded command, or for ``--set KEY=V`` the last V of KEY."""
+    if flag.endswith("="):
+        vals = [b.split("=", 1)[1] for a, b in zip(argv, argv[1:]) if a == "--set" and b.startswith(flag)]
+        return vals[-1] if vals else None
+    return next((b for a, b in zip(argv, argv[1:]) if a == flag), None)
+
+
+def read_run(run_dir: Path, seed: int, same_cohort: bool = False) -> dict:
+    """One finished demo run: its task means, paired differences and stage times.
+
+    Every stage it ran must have finished. The cohort's stages are required unless the run took
+    them from another folder (``same_cohort``: then its training must have used ``seed``), and the
+    supervised stage is optional (``supervised: false``)."""
     summary_path = run_dir / "eval" / "summary.json"
     if not summary_path.is_file():
         raise InputError(
             f"{summary_path}: missing: the demo for seed {seed} has not finished (run it without --collect)"
         )
     summary = json.loads(summary_path.read_text())
-    stage_seconds = {}
+    stage_seconds, argvs = {}, {}
     for stage in STAGES:
         stamp = run_dir / STAMPS / f"{stage}.json"
+        optional = stage == "supervised" or (same_cohort and stage in ("synth", "labels", "shard"))
+        if optional and not stamp.is_file():
+            stage_seconds[stage] = None  # not run here
+            continue
         rec = json.loads(stamp.read_text()) if stamp.is_file() else {}
         if rec.get("seconds") is None:
             raise InputError(f"{stamp}: no finished-stage record with 'seconds' (the {stage} stage did not finish)")
-        argv = [str(a) for a in rec.get("argv", [])]
-        if stage == "synth" and not any(a == "--seed" and b == str(seed) for a, b in zip(argv, argv[1:])):
-            raise InputError(f"{stamp}: this run's cohort was not made with seed {seed} ({' '.join(argv)})")
+        argvs[stage] = [str(a) for a in rec.get("argv", [])]
         stage_seconds[stage] = rec["seconds"]
+    if same_cohort:
+        if _option(argvs["train"], "seed=") != str(seed):
+            raise InputError(f"{run_dir / STAMPS / 'train.json'}: this run was not trained with seed {seed}")
+    elif _option(argvs["synth"], "--seed") != str(seed):
+        raise InputError(
+            f"{run_dir / STAMPS / 'synth.json'}: this run's cohort was not made with seed {seed} "
+            f"({' '.join(argvs['synth'])})"
+        )
     means, diffs = summary_figures(summary)
     return {
         "seed": seed,
         "run_dir": str(run_dir),
+        "labels": _option(argvs["eval"], "--labels"),
+        "tasks": _option(argvs["eval"], "--tasks"),
         "stage_seconds": stage_seconds,
-        "total_seconds": round(sum(stage_seconds.values()), 1),
+        "total_seconds": round(sum(v for v in stage_seconds.values() if v is not None), 1),
         "held_out_scans": summary.get("scans_evaluated", {}).get("held_out"),
         "mean_over_tasks": means,
         "tte_minus": diffs,
@@ -113,9 +153,14 @@ def render(result: dict) -> str:
     lines = [
         f"# The demo over {len(runs)} seed{'s' if len(runs) > 1 else ''} ({result['machine']})",
         "",
-        f"`{result['command']}`; each seed draws another cohort and another initialization. Held-out",
-        "means over the 8 benchmark tasks (headline probes: logistic AUROC, Cox C-index at each task's",
-        f"horizon), 95% subject-bootstrap CIs. Load average at the start: {result['meta']['load_avg_1m']}.",
+        f"`{result['command']}`; "
+        + (
+            "one cohort, each seed draws another initialization and data order."
+            if result.get("same_cohort")
+            else "each seed draws another cohort and another initialization."
+        ),
+        "Held-out means over the benchmark tasks (headline probes: logistic AUROC, Cox C-index at each",
+        f"task's horizon), 95% subject-bootstrap CIs. Load average at the start: {result['meta']['load_avg_1m']}.",
         "",
     ]
     head = (
@@ -152,9 +197,25 @@ def render(result: dict) -> str:
     lines += ["", "Wall time per stage (s):", ""]
     lines += md_table(
         ["seed", *STAGES, "total"],
-        [[r["seed"], *(f"{r['stage_seconds'][s]:.0f}" for s in STAGES), f"{r['total_seconds']:.0f}"] for r in runs],
+        [[r["seed"], *(_seconds(r["stage_seconds"][s]) for s in STAGES), f"{r['total_seconds']:.0f}"] for r in runs],
     )
+    if "pooled_refused" in result:
+        lines += ["", f"Not pooled: {result['pooled_refused']}"]
+    if "pooled" in result:
+        pool = result["pooled"]
+        lines += [
+            "",
+            f"TTE minus random init per seed and their mean (`seed_pool`): every seed on the same "
+            f"{pool['bootstrap']} subject resamples of the {pool['scans']['held_out']} held-out scans; the mean's CI",
+            "covers resampling of held-out subjects for these seeds, not the spread between seeds.",
+            "",
+            *seed_pool.pool_table(pool),
+        ]
     return "\n".join(lines)
+
+
+def _seconds(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"  # "-": a stage this run took from another folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +224,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--runs-dir", type=Path, default=Path("runs/demo_seeds"), help="one demo folder per seed: DIR/seed_S"
     )
+    ap.add_argument("--config", default="configs/demo.yaml", help="the demo's config (default configs/demo.yaml)")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to every `tte-scale demo` run (repeatable), e.g. --set subjects=10000",
+    )
+    ap.add_argument(
+        "--same-cohort",
+        action="store_true",
+        help="one cohort (the first seed's run makes it), seeds vary pretraining only; also pools the seeds",
+    )
+    ap.add_argument(
+        "--pool-bootstrap", type=int, default=1000, help="subject resamples of the pooled lead (default 1000)"
+    )
+    ap.add_argument("--tag", default="", help="suffix of the result files' name (demo_seeds_TAG)")
     ap.add_argument("--collect", action="store_true", help="only read finished runs in --runs-dir, run nothing")
     add_output_args(ap)
     args = ap.parse_args(argv)
@@ -170,25 +249,51 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         ap.error(f"--seeds: integers separated by commas, got {args.seeds!r}")
-    if not seeds:
-        ap.error("--seeds: at least one seed")
+    if not seeds or len(set(seeds)) != len(seeds):
+        ap.error(f"--seeds: at least one seed, each once, got {args.seeds!r}")
+    if args.same_cohort and args.pool_bootstrap < 1:
+        ap.error(f"--pool-bootstrap {args.pool_bootstrap}: needs >= 1 resample")
+    for o in args.overrides:
+        if o.partition("=")[0].strip() in ("seed", "train_seed", "cohort_from"):
+            ap.error(f"--set {o}: this script sets it per seed (--seeds, --same-cohort)")
     meta = machine_info()
+    demo_args = ["--config", args.config, *(a for o in args.overrides for a in ("--set", o))]
+    first = args.runs_dir / f"seed_{seeds[0]}"
     runs = []
     for seed in seeds:
         run_dir = args.runs_dir / f"seed_{seed}"
         if not args.collect:
-            run_seed(run_dir, seed)
-        runs.append(read_run(run_dir, seed))
+            run_seed(run_dir, seed, demo_args, first if args.same_cohort else None)
+        runs.append(read_run(run_dir, seed, args.same_cohort))
+    how = (
+        ["--set train_seed=S", f"--set cohort_from={first} (the seeds after the first)"]
+        if args.same_cohort
+        else ["--set seed=S"]
+    )
+    command = ["tte-scale demo", *demo_args, *how, f"(seeds {','.join(map(str, seeds))})"]
     result = {
         "name": NAME,
-        "command": f"tte-scale demo --set seed=S (seeds {','.join(map(str, seeds))}; configs/demo.yaml)",
+        "command": " ".join(command),
         "machine": args.machine or machine_name(),
         "meta": meta,
+        "same_cohort": args.same_cohort,
         "seeds": runs,
         "across_seeds": across(runs, "mean_over_tasks", "value"),
         "tte_minus_across_seeds": across(runs, "tte_minus", "diff"),
     }
-    js, md = write_results(args.out, NAME, result, render(result))
+    if args.same_cohort and len(runs) > 1:
+        cohorts = {(r["labels"], r["tasks"]) for r in runs}
+        if len(cohorts) != 1 or None in next(iter(cohorts)):
+            raise InputError(f"--same-cohort: the runs' evaluations used different labels or task sets: {cohorts}")
+        labels, tasks = cohorts.pop()
+        evals = [Path(r["run_dir"]) / "eval" for r in runs]
+        try:
+            result["pooled"] = seed_pool.pool_runs(Path(labels), tasks, evals, bootstrap=args.pool_bootstrap)
+        except InputError as exc:  # e.g. a task without positives among the held-out scans: reported, not averaged
+            result["pooled_refused"] = str(exc)
+            print(f"not pooled: {exc}", file=sys.stderr)
+    name = NAME + (f"_{args.tag}" if args.tag else "")
+    js, md = write_results(args.out, name, result, render(result))
     print(f"wrote {js} and {md}")
     return 0
 

@@ -59,24 +59,34 @@ def pooled(diffs: list[np.ndarray], points: list[float], level: float = 0.95) ->
     }
 
 
-def run(args) -> dict:
+def pool_runs(
+    labels: Path,
+    task_set: str,
+    evals: list[Path],
+    reference: str = "tte",
+    versus: str = "random_init",
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Per run and pooled ``reference`` - ``versus`` over the `tte-scale eval` folders ``evals``
+    (one per seed, all on the cohort of ``labels``), every run on the same subject resamples."""
     from tte_scale.eval.compare import mean_replicates, paired_differences
     from tte_scale.eval.report import HEADLINE
 
-    tables, tasks, horizons = read_outcome_inputs(args.labels, args.tasks)
+    tables, tasks, horizons = read_outcome_inputs(labels, task_set)
     sets = {}
-    for i, d in enumerate(args.eval):
-        for model in (args.reference, args.versus):
+    for i, d in enumerate(evals):
+        for model in (reference, versus):
             path = embeddings_of(Path(d), model)
             _, ids, feats = read_embeddings(f"{model}={path}", SPLITS)
             sets[f"{i}/{model}"] = (ids, feats)
-    print(f"probing {len(sets)} feature sets ({len(args.eval)} runs x 2) ...", flush=True)
-    results, scans = evaluate_sets(sets, tables, tasks, horizons, args.bootstrap, args.seed)
+    print(f"probing {len(sets)} feature sets ({len(evals)} runs x 2) ...", flush=True)
+    results, scans = evaluate_sets(sets, tables, tasks, horizons, bootstrap, seed)
     per_run, metrics = [], {}
     for probe, metric in HEADLINE:
         diffs, points = [], []
-        for i, d in enumerate(args.eval):
-            ref, other = results[f"{i}/{args.reference}"], results[f"{i}/{args.versus}"]
+        for i, d in enumerate(evals):
+            ref, other = results[f"{i}/{reference}"], results[f"{i}/{versus}"]
             rows = paired_differences({"ref": ref, "other": other}, "ref", [(probe, metric)])
             ra, rb = (mean_replicates(x, probe, metric, tasks) for x in (ref, other))
             if not rows or rows[0]["tasks"] != len(tasks) or ra is None or rb is None:
@@ -90,17 +100,21 @@ def run(args) -> dict:
             )
         metrics[f"{probe}/{metric}"] = pooled(diffs, points)
     return {
-        "reference": args.reference,
-        "versus": args.versus,
+        "reference": reference,
+        "versus": versus,
         "tasks": tasks,
-        "bootstrap": args.bootstrap,
-        "seed": args.seed,
+        "bootstrap": bootstrap,
+        "seed": seed,
         "scans": scans,
-        "runs": [str(d) for d in args.eval],
+        "runs": [str(d) for d in evals],
         "per_run": per_run,
         "pooled": metrics,
-        "command": " ".join(["python -m tte_scale.benchmarks.seed_pool", *sys.argv[1:]]),
     }
+
+
+def run(args) -> dict:
+    result = pool_runs(args.labels, args.tasks, args.eval, args.reference, args.versus, args.bootstrap, args.seed)
+    return {**result, "command": " ".join(["python -m tte_scale.benchmarks.seed_pool", *sys.argv[1:]])}
 
 
 def _ci(d: dict) -> str:
@@ -108,10 +122,15 @@ def _ci(d: dict) -> str:
     return f"{d['diff']:+.3f}{ci}"
 
 
-def markdown(r: dict, machine: str) -> str:
+def pool_table(r: dict) -> list[str]:
+    """Markdown lines: each run's difference with its CI, then the mean of the runs (bold)."""
     rows = [[x["eval"], f"{x['probe']} {x['metric']}", _ci(x)] for x in r["per_run"]]
     for key, p in r["pooled"].items():
         rows.append([f"**mean of the {len(r['runs'])} runs**", key.replace("/", " "), f"**{_ci(p)}**"])
+    return md_table(["run (eval folder)", "probe metric", "difference of task means [paired CI]"], rows)
+
+
+def markdown(r: dict, machine: str) -> str:
     return (
         "\n".join(
             [
@@ -123,7 +142,7 @@ def markdown(r: dict, machine: str) -> str:
                 "the spread between seeds.",
                 f"Command: `{r['command']}`",
                 "",
-                *md_table(["run (eval folder)", "probe metric", "difference of task means [paired CI]"], rows),
+                *pool_table(r),
             ]
         )
         + "\n"

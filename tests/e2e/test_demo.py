@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tte_scale.benchmarks import bench_demo
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,7 @@ def test_demo_end_to_end_and_resume(tmp_path, cli_cmd):
         "pretrain_overrides: [max_steps=6, checkpoint.every_steps=3, eval.every_steps=3, data.num_workers=0, "
         "optim.warmup_steps=1, optim.global_batch_size=4]\n"
     )
-    out = tmp_path / "demo"
+    out = tmp_path / "runs" / "seed_1"  # bench_demo's layout, for the same-cohort seeds below
     cmd = cli_cmd + ["demo", "--out", str(out), "--config", str(cfg)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -45,6 +47,25 @@ def test_demo_end_to_end_and_resume(tmp_path, cli_cmd):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("up to date, skipped") == 6
+
+    # Another training seed on that cohort, and the two seeds pooled: bench_demo --same-cohort
+    # finds seed 1 up to date (train_seed=1 is what seed 1 trained with) and runs seed 2.
+    stamps = {p.name: p.read_text() for p in (out / ".stages").iterdir()}
+    results = tmp_path / "results"
+    argv = ["--seeds", "1,2", "--same-cohort", "--runs-dir", str(out.parent), "--config", str(cfg)]
+    assert bench_demo.main([*argv, "--pool-bootstrap", "50", "--out", str(results), "--tag", "t"]) == 0
+    assert {p.name: p.read_text() for p in (out / ".stages").iterdir()} == stamps
+    second = out.parent / "seed_2"
+    assert not (second / "cohort").exists() and not (second / "shards").exists()
+    train_argv = json.loads((second / ".stages" / "train.json").read_text())["argv"]
+    assert "seed=2" in train_argv and f"data.shards_dir={out / 'shards'}" in train_argv
+    res = json.loads((results / "demo_seeds_t.json").read_text())
+    assert res["same_cohort"] and res["seeds"][1]["stage_seconds"]["synth"] is None
+    assert [r["tte_minus"]["random_init/cox/c_index"]["diff"] is not None for r in res["seeds"]] == [True, True]
+    # 13 held-out scans leave some tasks without positives: the mean over tasks is not pooled, and
+    # the results say why (seed_pool's own tests cover the pooled figures).
+    assert "undefined for some of the tasks" in res["pooled_refused"] and "pooled" not in res
+    assert "Not pooled:" in (results / "demo_seeds_t.md").read_text()
 
 
 def test_demo_bad_config_names_the_key(tmp_path, cli_cmd):

@@ -38,6 +38,11 @@ runs). Resumable: a stage whose command is unchanged and that finished before is
 `--set` takes the demo's keys (configs/demo.yaml) and the pretraining config's: those go to both
 training runs, e.g. `--set model.name=densenet121_3d` trains the paper's DenseNet instead of the
 ViT (its ViT-only settings are reported unused), `--set max_steps=300` a shorter budget.
+
+Another seed on the same cohort: `--set train_seed=1 --set cohort_from=runs/demo` trains and
+evaluates in --out with seed 1 on runs/demo's cohort, labels and shards (checked against this
+config, never rewritten); `python -m tte_scale.benchmarks.bench_demo --same-cohort` does it for
+several seeds and pools them.
 """
 
 STAMPS = ".stages"
@@ -52,7 +57,17 @@ class DemoConfig:
     subjects: int = 320
     """Subjects of the synthetic cohort (each has 1-2 scans)."""
     seed: int = 0
-    """Seed of the cohort, the training run and the evaluation."""
+    """Seed of the cohort, and of the training runs and the evaluation unless ``train_seed`` is set."""
+    train_seed: int | None = None
+    """Seed of the training runs (initialization, data order) and of the evaluation's bootstrap
+    (default: ``seed``). With ``cohort_from`` it repeats pretraining on one cohort: what the
+    initialization and data order alone change (`python -m tte_scale.benchmarks.bench_demo
+    --same-cohort`)."""
+    cohort_from: str = ""
+    """A finished `tte-scale demo` folder whose cohort, labels and shards this run uses instead of
+    making its own. They must be what this config makes: its synth, labels and shard commands
+    (with that folder's paths) and config files are compared with the folder's stage records, and
+    a mismatch is refused. Nothing in that folder is written."""
     profile: str = "compact"
     """`tte-scale synth --profile`: compact (the INSPECT-like cohort) or sparse (one small
     lesion drives two outcomes; configs/demo_sparse.yaml)."""
@@ -81,6 +96,11 @@ class DemoConfig:
         check(self.bins > 0, "bins", f"must be > 0, got {self.bins}")
         check(self.workers > 0, "workers", f"must be > 0, got {self.workers}")
         check(self.bootstrap >= 0, "bootstrap", f"must be >= 0, got {self.bootstrap}")
+        check(
+            self.train_seed is None or isinstance(self.train_seed, int),
+            "train_seed",
+            f"an integer or null, got {self.train_seed!r}",
+        )
         from tte_scale.synth.config import PROFILES
 
         check(self.profile in PROFILES, "profile", f"one of {sorted(PROFILES)}, got {self.profile!r}")
@@ -96,11 +116,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
-    """(name, arguments of `tte-scale`, the output whose existence marks the stage done)."""
-    cohort, labels, shards, pre, sup, ev = (
-        out / n for n in ("cohort", "labels", "shards", "pretrain", "pretrain_supervised", "eval")
-    )
-    common = [f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"seed={cfg.seed}", *cfg.pretrain_overrides]
+    """(name, arguments of `tte-scale`, the output whose existence marks the stage done).
+
+    With ``cfg.cohort_from`` the data stages (``DATA_STAGES``) are that folder's: their arguments
+    name its paths, and the later stages read from there."""
+    data = Path(cfg.cohort_from) if cfg.cohort_from else out
+    cohort, labels, shards = (data / n for n in ("cohort", "labels", "shards"))
+    pre, sup, ev = (out / n for n in ("pretrain", "pretrain_supervised", "eval"))
+    seed = cfg.seed if cfg.train_seed is None else cfg.train_seed
+    common = [f"data.shards_dir={shards}", f"data.labels_dir={labels}", f"seed={seed}", *cfg.pretrain_overrides]
     train_sets = [f"out_dir={pre}", *common]
     sup_sets = [f"out_dir={sup}", *common, "objective=supervised"]
     baselines = ["--baseline", "random"]
@@ -200,7 +224,7 @@ def _stages(cfg: DemoConfig, out: Path) -> list[tuple[str, list[str], Path]]:
                 "--bootstrap",
                 str(cfg.bootstrap),
                 "--seed",
-                str(cfg.seed),
+                str(seed),
             ],
             ev / "summary.json",
         )
@@ -242,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.pretrain_overrides = [*cfg.pretrain_overrides, *train]
     out = Path(args.out)
     _check_out(out, [args.config, *(resolve_config_path(f) for f in _config_files(cfg))])
+    if cfg.cohort_from:
+        check_not_input(out, [cfg.cohort_from], inside_too=True)
     (out / STAMPS).mkdir(parents=True, exist_ok=True)
     mark(out, COMMAND)
     # A single-process "cluster" for DeepSpeed on the CPU; a user's own launcher overrides these.
@@ -258,19 +284,19 @@ def run(args: argparse.Namespace) -> int:
     changed = args.fresh
     t_all = time.time()
     stages = _stages(cfg, out)
+    # With cohort_from, the digests of its data stages enter every later stage's: a cohort rebuilt
+    # there redoes training and evaluation here.
+    upstream = _check_cohort_from(cfg) if cfg.cohort_from else []
     for name, sub in _TRAIN_DIRS.items():  # before any stage runs
         _check_trained_here(out / sub, out / STAMPS / f"{name}.json")
     for i, (name, argv, done_marker) in enumerate(stages, 1):
+        if cfg.cohort_from and name in DATA_STAGES:
+            print(f"[{i}/{len(stages)}] {name}: from {cfg.cohort_from} (checked: {done_marker})", flush=True)
+            if args.until == name:
+                break
+            continue
         stamp = out / STAMPS / f"{name}.json"
-        # Only the config files a stage reads: a new pretraining config must not redo the cohort.
-        files = {
-            "labels": [cfg.task_set],
-            "shard": [cfg.shard_config],
-            "train": [cfg.pretrain_config],
-            "supervised": [cfg.pretrain_config],
-            "eval": [cfg.task_set],
-        }.get(name, [])
-        digest = _digest(argv, files)
+        digest = _digest([*argv, *upstream], _stage_files(cfg, name))
         old = json.loads(stamp.read_text()) if stamp.is_file() else {}
         if not changed and old.get("digest") == digest and done_marker.exists():
             print(f"[{i}/{len(stages)}] {name}: up to date, skipped ({done_marker})", flush=True)
@@ -297,6 +323,57 @@ def run(args: argparse.Namespace) -> int:
         print(_headline(json.loads(summary.read_text())))
     print(f"demo finished in {time.time() - t_all:.0f} s; report: {out / 'eval' / 'report.md'}")
     return 0
+
+
+DATA_STAGES = ("synth", "labels", "shard")
+
+
+def _stage_files(cfg: DemoConfig, name: str) -> list[str]:
+    """The config files a stage reads: a new pretraining config must not redo the cohort."""
+    return {
+        "labels": [cfg.task_set],
+        "shard": [cfg.shard_config],
+        "train": [cfg.pretrain_config],
+        "supervised": [cfg.pretrain_config],
+        "eval": [cfg.task_set],
+    }.get(name, [])
+
+
+def _check_cohort_from(cfg: DemoConfig) -> list[str]:
+    """The digests of ``cfg.cohort_from``'s data stages, once each is found finished there with
+    the command and config files this config gives it; else an :class:`InputError` naming the
+    stage. The folder may be named by another path than the one it was made with (relative,
+    absolute, a link): its commands are compared under the path they recorded."""
+    import dataclasses
+
+    src = Path(cfg.cohort_from)
+    owner = read_marker(src) if src.is_dir() else None
+    if owner is None or owner.get("command") != COMMAND:
+        raise InputError(f"cohort_from {src}: not a `tte-scale demo` output folder")
+    records = {}
+    for name in DATA_STAGES:
+        stamp = src / STAMPS / f"{name}.json"
+        records[name] = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    made_in = Path(_after(records["synth"].get("argv", []), "--out") or src / "cohort").parent
+    root = str(made_in) if made_in.resolve() == src.resolve() else str(src)
+    digests = []
+    for name, argv, done_marker in _stages(dataclasses.replace(cfg, cohort_from=root), src):
+        if name not in DATA_STAGES:
+            continue
+        rec = records[name]
+        if not rec.get("digest") or not done_marker.exists():
+            raise InputError(f"cohort_from {src}: its {name} stage has not finished (run `tte-scale demo` there first)")
+        if rec["digest"] != _digest(argv, _stage_files(cfg, name)):
+            raise InputError(
+                f"cohort_from {src}: its {name} stage ran `tte-scale {shlex.join(rec.get('argv', []))}` or with other "
+                f"config files, not what this config gives (`tte-scale {shlex.join(argv)}`)"
+            )
+        digests.append(rec["digest"])
+    return digests
+
+
+def _after(argv: list[str], flag: str) -> str | None:
+    return next((b for a, b in zip(argv, argv[1:]) if a == flag), None)
 
 
 def _headline(summary: dict) -> str:
