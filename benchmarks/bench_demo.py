@@ -43,6 +43,7 @@ from tte_scale.benchmarks.common import (
     script_parser,
     write_results,
 )
+from tte_scale.commands import add_config_arguments
 from tte_scale.errors import InputError
 
 NAME = "demo_seeds"
@@ -224,15 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--runs-dir", type=Path, default=Path("runs/demo_seeds"), help="one demo folder per seed: DIR/seed_S"
     )
-    ap.add_argument("--config", default="configs/demo.yaml", help="the demo's config (default configs/demo.yaml)")
-    ap.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="passed to every `tte-scale demo` run (repeatable), e.g. --set subjects=10000",
-    )
+    add_config_arguments(ap)  # the demo's --config (default configs/demo.yaml) and --set, passed to every run
     ap.add_argument(
         "--same-cohort",
         action="store_true",
@@ -257,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if o.partition("=")[0].strip() in ("seed", "train_seed", "cohort_from"):
             ap.error(f"--set {o}: this script sets it per seed (--seeds, --same-cohort)")
     meta = machine_info()
-    demo_args = ["--config", args.config, *(a for o in args.overrides for a in ("--set", o))]
+    demo_args = ["--config", args.config or "configs/demo.yaml", *(a for o in args.overrides for a in ("--set", o))]
     first = args.runs_dir / f"seed_{seeds[0]}"
     runs = []
     for seed in seeds:

@@ -81,3 +81,43 @@ def test_unfinished_or_foreign_runs_are_refused(tmp_path):
         bench_demo.read_run(runs / "seed_1", 2)
     with pytest.raises(InputError, match="has not finished"):
         bench_demo.read_run(runs / "seed_9", 9)
+
+
+def test_same_cohort_runs_are_read_by_their_training_seed(tmp_path):
+    """--same-cohort: a run that took its cohort from another folder has no data stages of its own,
+    and what identifies it is the seed its training used; a missing supervised stage is no error."""
+    run = tmp_path / "seed_4"
+    _fake_run(run, 0, 0.7, stages=("train", "eval"))
+    (run / bench_demo.STAMPS / "train.json").write_text(
+        json.dumps({"digest": "d", "seconds": 30.0, "argv": ["train", "--set", "seed=0", "--set", "seed=4"]})
+    )
+    (run / bench_demo.STAMPS / "eval.json").write_text(
+        json.dumps({"digest": "d", "seconds": 5.0, "argv": ["eval", "--labels", "first/labels", "--tasks", "t.yaml"]})
+    )
+    r = bench_demo.read_run(run, 4, same_cohort=True)
+    assert r["stage_seconds"] == {
+        "synth": None,
+        "labels": None,
+        "shard": None,
+        "train": 30.0,
+        "supervised": None,
+        "eval": 5.0,
+    }
+    assert r["total_seconds"] == 35.0 and (r["labels"], r["tasks"]) == ("first/labels", "t.yaml")
+    with pytest.raises(InputError, match="not trained with seed 3"):
+        bench_demo.read_run(run, 3, same_cohort=True)
+    with pytest.raises(InputError, match="synth stage did not finish"):  # without --same-cohort its cohort is required
+        bench_demo.read_run(run, 4)
+    md = bench_demo.render(
+        {"command": "c", "machine": "m", "meta": {"load_avg_1m": 0.1}, "same_cohort": True, "seeds": [r],
+         "across_seeds": {}, "tte_minus_across_seeds": {}, "pooled_refused": "x: undefined"}
+    )  # fmt: skip
+    assert "| 4 | - | - | - | 30 | - | 5 | 35 |" in md and "Not pooled: x: undefined" in md
+
+
+def test_seeds_and_cohort_keys_are_the_scripts_own(tmp_path, capsys):
+    for bad in (["--set", "seed=3"], ["--set", "cohort_from=x"], ["--seeds", "1,1"]):
+        with pytest.raises(SystemExit) as exc:
+            bench_demo.main(["--collect", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "o"), *bad])
+        assert exc.value.code == 2
+    assert not (tmp_path / "o").exists()
