@@ -204,21 +204,30 @@ def read_embeddings(spec: str, splits) -> tuple[str, dict, dict]:
     return name, emb.scan_id, {s: f.astype(np.float64) for s, f in emb.features.items()}
 
 
-def evaluate_sets(sets: dict, tables, tasks, horizons, bootstrap: int, seed: int) -> tuple[dict, dict]:
+def evaluate_sets(
+    sets: dict, tables, tasks, horizons, bootstrap: int, seed: int, only_labelled: bool = False
+) -> tuple[dict, dict]:
     """({name: EvalResult}, {split: number of scans}) of each feature set ``name -> (scan ids,
     features)`` (per split) through `tte-scale eval`'s own protocol (logistic and Cox probes, l2
     on tuning, held-out metrics with subject-bootstrap replicates), all on the scans every set
     has, in the first set's order: the same bootstrap resamples, so replicate-by-replicate
-    differences between sets are paired."""
+    differences between sets are paired. A scan without benchmark labels is refused (labels and
+    embeddings of different cohorts), unless ``only_labelled``: then only the labelled scans are
+    probed (a sub-cohort's labels on a larger cohort's embeddings)."""
     from tte_scale.eval.config import EvalConfig
     from tte_scale.eval.protocol import evaluate_embeddings
     from tte_scale.eval.tables import align_to_scans
 
     cfg = EvalConfig(bootstrap=bootstrap, seed=seed, horizons_days=horizons, probes=["logistic", "cox"])
+    missing = [s for s in cfg.splits if s not in tables]
+    if missing:
+        raise InputError(f"the benchmark labels hold no scans of the split(s) {missing}")
     first = next(iter(sets.values()))[0]
     keep = {}
     for s in cfg.splits:
         common = set.intersection(*(set(ids[s].tolist()) for ids, _ in sets.values()))
+        if only_labelled:
+            common &= set(tables[s].scan_id.tolist())
         keep[s] = np.array([x for x in first[s].tolist() if x in common])
     aligned = {s: align_to_scans(tables[s], keep[s]) for s in cfg.splits}
     results = {}

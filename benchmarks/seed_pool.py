@@ -67,9 +67,11 @@ def pool_runs(
     versus: str = "random_init",
     bootstrap: int = 1000,
     seed: int = 0,
+    only_labelled: bool = False,
 ) -> dict:
     """Per run and pooled ``reference`` - ``versus`` over the `tte-scale eval` folders ``evals``
-    (one per seed, all on the cohort of ``labels``), every run on the same subject resamples."""
+    (one per seed, all on the cohort of ``labels``), every run on the same subject resamples.
+    ``only_labelled``: probe only the scans ``labels`` holds (``evaluate_sets``)."""
     from tte_scale.eval.compare import mean_replicates, paired_differences
     from tte_scale.eval.report import HEADLINE
 
@@ -81,7 +83,7 @@ def pool_runs(
             _, ids, feats = read_embeddings(f"{model}={path}", SPLITS)
             sets[f"{i}/{model}"] = (ids, feats)
     print(f"probing {len(sets)} feature sets ({len(evals)} runs x 2) ...", flush=True)
-    results, scans = evaluate_sets(sets, tables, tasks, horizons, bootstrap, seed)
+    results, scans = evaluate_sets(sets, tables, tasks, horizons, bootstrap, seed, only_labelled)
     per_run, metrics = [], {}
     for probe, metric in HEADLINE:
         diffs, points = [], []
@@ -105,6 +107,7 @@ def pool_runs(
         "tasks": tasks,
         "bootstrap": bootstrap,
         "seed": seed,
+        "only_labelled": only_labelled,
         "scans": scans,
         "runs": [str(d) for d in evals],
         "per_run": per_run,
@@ -113,7 +116,9 @@ def pool_runs(
 
 
 def run(args) -> dict:
-    result = pool_runs(args.labels, args.tasks, args.eval, args.reference, args.versus, args.bootstrap, args.seed)
+    result = pool_runs(
+        args.labels, args.tasks, args.eval, args.reference, args.versus, args.bootstrap, args.seed, args.only_labelled
+    )
     return {**result, "command": " ".join(["python -m tte_scale.benchmarks.seed_pool", *sys.argv[1:]])}
 
 
@@ -164,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versus", default="random_init", help="the baseline (default random_init)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="subject resamples (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the resamples, shared by every run (default 0)")
+    ap.add_argument(
+        "--only-labelled",
+        action="store_true",
+        help="probe only the scans --labels holds (default: a scan without labels is refused); e.g. the labels "
+        "of a sub-cohort (the first N subjects of a synthetic cohort) on the larger cohort's evaluations",
+    )
     ap.add_argument("--tag", default="", help="suffix of the result files' name")
     add_output_args(ap)
     args = ap.parse_args(argv)
