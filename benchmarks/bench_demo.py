@@ -1,4 +1,9 @@
-"""The demo over several seeds: what `make demo` gives, and how much of it is the seed.
+"""The demo over several seeds: what `make demo` gives, and how much of it is the seed. Each seed
+draws another cohort and initialization, or with --same-cohort one cohort and another
+initialization and data order per seed, pooled (TTE - random init per seed and their mean):
+  python -m tte_scale.benchmarks.bench_demo --seeds 0,1,2 --runs-dir runs/demo_seeds
+  python -m tte_scale.benchmarks.bench_demo --config configs/demo_sparse.yaml --same-cohort \\
+      --set subjects=10000 --set supervised=false --runs-dir runs/sparse_seeds --tag sparse
 
 Runs ``tte-scale demo --set seed=S`` for each seed (a seed draws another synthetic cohort and
 another initialization), then reads each run's ``eval/summary.json`` and stage timings and writes
@@ -10,18 +15,13 @@ folders made before (e.g. by hand, or by an interrupted run of this script).
 order): the first seed's run makes the cohort, labels and shards, every other seed trains and
 evaluates on them (``--set train_seed=S --set cohort_from=DIR/seed_<first>``). Its runs share
 their held-out scans, so it also pools them (`seed_pool`): TTE minus random init per seed and
-their mean, every seed on the same subject resamples. This is the check of issue 18 on the
-sparse profile:
-
-    python -m tte_scale.benchmarks.bench_demo --config configs/demo_sparse.yaml --same-cohort \
-        --set subjects=10000 --set supervised=false --runs-dir runs/sparse_seeds --tag sparse
+their mean, every seed on the same subject resamples. The second example above is the check of
+issue 18 on the sparse profile (benchmarks/results/sparse.md).
 
 Not part of ``bench all``: one seed of the default demo takes ~10 minutes on 2 idle cores (three
 trainings' worth of CPU). Figures are deterministic for a given machine and seed, not bitwise
 across CPUs (the float reductions of the CPU kernels differ with the instruction set), which is
 why the README quotes the spread over seeds rather than one run.
-
-    python -m tte_scale.benchmarks.bench_demo --seeds 0,1,2 --runs-dir runs/demo_seeds
 """
 
 from __future__ import annotations
