@@ -229,6 +229,8 @@ def evaluate_sets(
         if only_labelled:
             common &= set(tables[s].scan_id.tolist())
         keep[s] = np.array([x for x in first[s].tolist() if x in common])
+        if not keep[s].size:
+            raise InputError(f"no {s} scan is in every feature set{' and the labels' if only_labelled else ''}")
     aligned = {s: align_to_scans(tables[s], keep[s]) for s in cfg.splits}
     results = {}
     for model, (ids, f) in sets.items():
