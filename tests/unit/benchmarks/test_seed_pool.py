@@ -81,12 +81,13 @@ def test_one_run_is_refused(runs):
 def test_only_labelled_probes_a_sub_cohort(runs):
     """The labels of part of the cohort (every other subject) on the whole cohort's evaluations: a
     scan without labels is refused unless --only-labelled, which probes the labelled ones only."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     bench = pq.read_table(runs / "labels" / "bench.parquet")
     subjects = sorted(set(bench["subject_id"].to_pylist()))
-    sub = bench.filter(pc.is_in(bench["subject_id"], value_set=pa_array(subjects[::2])))
+    sub = bench.filter(pc.is_in(bench["subject_id"], value_set=pa.array(subjects[::2])))
     (runs / "half").mkdir()
     pq.write_table(sub, runs / "half" / "bench.parquet")
     argv = [a if a != str(runs / "labels") else str(runs / "half") for a in _args(runs)]
@@ -96,9 +97,3 @@ def test_only_labelled_probes_a_sub_cohort(runs):
     r = json.loads((runs / "out" / "seed_pool_tte_minus_random_init_t.json").read_text())
     kept = {s: len(set(sub.filter(pc.equal(sub["split"], s))["scan_id"].to_pylist())) for s in SPLIT_SIZES}
     assert r["only_labelled"] and r["scans"] == kept and 0 < kept["held_out"] < SPLIT_SIZES["held_out"]
-
-
-def pa_array(values):
-    import pyarrow as pa
-
-    return pa.array(values)
